@@ -1,0 +1,1 @@
+"""Filters: units that transform batches between the ingest buffer and the sinks."""

@@ -1,0 +1,296 @@
+"""The runtime: inputs -> ingest buffer -> filter task -> one buffer and task per sink.
+
+::
+
+    tcp ─┐                               ┌─> [buffer] -> elasticsearch task
+    udp ─┼─> [ingest buffer] -> filters ─┼─> [buffer] -> mqtt task
+         ┘                               └─> [buffer] -> file task
+
+Every arrow carries batches. Every buffer is bounded in events. A sink with
+``when_full: block`` makes the filter task wait when its buffer is full; the
+ingest buffer then fills and the inputs pause reading (TCP) or drop and count
+(UDP). A sink with ``drop_newest`` never makes anyone wait: what does not fit
+is counted as dropped. A slow sink therefore never stalls another sink
+beyond its own buffer, unless it is a ``block`` sink, whose whole point is to
+stall the inputs rather than lose data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from logstream.buffer import BatchBuffer, Batcher, BufferClosed
+from logstream.clock import Clock, SystemClock
+from logstream.event import Batch
+from logstream.metrics import Registry, UnitMetrics
+from logstream.units import Filter, Input, Sink, WhenFull
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SinkSettings:
+    """The runtime's settings around one sink (from :class:`~logstream.units.SinkConfig`)."""
+
+    buffer_max_events: int = 20_000
+    when_full: WhenFull = "block"
+    batch_max_events: int = 1_000
+    batch_max_delay_secs: float = 0.2
+
+
+class SinkRunner:
+    """One sink with its own bounded buffer, batching and task."""
+
+    def __init__(self, sink: Sink, settings: SinkSettings, clock: Clock | None = None) -> None:
+        self.sink = sink
+        self.settings = settings
+        self.metrics: UnitMetrics = sink.metrics
+        self._clock = clock or SystemClock()
+        self.buffer = BatchBuffer(settings.buffer_max_events, clock=self._clock)
+        self.metrics.buffer_depth = lambda: len(self.buffer) + len(self._batcher)
+        self._batcher = Batcher(settings.batch_max_events, settings.batch_max_delay_secs)
+        self._task: asyncio.Task[None] | None = None
+        self._in_write = 0  # events inside the current write(), for shutdown reports
+        # Pick the offer path once (no per-batch branch on the policy).
+        self.offer = self._offer_blocking if settings.when_full == "block" else self._offer_dropping
+
+    @property
+    def name(self) -> str:
+        return self.sink.name
+
+    async def start(self) -> None:
+        await self.sink.start()
+        self._task = asyncio.create_task(self._run(), name=f"sink:{self.name}")
+
+    async def _offer_blocking(self, batch: Batch) -> None:
+        self.metrics.events_in += len(batch)
+        await self.buffer.put(batch)
+        self.metrics.blocked_secs = self.buffer.blocked_secs
+
+    async def _offer_dropping(self, batch: Batch) -> None:
+        self.metrics.events_in += len(batch)
+        if not self.buffer.offer(batch):
+            self.metrics.drop(len(batch), "buffer_full")
+
+    async def _run(self) -> None:
+        batcher = self._batcher
+        clock = self._clock
+        while True:
+            try:
+                got = await self.buffer.get(batcher.room, batcher.timeout(clock.monotonic()))
+            except BufferClosed:
+                await self._write(batcher.take())
+                return
+            ready = batcher.take() if got is None else batcher.add(got, clock.monotonic())
+            if ready:
+                await self._write(ready)
+
+    async def _write(self, batch: Batch) -> None:
+        if not batch:
+            return
+        self._in_write = len(batch)
+        try:
+            await self.sink.write(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("sink %s: write of %d events failed; dropped", self.name, len(batch))
+            self.metrics.drop(len(batch), "sink_error")
+        finally:
+            self._in_write = 0
+
+    async def drain(self) -> None:
+        """Close the buffer and wait until everything in it has been written."""
+        self.buffer.close()
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def abort(self) -> int:
+        """Cancel the task; count and return the events that were never written."""
+        lost = self.buffer.clear() + len(self._batcher.take())
+        if self._task is not None and not self._task.done():
+            lost += self._in_write
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if lost:
+            self.metrics.drop(lost, "shutdown")
+        return lost
+
+    async def close(self) -> None:
+        try:
+            await self.sink.close()
+        except Exception:
+            log.exception("sink %s: close failed", self.name)
+
+
+@dataclass
+class ShutdownReport:
+    """What a shutdown managed: events that could not be flushed, per sink."""
+
+    unflushed: dict[str, int] = field(default_factory=dict)
+    timed_out: bool = False
+
+    @property
+    def clean(self) -> bool:
+        return not self.timed_out and not any(self.unflushed.values())
+
+
+class Pipeline:
+    """Owns the units, the buffers and the tasks between them."""
+
+    def __init__(
+        self,
+        inputs: Sequence[Input],
+        filters: Sequence[Filter],
+        sinks: Sequence[SinkRunner],
+        *,
+        registry: Registry | None = None,
+        ingest_max_events: int = 50_000,
+        filter_batch_max_events: int = 8_192,
+        tick_secs: float = 0.1,
+        clock: Clock | None = None,
+    ) -> None:
+        if not sinks:
+            raise ValueError("a pipeline needs at least one sink")
+        self.inputs = list(inputs)
+        self.filters = list(filters)
+        self.sinks = list(sinks)
+        self.registry = registry or Registry()
+        self.clock = clock or SystemClock()
+        self.ingest = BatchBuffer(ingest_max_events, clock=self.clock)
+        self.metrics = self.registry.unit("ingest", "pipeline")
+        self.metrics.buffer_depth = lambda: len(self.ingest)
+        self._filter_batch_max_events = filter_batch_max_events
+        self._tick_secs = tick_secs
+        self._filter_task: asyncio.Task[None] | None = None
+        self._started_inputs: list[Input] = []
+        self._started_sinks: list[SinkRunner] = []
+        self.running = False
+
+    async def start(self) -> None:
+        """Start sinks first, then the filter task, then the inputs.
+
+        If anything fails to start, what was started is stopped and the error raised.
+        """
+        try:
+            for runner in self.sinks:
+                await runner.start()
+                self._started_sinks.append(runner)
+            self._filter_task = asyncio.create_task(self._run_filters(), name="filters")
+            for unit in self.inputs:
+                self._started_inputs.append(unit)
+                await unit.start(self.ingest)
+        except BaseException:
+            await self.stop(timeout_secs=5.0)
+            raise
+        self.running = True
+
+    async def _run_filters(self) -> None:
+        ingest = self.ingest
+        max_events = self._filter_batch_max_events
+        tick_secs = self._tick_secs
+        next_tick = self.clock.monotonic() + tick_secs
+        while True:
+            try:
+                batch = await ingest.get(max_events, tick_secs)
+            except BufferClosed:
+                break
+            if batch:
+                self.metrics.events_in += len(batch)
+                batch = self._apply_filters(batch, 0)
+                if batch:
+                    await self._fan_out(batch)
+            now = self.clock.monotonic()
+            if now >= next_tick:
+                next_tick = now + tick_secs
+                await self._tick(now)
+        for index, unit in enumerate(self.filters):
+            held = self._call_filter(unit, unit.flush, None)
+            if held:
+                held = self._apply_filters(held, index + 1)
+                if held:
+                    await self._fan_out(held)
+
+    def _apply_filters(self, batch: Batch, first: int) -> Batch:
+        for unit in self.filters[first:]:
+            unit.metrics.events_in += len(batch)
+            batch = self._call_filter(unit, unit.process, batch)
+            unit.metrics.events_out += len(batch)
+            if not batch:
+                break
+        return batch
+
+    @staticmethod
+    def _call_filter(unit: Filter, method: object, batch: Batch | None) -> Batch:
+        try:
+            return method() if batch is None else method(batch)  # type: ignore[operator]
+        except Exception:
+            log.exception("filter %s failed; batch passed on unfiltered", unit.name)
+            unit.metrics.errors += 1
+            return batch or []
+
+    async def _tick(self, now: float) -> None:
+        for index, unit in enumerate(self.filters):
+            due = self._call_filter(unit, lambda u=unit: u.tick(now), None)
+            if due:
+                due = self._apply_filters(due, index + 1)
+                if due:
+                    await self._fan_out(due)
+
+    async def _fan_out(self, batch: Batch) -> None:
+        self.metrics.events_out += len(batch)
+        for runner in self.sinks:
+            await runner.offer(batch)
+
+    async def stop(self, timeout_secs: float = 10.0) -> ShutdownReport:
+        """Stop inputs, drain the filters and sinks, close the sinks.
+
+        Whatever is not written within ``timeout_secs`` is counted as dropped
+        (reason ``shutdown``) and reported per sink.
+        """
+        self.running = False
+        report = ShutdownReport()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_secs
+        inputs, self._started_inputs = self._started_inputs, []
+        results = await asyncio.gather(*(unit.stop() for unit in inputs), return_exceptions=True)
+        for unit, result in zip(inputs, results, strict=True):
+            if isinstance(result, Exception):
+                log.error("input %s: stop failed: %s", unit.name, result)
+        self.ingest.close()
+        sinks, self._started_sinks = self._started_sinks, []
+        try:
+            async with asyncio.timeout_at(deadline):
+                if self._filter_task is not None:
+                    await asyncio.shield(self._filter_task)
+                await asyncio.gather(*(runner.drain() for runner in sinks))
+        except TimeoutError:
+            report.timed_out = True
+        if self._filter_task is not None and not self._filter_task.done():
+            self._filter_task.cancel()
+            try:
+                await self._filter_task
+            except asyncio.CancelledError:
+                pass
+        left_in_ingest = self.ingest.clear()
+        if left_in_ingest:
+            self.metrics.drop(left_in_ingest, "shutdown")
+            report.unflushed["ingest"] = left_in_ingest
+        for runner in sinks:
+            lost = await runner.abort()
+            if lost:
+                report.unflushed[runner.name] = lost
+        await asyncio.gather(*(runner.close() for runner in sinks))
+        if not report.clean:
+            log.warning(
+                "shutdown: events not flushed: %s%s",
+                report.unflushed or "none",
+                " (deadline passed)" if report.timed_out else "",
+            )
+        return report

@@ -1,0 +1,1 @@
+"""Sinks: units that deliver batches to a destination, each on its own task."""

@@ -206,8 +206,11 @@ class Batcher:
     def add(self, batch: Batch, now: float) -> Batch | None:
         """Add events; return a complete batch when the count or the deadline is reached."""
         if not self._pending:
+            if len(batch) >= self.max_events or self.max_delay_secs == 0:
+                return batch
             self._deadline = now + self.max_delay_secs
-            self._pending = batch
+            # Batches are shared between sinks: copy before extending.
+            self._pending = list(batch)
         else:
             self._pending.extend(batch)
         if len(self._pending) >= self.max_events or now >= self._deadline:

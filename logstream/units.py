@@ -148,7 +148,9 @@ class SinkConfig(UnitConfig):
     kind: ClassVar[Literal["sink"]] = "sink"
 
     buffer_max_events: int = Field(
-        default=20_000, ge=1, description="Events the sink's own buffer holds."
+        default=20_000,
+        ge=1,
+        description="Events the sink's own buffer holds (plus one batch being assembled).",
     )
     when_full: WhenFull = Field(
         default="block",

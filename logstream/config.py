@@ -1,0 +1,272 @@
+"""The YAML configuration: loading, ``${ENV}`` substitution, validation, building.
+
+A config names its units by ``type``; each type's settings are validated by
+that unit's own ``*Config`` model (unknown keys rejected). Every error names
+the key path and the bad value, for example::
+
+    sinks[1] (mqtt).qos: Input should be 0 or 1 (value: 2)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from logstream.filters.mutate import MutateFilterConfig
+from logstream.inputs.tcp import TcpInputConfig
+from logstream.inputs.udp import UdpInputConfig
+from logstream.netaddr import parse_listen
+from logstream.pipeline import Pipeline, SinkRunner, SinkSettings
+from logstream.sinks.elasticsearch import ElasticsearchSinkConfig
+from logstream.sinks.file import FileSinkConfig
+from logstream.sinks.mqtt import MqttSinkConfig
+from logstream.sinks.stdout import StdoutSinkConfig
+from logstream.units import BuildContext, UnitConfig
+
+# The known unit types. A new unit is added to its union here.
+AnyInput = Annotated[TcpInputConfig | UdpInputConfig, Field(discriminator="type")]
+AnyFilter = Annotated[MutateFilterConfig, Field(discriminator="type")]
+AnySink = Annotated[
+    ElasticsearchSinkConfig | MqttSinkConfig | FileSinkConfig | StdoutSinkConfig,
+    Field(discriminator="type"),
+]
+
+
+class ConfigError(Exception):
+    """A configuration that cannot work; the message says which key and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PipelineSettings(_Strict):
+    ingest_max_events: int = Field(
+        default=50_000, ge=1, description="Events the ingest buffer holds before inputs pause."
+    )
+    filter_batch_max_events: int = Field(
+        default=8_192, ge=1, description="Events the filter task takes per batch at most."
+    )
+    tick_secs: float = Field(default=0.1, gt=0, description="How often time-driven filters run.")
+    shutdown_timeout_secs: float = Field(
+        default=10.0, gt=0, description="How long shutdown may spend flushing sinks."
+    )
+
+
+class MonitorSettings(_Strict):
+    enabled: bool = True
+    listen: str = Field(
+        default="127.0.0.1:9600", description="Where /metrics and /health are served."
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _valid_listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+
+class Config(_Strict):
+    inputs: list[AnyInput] = Field(min_length=1)
+    filters: list[AnyFilter] = Field(default_factory=list)
+    sinks: list[AnySink] = Field(min_length=1)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    state_dir: Path = Field(
+        default=Path(".logstream"), description="Where logstream keeps state and local servers."
+    )
+
+    def unit_names(self) -> dict[int, str]:
+        """The name of each unit (by ``id()`` of its config): its ``id``, else its type,
+        numbered when several units share a type."""
+        units: list[UnitConfig] = [*self.inputs, *self.filters, *self.sinks]
+        explicit = Counter(unit.id for unit in units if unit.id)
+        duplicated = [name for name, count in explicit.items() if count > 1]
+        if duplicated:
+            raise ConfigError(f"unit ids must be unique, repeated: {', '.join(duplicated)}")
+        by_type = Counter(f"{unit.kind}:{unit.type}" for unit in units if not unit.id)
+        seen: Counter[str] = Counter()
+        names: dict[int, str] = {}
+        for unit in units:
+            if unit.id:
+                names[id(unit)] = unit.id
+                continue
+            key = f"{unit.kind}:{unit.type}"
+            seen[key] += 1
+            name = unit.type if by_type[key] == 1 else f"{unit.type}_{seen[key]}"
+            while name in explicit:
+                name += "_"
+            names[id(unit)] = name
+        return names
+
+
+_ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def substitute_env(value: Any, env: dict[str, str] | os._Environ[str], path: str = "") -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string; ``$$`` is a literal ``$``."""
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{path or 'config'}: environment variable {name} is not set")
+
+        return _ENV.sub(replace, value)
+    if isinstance(value, dict):
+        return {k: substitute_env(v, env, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute_env(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _format_location(loc: tuple[int | str, ...], data: Any) -> str:
+    out = ""
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+        elif isinstance(node, dict) and part not in node and node.get("type") == part:
+            out += f" ({part})"  # the union tag pydantic adds to the path
+        else:
+            out += f".{part}" if out else str(part)
+            node = node.get(part) if isinstance(node, dict) else None
+    return out
+
+
+def _format_errors(error: ValidationError, data: Any) -> str:
+    lines = []
+    for item in error.errors(include_url=False):
+        where = _format_location(tuple(item["loc"]), data) or "config"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        value = item.get("input")
+        shown = "" if item["type"] == "missing" or isinstance(value, dict) else f" (value: {value!r})"
+        lines.append(f"{where}: {message}{shown}")
+    return "\n".join(lines)
+
+
+# A sink may name ``local`` instead of a server: `logstream run` then starts one
+# (mosquitto, noida-db) and puts its URL there. Until then, these stand in.
+LOCAL = "local"
+LOCAL_PLACEHOLDERS = {"mqtt": "mqtt://127.0.0.1:1883", "elasticsearch": "http://127.0.0.1:9200"}
+
+
+def local_needs(data: Any) -> set[str]:
+    """Which local servers (``mqtt``, ``elasticsearch``) the raw config asks for."""
+    needs = set()
+    for sink in data.get("sinks") or [] if isinstance(data, dict) else []:
+        if not isinstance(sink, dict):
+            continue
+        if sink.get("type") == "mqtt" and sink.get("url") == LOCAL:
+            needs.add("mqtt")
+        if sink.get("type") == "elasticsearch" and sink.get("hosts") in (LOCAL, [LOCAL]):
+            needs.add("elasticsearch")
+    return needs
+
+
+def _resolve_local(data: dict[str, Any], urls: dict[str, str]) -> dict[str, Any]:
+    sinks = []
+    for sink in data.get("sinks") or []:
+        if isinstance(sink, dict):
+            if sink.get("type") == "mqtt" and sink.get("url") == LOCAL:
+                sink = {**sink, "url": urls["mqtt"]}
+            elif sink.get("type") == "elasticsearch" and sink.get("hosts") in (LOCAL, [LOCAL]):
+                sink = {**sink, "hosts": [urls["elasticsearch"]]}
+        sinks.append(sink)
+    return {**data, "sinks": sinks} if "sinks" in data else data
+
+
+def parse_config(
+    data: Any, env: dict[str, str] | None = None, local_urls: dict[str, str] | None = None
+) -> Config:
+    """Validate an already-loaded YAML document. Raises :class:`ConfigError`.
+
+    ``local_urls`` replaces sinks set to ``local`` (default: placeholders, for checking).
+    """
+    if not isinstance(data, dict):
+        raise ConfigError("config: the top level must be a mapping with inputs and sinks")
+    data = substitute_env(data, os.environ if env is None else env)
+    data = _resolve_local(data, local_urls or LOCAL_PLACEHOLDERS)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_errors(error, data)) from None
+    config.unit_names()  # checks ids
+    return config
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The YAML document in ``path``. Raises :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+
+
+def load_config(
+    path: str | Path,
+    env: dict[str, str] | None = None,
+    local_urls: dict[str, str] | None = None,
+) -> Config:
+    """Read, substitute and validate a YAML config file. Raises :class:`ConfigError`."""
+    data = read_yaml(path)
+    try:
+        return parse_config(data, env, local_urls)
+    except ConfigError as error:
+        raise ConfigError(f"{path}:\n{error}") from None
+
+
+def build_pipeline(config: Config, ctx: BuildContext | None = None) -> Pipeline:
+    """Build every unit and the runtime around them. Raises :class:`ConfigError`."""
+    ctx = ctx or BuildContext(state_dir=config.state_dir)
+    names = config.unit_names()
+    try:
+        inputs = [unit.build(names[id(unit)], ctx) for unit in config.inputs]
+        filters = [unit.build(names[id(unit)], ctx) for unit in config.filters]
+        sinks = [
+            SinkRunner(
+                unit.build(names[id(unit)], ctx),
+                SinkSettings(
+                    buffer_max_events=unit.buffer_max_events,
+                    when_full=unit.when_full,
+                    batch_max_events=unit.batch_max_events,
+                    batch_max_delay_secs=unit.batch_max_delay_secs,
+                ),
+                ctx.clock,
+            )
+            for unit in config.sinks
+        ]
+    except (ValueError, OSError) as error:
+        raise ConfigError(str(error)) from None
+    settings = config.pipeline
+    return Pipeline(
+        inputs,
+        filters,
+        sinks,
+        registry=ctx.registry,
+        ingest_max_events=settings.ingest_max_events,
+        filter_batch_max_events=settings.filter_batch_max_events,
+        tick_secs=settings.tick_secs,
+        clock=ctx.clock,
+    )

@@ -1,0 +1,163 @@
+"""`logstream run`: start local servers if asked, the pipeline and the monitor; stop on a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+from logstream import __version__
+from logstream.config import (
+    Config,
+    ConfigError,
+    build_pipeline,
+    local_needs,
+    parse_config,
+    read_yaml,
+    substitute_env,
+)
+from logstream.inputs.tcp import TcpInputConfig
+from logstream.inputs.udp import UdpInputConfig
+from logstream.monitor import Monitor
+from logstream.pipeline import Pipeline, ShutdownReport
+from logstream.sinks.elasticsearch import ElasticsearchSinkConfig
+from logstream.sinks.mqtt import MqttSinkConfig
+from logstream.units import BuildContext
+
+log = logging.getLogger("logstream")
+
+
+class LocalServer(Protocol):
+    url: str
+
+    def stop(self) -> None: ...
+
+
+@contextlib.contextmanager
+def local_servers(needs: set[str], state_dir: Path) -> Iterator[dict[str, str]]:
+    """Start the local servers a config asks for; yield their URLs; stop them after."""
+    started: list[LocalServer] = []
+    urls: dict[str, str] = {}
+    try:
+        if "mqtt" in needs:
+            from logstream.local.mosquitto import Mosquitto
+
+            broker = Mosquitto(state_dir / "mosquitto")
+            broker.start()
+            started.append(broker)
+            urls["mqtt"] = broker.url
+            log.info("started local mosquitto at %s", broker.url)
+        if "elasticsearch" in needs:
+            from logstream.local.noida import Noida
+
+            server = Noida(state_dir / "noida-db")
+            server.start()
+            started.append(server)
+            urls["elasticsearch"] = server.url
+            log.info("started local noida-db (Elasticsearch API) at %s", server.url)
+        yield urls
+    finally:
+        for server in reversed(started):
+            try:
+                server.stop()
+            except Exception:
+                log.exception("stopping a local server failed")
+
+
+def banner(config: Config, monitor: Monitor | None, local: dict[str, str], out: TextIO) -> None:
+    """Tell the user where to send logs and how to watch them."""
+    lines = [f"logstream {__version__} is running. Send logs to:"]
+    for unit in config.inputs:
+        if isinstance(unit, TcpInputConfig):
+            host, _, port = unit.listen.rpartition(":")
+            lines.append(
+                f"  TCP json_lines  {unit.listen}   python-logstash: "
+                f"logstash.TCPLogstashHandler('{host}', {port}, version=1)"
+            )
+        elif isinstance(unit, UdpInputConfig):
+            lines.append(f"  UDP json        {unit.listen}")
+    lines.append("Watch them:")
+    for sink in config.sinks:
+        if isinstance(sink, ElasticsearchSinkConfig):
+            where = " (local noida-db)" if "elasticsearch" in local else ""
+            host = sink.hosts[0]
+            lines.append(f"  Elasticsearch   {host}{where}")
+            lines.append(
+                f"      curl -s -XPOST '{host}/_refresh' >/dev/null; "
+                f"curl -s '{host}/_search?q=*&size=5'"
+            )
+        elif isinstance(sink, MqttSinkConfig):
+            where = " (local mosquitto)" if "mqtt" in local else ""
+            hostport = sink.url.split("://", 1)[-1].rsplit("@", 1)[-1]
+            host, _, port = hostport.partition(":")
+            root = sink.topic.split("{", 1)[0].rstrip("/") or "#"
+            topic = f"{root}/#" if root != "#" else "#"
+            lines.append(f"  MQTT            {sink.url}{where}")
+            lines.append(f"      mosquitto_sub -h {host} -p {port or 1883} -t '{topic}' -v")
+        else:
+            lines.append(f"  {sink.type:<15} {getattr(sink, 'path', '')}")
+    if monitor is not None:
+        lines.append(f"Metrics: {monitor.url}/metrics   Health: {monitor.url}/health")
+    lines.append("Stop with Ctrl-C (SIGINT) or SIGTERM.")
+    print("\n".join(lines), file=out, flush=True)
+
+
+async def serve(config: Config, local: dict[str, str], out: TextIO) -> ShutdownReport:
+    """Run the pipeline until SIGINT or SIGTERM, then shut it down gracefully."""
+    pipeline: Pipeline = build_pipeline(config, BuildContext(state_dir=config.state_dir))
+    monitor = Monitor(pipeline, config.monitor.listen) if config.monitor.enabled else None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await pipeline.start()
+    try:
+        if monitor is not None:
+            await monitor.start()
+        banner(config, monitor, local, out)
+        await stop.wait()
+        log.info("signal received: stopping inputs, flushing sinks")
+    finally:
+        report = await pipeline.stop(config.pipeline.shutdown_timeout_secs)
+        if monitor is not None:
+            await monitor.stop()
+    for unit in pipeline.registry.units():
+        log.info("final counters: %s", unit.snapshot())
+    return report
+
+
+def run_loop(coro: Any) -> Any:
+    """Run ``coro`` on uvloop when it is installed, else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def run(config_path: Path, out: TextIO = sys.stdout) -> int:
+    """The `logstream run` command. Returns the process exit code."""
+    data = read_yaml(config_path)
+    try:
+        parse_config(data)  # fail on a bad config before starting any server
+        state_dir = Path(
+            (data.get("state_dir") if isinstance(data, dict) else None) or ".logstream"
+        )
+        needs = local_needs(substitute_env(data, os.environ))
+    except ConfigError as error:
+        raise ConfigError(f"{config_path}:\n{error}") from None
+    with local_servers(needs, state_dir) as urls:
+        config = parse_config(data, local_urls=urls or None)
+        report = run_loop(serve(config, urls, out))
+    if report.clean:
+        log.info("shutdown complete: every event flushed")
+        return 0
+    log.error("shutdown: events not flushed: %s", report.unflushed)
+    return 1

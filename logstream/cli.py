@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # elastic_transport logs every request at INFO; keep its warnings only.
+    logging.getLogger("elastic_transport").setLevel(max(logging.WARNING, logging.root.level))
     from logstream.config import ConfigError, build_pipeline, load_config
 
     try:

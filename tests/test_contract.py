@@ -1,0 +1,238 @@
+"""One contract suite for every sink and filter.
+
+A new sink is tested by adding a harness to ``SINKS`` (how to configure it
+against a real destination, and how to read back what arrived); a new filter
+by adding example configs to ``FILTERS``. The suite then checks what every
+unit of its kind promises: order, flush on close, and that every event is
+either delivered or counted as dropped with a reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from logstream.config import AnyFilter, AnySink, build_pipeline, parse_config
+from logstream.event import Batch
+from logstream.metrics import Registry
+from logstream.pipeline import SinkRunner, SinkSettings
+from logstream.units import BuildContext, Sink
+from tests.support.units import ListInput
+
+# --------------------------------------------------------------------------- sinks
+
+Reader = Callable[[], list[dict[str, Any]]]
+
+
+@dataclass
+class Harness:
+    config: dict[str, Any]
+    read: Reader
+    sink: Sink | None = None  # set when the harness must build the sink itself
+
+
+def file_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
+    path = tmp_path / "out.ndjson"
+    return Harness(
+        {"type": "file", "path": str(path)},
+        lambda: [orjson.loads(line) for line in path.read_bytes().splitlines()],
+    )
+
+
+def stdout_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
+    from logstream.sinks.stdout import StdoutSink, StdoutSinkConfig
+
+    out = io.BytesIO()
+    config = {"type": "stdout"}
+    sink = StdoutSink(StdoutSinkConfig.model_validate(config), "contract", BuildContext(), out)
+    return Harness(config, lambda: [orjson.loads(line) for line in out.getvalue().splitlines()], sink)
+
+
+def elasticsearch_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
+    from tests.support.elasticsearch import es_docs
+
+    url = request.getfixturevalue("elasticsearch_url")
+    prefix = request.getfixturevalue("es_index_prefix")
+
+    def read() -> list[dict[str, Any]]:
+        return sorted(es_docs(url, f"{prefix}*", size=5000), key=lambda doc: doc["seq"])
+
+    return Harness({"type": "elasticsearch", "hosts": [url], "index": f"{prefix}-contract"}, read)
+
+
+def mqtt_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
+    from tests.support.mqtt import contract_destination
+
+    return Harness(*contract_destination(request))
+
+
+SINKS: dict[str, Callable[[pytest.FixtureRequest, Path], Harness]] = {
+    "mqtt": mqtt_harness,
+    "elasticsearch": elasticsearch_harness,
+    "file": file_harness,
+    "stdout": stdout_harness,
+}
+
+
+def test_every_sink_type_has_a_contract_harness() -> None:
+    sink_types = {
+        member.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
+        for member in AnySink.__origin__.__args__  # type: ignore[attr-defined]
+    }
+    assert sink_types <= set(SINKS), f"no harness for {sink_types - set(SINKS)}"
+
+
+def numbered(count: int, start: int = 0) -> Batch:
+    return [
+        {"@timestamp": "2026-11-24T10:00:00.000Z", "seq": n, "message": f"event {n}",
+         "host": "web-1", "level": "INFO"}
+        for n in range(start, start + count)
+    ]
+
+
+def build_sink(harness: Harness, registry: Registry) -> Sink:
+    if harness.sink is not None:
+        harness.sink.metrics = registry.unit("contract", "sink")
+        return harness.sink
+    config = parse_config({"inputs": [{"type": "tcp", "listen": "127.0.0.1:0"}],
+                           "sinks": [harness.config]}).sinks[0]
+    return config.build("contract", BuildContext(registry=registry))
+
+
+@pytest.fixture(params=sorted(SINKS))
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
+    return SINKS[request.param](request, tmp_path)
+
+
+def test_sink_delivers_batches_in_order_and_counts_them(harness: Harness) -> None:
+    registry = Registry()
+    sink = build_sink(harness, registry)
+
+    async def scenario() -> None:
+        await sink.start()
+        for start in range(0, 300, 100):
+            await sink.write(numbered(100, start))
+        await sink.close()
+
+    asyncio.run(scenario())
+    got = [event["seq"] for event in harness.read()]
+    assert got == list(range(300))
+    assert registry["contract"].events_out == 300
+    assert registry["contract"].bytes_out > 0
+
+
+def test_sink_under_the_runtime_flushes_everything_on_shutdown(harness: Harness) -> None:
+    registry = Registry()
+    sink = build_sink(harness, registry)
+
+    async def scenario() -> None:
+        from logstream.pipeline import Pipeline
+
+        source = ListInput("list", registry, [numbered(7, n * 7) for n in range(30)])
+        runner = SinkRunner(sink, SinkSettings(batch_max_events=50, batch_max_delay_secs=5))
+        pipeline = Pipeline([source], [], [runner], registry=registry)
+        await pipeline.start()
+        await asyncio.wait_for(source.done.wait(), 10)
+        report = await pipeline.stop(timeout_secs=20)
+        assert report.clean
+
+    asyncio.run(scenario())
+    assert [event["seq"] for event in harness.read()] == list(range(210))
+    metrics = registry["contract"]
+    assert metrics.events_out + metrics.dropped_total == metrics.events_in == 210
+
+
+def test_sink_counts_events_it_cannot_encode_instead_of_failing_the_batch(
+    harness: Harness,
+) -> None:
+    registry = Registry()
+    sink = build_sink(harness, registry)
+    batch = numbered(3)
+    batch[1]["bad"] = {1, 2}  # a set: not JSON
+
+    async def scenario() -> None:
+        await sink.start()
+        await sink.write(batch)
+        await sink.close()
+
+    asyncio.run(scenario())
+    assert [event["seq"] for event in harness.read()] == [0, 2]
+    metrics = registry["contract"]
+    assert metrics.events_out == 2
+    assert metrics.dropped["encode_error"] == 1
+
+
+# --------------------------------------------------------------------------- filters
+
+FILTERS: list[dict[str, Any]] = [
+    {"type": "mutate", "rename": {"host": "hostname"}, "remove": ["level"],
+     "add": {"env": "ci"}, "truncate": {"message": 5}, "add_tags": ["seen"]},
+    {"type": "mutate"},
+]
+
+ODD_EVENTS: Batch = [
+    {},
+    {"message": None, "tags": "not-a-list"},
+    {"message": 12, "host": ["a", "b"], "level": {"nested": True}},
+    {"message": "x" * 10_000, "tags": [], "@timestamp": "garbage"},
+    {"message": "ünïcödé \u0000 \ud7ff", "host": ""},
+]
+
+
+def test_every_filter_type_has_contract_configs() -> None:
+    filter_types = {FILTER["type"] for FILTER in FILTERS}
+    known = AnyFilter.__origin__  # type: ignore[attr-defined]
+    members = getattr(known, "__args__", (known,))
+    assert {m.model_fields["type"].annotation.__args__[0] for m in members} <= filter_types
+
+
+def build_filter(config: dict[str, Any], registry: Registry) -> Any:
+    parsed = parse_config({"inputs": [{"type": "tcp", "listen": "127.0.0.1:0"}],
+                           "filters": [config], "sinks": [{"type": "stdout"}]})
+    return parsed.filters[0].build("contract", BuildContext(registry=registry))
+
+
+@pytest.mark.parametrize("config", FILTERS, ids=lambda c: orjson.dumps(c).decode()[:60])
+def test_filter_keeps_order_and_accounts_for_every_event(config: dict[str, Any]) -> None:
+    registry = Registry()
+    unit = build_filter(config, registry)
+    out = unit.process(numbered(50)) + unit.flush()
+    seqs = [event["seq"] for event in out]
+    assert seqs == sorted(seqs)
+    assert len(out) + registry["contract"].dropped_total == 50
+
+
+@pytest.mark.parametrize("config", FILTERS, ids=lambda c: orjson.dumps(c).decode()[:60])
+def test_filter_never_raises_on_odd_events(config: dict[str, Any]) -> None:
+    registry = Registry()
+    unit = build_filter(config, registry)
+    out = unit.process([dict(event) for event in ODD_EVENTS]) + unit.tick(0.0) + unit.flush()
+    assert len(out) + registry["contract"].dropped_total == len(ODD_EVENTS)
+
+
+def test_filters_run_inside_a_pipeline_built_from_config(tmp_path: Path) -> None:
+    path = tmp_path / "out.ndjson"
+    config = parse_config({
+        "inputs": [{"type": "tcp", "listen": "127.0.0.1:0"}],
+        "filters": FILTERS,
+        "sinks": [{"type": "file", "path": str(path)}],
+    })
+    pipeline = build_pipeline(config)
+
+    async def scenario() -> None:
+        await pipeline.start()
+        pipeline.ingest.push(numbered(3))
+        await pipeline.stop()
+
+    asyncio.run(scenario())
+    out = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    assert [event["message"] for event in out] == ["event", "event", "event"]
+    assert all(event["hostname"] == "web-1" and "level" not in event for event in out)
+    assert all(event["tags"] == ["seen"] and event["env"] == "ci" for event in out)

@@ -1,0 +1,625 @@
+"""The mqtt sink: topic templates, config checks, and delivery to a real mosquitto.
+
+Integration tests drive the sink directly (``start``, ``write``, ``close`` in
+``asyncio.run``) against brokers the fixtures start: a mosquitto per test, a
+listener that never reads, and one that answers CONNECT and then stalls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import pytest
+from pydantic import ValidationError
+
+from logstream.local import mosquitto as mosquitto_launcher
+from logstream.local.mosquitto import Mosquitto, MosquittoError
+from logstream.metrics import UnitMetrics
+from logstream.sinks.mqtt import JsonEncoder, MqttSink, MqttSinkConfig, compile_topic
+from logstream.units import BuildContext
+from tests.support.mqtt import BlackHole, ExternalBroker, Subscriber
+
+T = TypeVar("T")
+Subscribe = Callable[..., Subscriber]
+
+# A password with the characters a URL must percent-encode (for the url form).
+PASSWORD = "s3cret:/@"  # noqa: S105 - a test broker's password
+# A write must never wait on the network; this is generous for a slow CI machine.
+PROMPT_SECS = 0.25
+
+
+def make_sink(url: str, topic: str, **settings: Any) -> MqttSink:
+    settings.setdefault("connect_wait_secs", 5.0)
+    config = MqttSinkConfig.model_validate({"type": "mqtt", "url": url, "topic": topic, **settings})
+    return config.build("mqtt", BuildContext())
+
+
+def run(scenario: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(scenario())  # type: ignore[arg-type]
+
+
+async def wait_until(condition: Callable[[], bool], timeout_secs: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_secs
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_secs} s")
+        await asyncio.sleep(0.01)
+
+
+async def timed_write(sink: MqttSink, batch: list[dict[str, Any]]) -> float:
+    started = time.monotonic()
+    await sink.write(batch)
+    return time.monotonic() - started
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096 / 2**20
+
+
+@dataclass
+class Flood:
+    """What writing into a stalled connection did."""
+
+    writes: int = 0
+    durations: list[float] = field(default_factory=list)
+    most_messages: int = 0
+    most_bytes: int = 0
+
+
+async def flood_until_stuck(
+    sink: MqttSink, batch: list[dict[str, Any]], min_writes: int = 1, max_writes: int = 100
+) -> Flood:
+    """Write ``batch`` again and again until the kernel's socket buffers (which
+    grow for a while) are full and paho's queue has stopped moving."""
+    flood = Flood()
+    last = -1
+    while flood.writes < max_writes:
+        flood.durations.append(await timed_write(sink, batch))
+        flood.writes += 1
+        flood.most_messages = max(flood.most_messages, sink.outstanding_messages)
+        flood.most_bytes = max(flood.most_bytes, sink.outstanding_bytes)
+        await asyncio.sleep(0.05)  # paho's thread writes what the socket takes
+        now = sink.outstanding_messages
+        if flood.writes >= min_writes and now == last > 0:
+            break
+        last = now
+    return flood
+
+
+# --------------------------------------------------------------------------- topic templates
+
+
+def test_topic_template_fills_each_field_from_the_event() -> None:
+    topic = compile_topic("logs/{host}/{level}")
+    assert topic({"host": "web-1", "level": "INFO", "message": "x"}) == "logs/web-1/INFO"
+
+
+def test_topic_template_with_three_or_more_fields_keeps_their_order() -> None:
+    topic = compile_topic("{a}-{b}/{c}/{d}.log")
+    assert topic({"a": "1", "b": "2", "c": "3", "d": "4"}) == "1-2/3/4.log"
+
+
+def test_topic_template_without_fields_is_a_constant() -> None:
+    assert compile_topic("logs/all")({"host": "x"}) == "logs/all"
+
+
+@pytest.mark.parametrize(
+    ("value", "segment"),
+    [
+        ("a/b", "a_b"),  # no extra level
+        ("a+b", "a_b"),  # no single-level wildcard
+        ("#", "_"),  # no multi-level wildcard
+        ("nul\x00", "nul_"),
+        ("two\nlines\t", "two_lines_"),  # control characters make mosquitto disconnect
+        ("c1\x85del\x7f", "c1_del_"),
+        ("non\ufffechar\ufdd0", "non_char_"),
+        ("köln ☃", "köln ☃"),  # other Unicode is fine
+    ],
+)
+def test_topic_field_values_never_add_levels_wildcards_or_forbidden_characters(
+    value: str, segment: str
+) -> None:
+    assert compile_topic("logs/{host}/x")({"host": value}) == f"logs/{segment}/x"
+
+
+@pytest.mark.parametrize("event", [{}, {"host": None}, {"host": ""}, {"host": {"name": "a"}}])
+def test_topic_missing_empty_or_object_fields_become_the_placeholder(event: dict[str, Any]) -> None:
+    assert compile_topic("logs/{host}")(event) == "logs/_"
+    assert compile_topic("logs/{host}", missing="unknown")(event) == "logs/unknown"
+
+
+def test_topic_numbers_and_booleans_are_written_as_in_json() -> None:
+    topic = compile_topic("{a}/{b}/{c}")
+    assert topic({"a": 500, "b": 1.5, "c": True}) == "500/1.5/true"
+
+
+def test_topic_leading_dollar_from_a_field_is_replaced_as_dollar_marks_broker_topics() -> None:
+    assert compile_topic("{host}/x")({"host": "$SYS"}) == "_SYS/x"
+    assert compile_topic("logs/{host}")({"host": "$SYS"}) == "logs/$SYS"
+
+
+def test_topic_sanitising_gives_the_same_answer_for_cached_values() -> None:
+    topic = compile_topic("logs/{host}")
+    first = [topic({"host": host}) for host in ("a/b", "c", "a/b", 1, True, "1")]
+    assert first == ["logs/a_b", "logs/c", "logs/a_b", "logs/1", "logs/true", "logs/1"]
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("", "empty"),
+        ("logs/+/{host}", r"'\+' in 'logs/\+/' is an MQTT wildcard"),
+        ("logs/#", "'#' in 'logs/#' is an MQTT wildcard"),
+        ("logs/{host", "'{' at 5 is not closed"),
+        ("logs/host}", "'}' without a matching '{'"),
+        ("logs/{}", "field name '' at 5"),
+        ("logs/{ho st}", "field name 'ho st'"),
+        ("$SYS/{host}", "reserved for the broker"),
+        ("logs/\x00/{host}", "not allowed in an MQTT topic"),
+    ],
+)
+def test_topic_template_errors_say_what_is_wrong_and_where(template: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        compile_topic(template)
+
+
+@pytest.mark.parametrize("missing", ["", "a/b", "+", "$x", "a\nb"])
+def test_topic_placeholder_must_be_a_plain_topic_level(missing: str) -> None:
+    with pytest.raises(ValueError, match="missing must be"):
+        compile_topic("logs/{host}", missing=missing)
+
+
+# --------------------------------------------------------------------------- config
+
+
+def config(**settings: Any) -> MqttSinkConfig:
+    return MqttSinkConfig.model_validate(
+        {"type": "mqtt", "url": "mqtt://127.0.0.1:1883", "topic": "logs/{host}", **settings}
+    )
+
+
+def error_locations(settings: dict[str, Any]) -> dict[tuple[Any, ...], str]:
+    with pytest.raises(ValidationError) as caught:
+        config(**settings)
+    return {tuple(e["loc"]): e["msg"] for e in caught.value.errors()}
+
+
+def test_config_defaults_never_stall_the_pipeline_and_speak_mqtt5() -> None:
+    defaults = config()
+    assert defaults.when_full == "drop_newest"
+    assert (defaults.protocol, defaults.qos, defaults.retain) == ("5", 0, False)
+
+
+def test_config_accepts_protocol_5_written_as_a_yaml_number() -> None:
+    assert config(protocol=5).protocol == "5"
+    assert config(protocol="3.1.1").protocol == "3.1.1"
+
+
+def test_config_moves_url_credentials_out_of_the_url() -> None:
+    parsed = config(url="mqtts://logstream:p%40ss@broker.example")
+    assert parsed.url == "mqtts://broker.example"
+    assert parsed.username == "logstream"
+    assert parsed.password is not None
+    assert parsed.password.get_secret_value() == "p@ss"
+    assert "p@ss" not in repr(parsed)
+
+
+def test_config_treats_empty_credentials_from_unset_env_vars_as_none() -> None:
+    parsed = config(username="", password="", client_id="", ca_file="")
+    assert (parsed.username, parsed.password, parsed.client_id, parsed.ca_file) == (None,) * 4
+
+
+@pytest.mark.parametrize(
+    ("settings", "location", "message"),
+    [
+        ({"url": "http://broker"}, ("url",), "mqtt:// or mqtts://"),
+        ({"url": "mqtt://broker:0"}, ("url",), "port"),
+        ({"url": "mqtt://broker/path"}, ("url",), "path"),
+        ({"topic": "logs/#"}, ("topic",), "wildcard"),
+        ({"qos": 2}, ("qos",), "0 or 1"),
+        ({"protocol": "3.1"}, ("protocol",), "'5' or '3.1.1'"),
+        ({"missing": "a/b"}, ("missing",), "missing must be"),
+        ({"max_outstanding_messages": 70_000}, ("max_outstanding_messages",), "65000"),
+        ({"brokers": ["x"]}, ("brokers",), "Extra inputs"),
+        ({"ca_file": "/etc/ssl/ca.pem"}, (), "ca_file is only used with an mqtts://"),
+        ({"password": "secret"}, (), "password is set but username is not"),
+        ({"url": "mqtt://a:b@h", "username": "c"}, (), "username is given both in url"),
+    ],
+)
+def test_config_errors_name_the_key(
+    settings: dict[str, Any], location: tuple[str, ...], message: str
+) -> None:
+    errors = error_locations(settings)
+    assert location in errors, errors
+    assert message in errors[location]
+
+
+def test_build_fails_on_an_unreadable_ca_file_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pem"
+    parsed = config(url="mqtts://broker.example", ca_file=str(missing))
+    with pytest.raises(ValueError, match=r"ca_file.*nope\.pem"):
+        parsed.build("mqtt", BuildContext())
+
+
+def test_json_encoder_leaves_out_and_counts_events_it_cannot_serialise() -> None:
+    metrics = UnitMetrics("mqtt", "sink")
+    messages = JsonEncoder(metrics).encode([{"n": 1}, {"bad": {1, 2}}, {"n": 3}])
+    assert [orjson.loads(payload) for payload, _ in messages] == [{"n": 1}, {"n": 3}]
+    assert [count for _, count in messages] == [1, 1]
+    assert metrics.dropped == {"encode_error": 1}
+
+
+# --------------------------------------------------------------------------- delivery
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+@pytest.mark.parametrize("qos", [0, 1])
+def test_events_arrive_as_json_on_their_templated_topics(
+    mosquitto: Mosquitto | ExternalBroker,
+    mqtt_subscriber: Subscribe,
+    mqtt_topic_root: str,
+    protocol: str,
+    qos: int,
+) -> None:
+    subscriber = mqtt_subscriber(mosquitto.url, f"{mqtt_topic_root}/#", protocol=protocol)
+    sink = make_sink(
+        mosquitto.url, f"{mqtt_topic_root}/{{host}}/{{level}}", protocol=protocol, qos=qos
+    )
+    batch = [
+        {"@timestamp": "2026-11-24T10:00:00.000Z", "host": f"web-{n % 2}", "level": "INFO", "n": n}
+        for n in range(300)
+    ]
+
+    async def scenario() -> None:
+        await sink.start()
+        await sink.write(batch[:150])
+        await sink.write(batch[150:])
+        await sink.close()
+
+    run(scenario)
+    received = subscriber.wait_for(len(batch))
+    assert len(received) == len(batch)
+    by_topic: dict[str, list[int]] = {}
+    for message in received:
+        event = message.json()
+        assert message.topic == f"{mqtt_topic_root}/{event['host']}/INFO"
+        assert event == batch[event["n"]]
+        by_topic.setdefault(message.topic, []).append(event["n"])
+    assert all(ns == sorted(ns) for ns in by_topic.values()), "order kept within a topic"
+    assert sink.metrics.events_out == len(batch)
+    assert sink.metrics.bytes_out == sum(len(m.payload) for m in received)
+    assert sink.metrics.dropped_total == 0
+
+
+@pytest.mark.integration
+def test_hostile_field_values_are_sanitised_and_never_cost_the_connection(
+    mosquitto: Mosquitto | ExternalBroker, mqtt_subscriber: Subscribe, mqtt_topic_root: str
+) -> None:
+    subscriber = mqtt_subscriber(mosquitto.url, f"{mqtt_topic_root}/#")
+    sink = make_sink(mosquitto.url, f"{mqtt_topic_root}/{{host}}/{{level}}", qos=1)
+    hosts = ["a/b", "+", "#", "", None, "line\nbreak", "nul\x00", "ok"]
+    batch: list[dict[str, Any]] = [
+        {"host": host, "level": "WARN", "n": n} for n, host in enumerate(hosts)
+    ]
+    batch.append({"level": "ERROR", "n": len(hosts)})  # no host at all
+
+    async def scenario() -> None:
+        await sink.start()
+        await sink.write(batch)
+        await sink.close()
+
+    run(scenario)
+    assert sink.metrics.dropped_total == 0
+    topics = {
+        m.json()["n"]: m.topic.removeprefix(mqtt_topic_root + "/")
+        for m in subscriber.wait_for(len(batch))
+    }
+    assert topics == {
+        0: "a_b/WARN",
+        1: "_/WARN",
+        2: "_/WARN",
+        3: "_/WARN",
+        4: "_/WARN",
+        5: "line_break/WARN",
+        6: "nul_/WARN",
+        7: "ok/WARN",
+        8: "_/ERROR",
+    }
+
+
+@pytest.mark.integration
+def test_a_topic_longer_than_mqtt_allows_is_dropped_as_rejected_and_the_rest_delivered(
+    mosquitto: Mosquitto | ExternalBroker, mqtt_subscriber: Subscribe, mqtt_topic_root: str
+) -> None:
+    subscriber = mqtt_subscriber(mosquitto.url, f"{mqtt_topic_root}/#")
+    sink = make_sink(mosquitto.url, f"{mqtt_topic_root}/{{host}}")
+    batch = [{"host": "a", "n": 0}, {"host": "x" * 70_000, "n": 1}, {"host": "b", "n": 2}]
+
+    async def scenario() -> None:
+        await sink.start()
+        await sink.write(batch)
+        await sink.close()
+
+    run(scenario)
+    assert sorted(m.json()["n"] for m in subscriber.wait_for(2)) == [0, 2]
+    assert sink.metrics.dropped == {"rejected": 1}
+    assert sink.metrics.events_out == 2
+
+
+@pytest.mark.integration
+def test_retained_messages_reach_a_subscriber_that_comes_later(
+    mosquitto: Mosquitto | ExternalBroker, mqtt_subscriber: Subscribe, mqtt_topic_root: str
+) -> None:
+    retained = make_sink(mosquitto.url, f"{mqtt_topic_root}/kept/{{host}}", retain=True, qos=1)
+    plain = make_sink(mosquitto.url, f"{mqtt_topic_root}/plain/{{host}}", qos=1)
+
+    async def publish(sink: MqttSink, batch: list[dict[str, Any]]) -> None:
+        await sink.start()
+        await sink.write(batch)
+        await sink.close()
+
+    run(lambda: publish(retained, [{"host": "a", "n": 1}, {"host": "a", "n": 2}]))
+    run(lambda: publish(plain, [{"host": "a", "n": 3}]))
+    try:
+        late = mqtt_subscriber(mosquitto.url, f"{mqtt_topic_root}/#")
+        (message,) = late.wait_for(1)
+        time.sleep(0.2)  # anything else retained would have arrived with it
+        assert late.messages == [message]
+        assert message.retain
+        assert (message.topic, message.json()["n"]) == (f"{mqtt_topic_root}/kept/a", 2)
+    finally:  # an empty retained message clears it (matters on an external broker)
+        cleaner = Subscriber(mosquitto.url, f"{mqtt_topic_root}/kept/a")
+        cleaner.client.publish(
+            f"{mqtt_topic_root}/kept/a", b"", qos=1, retain=True
+        ).wait_for_publish(5)
+        cleaner.close()
+
+
+# --------------------------------------------------------------------------- broker outages
+
+
+@pytest.mark.integration
+def test_writes_while_the_broker_is_stopped_return_at_once_and_count_not_connected(
+    local_mosquitto: Mosquitto,
+) -> None:
+    sink = make_sink(local_mosquitto.url, "logs/{level}", reconnect_max_delay_secs=1)
+    batch = [{"level": "INFO", "n": n} for n in range(1000)]
+
+    async def scenario() -> list[float]:
+        await sink.start()
+        assert sink.connected
+        local_mosquitto.stop()
+        await wait_until(lambda: not sink.connected)
+        durations = [await timed_write(sink, batch) for _ in range(20)]
+        await sink.close()
+        return durations
+
+    durations = run(scenario)
+    assert max(durations) < PROMPT_SECS
+    assert sink.metrics.dropped == {"not_connected": 20 * len(batch)}
+    assert sink.outstanding_messages == 0
+
+
+@pytest.mark.integration
+def test_delivery_resumes_after_the_broker_restarts_on_the_same_port(
+    local_mosquitto: Mosquitto, mqtt_subscriber: Subscribe
+) -> None:
+    sink = make_sink(local_mosquitto.url, "logs/{level}", qos=1, reconnect_max_delay_secs=1)
+
+    async def scenario() -> Subscriber:
+        await sink.start()
+        local_mosquitto.stop()
+        await wait_until(lambda: not sink.connected)
+        await sink.write([{"level": "INFO", "n": 0}])  # dropped: not connected
+        local_mosquitto.start()
+        assert await sink.wait_connected(10), "reconnected"
+        subscriber = await asyncio.to_thread(mqtt_subscriber, local_mosquitto.url, "logs/#")
+        await sink.write([{"level": "INFO", "n": 1}])
+        await sink.close()
+        return subscriber
+
+    subscriber = run(scenario)
+    (message,) = subscriber.wait_for(1)
+    assert message.json() == {"level": "INFO", "n": 1}
+    assert sink.metrics.dropped == {"not_connected": 1}
+    assert sink.metrics.events_out == 1
+
+
+@pytest.mark.integration
+def test_a_sink_started_while_the_broker_is_down_connects_once_it_is_up(
+    local_mosquitto: Mosquitto, mqtt_subscriber: Subscribe
+) -> None:
+    local_mosquitto.stop()
+    sink = make_sink(
+        local_mosquitto.url, "logs/{level}", connect_wait_secs=0.2, reconnect_max_delay_secs=1
+    )
+
+    async def scenario() -> Subscriber:
+        await sink.start()  # does not fail: the destination being down is not a config error
+        assert not sink.connected
+        local_mosquitto.start()
+        subscriber = await asyncio.to_thread(mqtt_subscriber, local_mosquitto.url, "logs/#")
+        assert await sink.wait_connected(10)
+        await sink.write([{"level": "INFO", "n": 1}])
+        await sink.close()
+        return subscriber
+
+    subscriber = run(scenario)
+    assert [m.json()["n"] for m in subscriber.wait_for(1)] == [1]
+
+
+@pytest.mark.integration
+def test_a_listener_that_never_answers_costs_no_waiting_and_no_memory(
+    black_hole: BlackHole,
+) -> None:
+    sink = make_sink(black_hole.url, "logs/{level}", connect_wait_secs=0.2, close_timeout_secs=0.5)
+    batch = [{"level": "INFO", "message": "x" * 1000} for _ in range(1000)]
+
+    async def scenario() -> tuple[list[float], float]:
+        await sink.start()
+        durations = [await timed_write(sink, batch) for _ in range(20)]
+        started = time.monotonic()
+        await sink.close()
+        return durations, time.monotonic() - started
+
+    durations, close_secs = run(scenario)
+    assert black_hole.connections, "the client did connect"
+    assert max(durations) < PROMPT_SECS
+    assert close_secs < 2.5
+    assert sink.metrics.dropped == {"not_connected": 20 * len(batch)}
+    assert sink.outstanding_messages == 0
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("qos", [0, 1])
+def test_a_broker_that_stops_reading_bounds_what_is_outstanding_and_drops_the_rest(
+    stalled_broker: BlackHole, qos: int
+) -> None:
+    max_messages, max_bytes, size = 500, 1024 * 1024, 10_000
+    sink = make_sink(
+        stalled_broker.url,
+        "logs/{level}",
+        qos=qos,
+        max_outstanding_messages=max_messages,
+        max_outstanding_bytes=max_bytes,
+        close_timeout_secs=0.5,
+    )
+    batch = [{"level": "INFO", "message": "x" * size, "n": n} for n in range(1000)]
+
+    async def scenario() -> tuple[Flood, float, float]:
+        await sink.start()
+        assert sink.connected
+        before = rss_mib()
+        flood = await flood_until_stuck(sink, batch, min_writes=20)  # 200+ MB offered
+        growth = rss_mib() - before
+        started = time.monotonic()
+        await sink.close()
+        return flood, growth, time.monotonic() - started
+
+    flood, growth, close_secs = run(scenario)
+    assert max(flood.durations) < PROMPT_SECS
+    assert flood.most_messages <= max_messages
+    assert flood.most_bytes <= max_bytes + size + 100  # one message may go over, never more
+    assert growth < 100, f"memory grew by {growth:.0f} MiB"
+    assert close_secs < 2.5
+    metrics = sink.metrics
+    assert metrics.dropped["broker_backpressure"] > 0
+    assert metrics.dropped["shutdown"] > 0  # what was outstanding at close
+    assert metrics.events_out + metrics.dropped_total == flood.writes * len(batch), "all counted"
+
+
+@pytest.mark.integration
+def test_qos0_messages_paho_had_not_written_when_the_connection_drops_count_as_not_connected(
+    stalled_broker: BlackHole,
+) -> None:
+    sink = make_sink(stalled_broker.url, "logs/{level}", max_outstanding_bytes=1024 * 1024)
+    batch = [{"level": "INFO", "message": "x" * 10_000} for _ in range(1000)]
+
+    async def scenario() -> tuple[int, int]:
+        await sink.start()
+        flood = await flood_until_stuck(sink, batch)
+        outstanding = sink.outstanding_messages
+        stalled_broker.drop_connections()
+        await wait_until(lambda: not sink.connected)
+        await sink.close()
+        return flood.writes, outstanding
+
+    writes, outstanding = run(scenario)
+    assert outstanding > 0
+    assert sink.outstanding_messages == 0
+    assert sink.metrics.dropped["not_connected"] == outstanding
+    assert "shutdown" not in sink.metrics.dropped
+    assert sink.metrics.events_out + sink.metrics.dropped_total == writes * len(batch)
+
+
+# --------------------------------------------------------------------------- broker settings
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("where", ["url", "fields"])
+def test_user_and_password_from_the_url_or_the_fields_log_in(
+    mosquitto_factory: Callable[..., Mosquitto],
+    mqtt_subscriber: Subscribe,
+    tmp_path: Path,
+    where: str,
+) -> None:
+    passwd = shutil.which("mosquitto_passwd")
+    if passwd is None:
+        pytest.skip("mosquitto_passwd is not installed")
+    password_file = tmp_path / "passwords"
+    subprocess.run([passwd, "-c", "-b", str(password_file), "alice", PASSWORD], check=True)
+    broker = mosquitto_factory([f"password_file {password_file}", "allow_anonymous false"])
+    subscriber = mqtt_subscriber(broker.url, "logs/#", username="alice", password=PASSWORD)
+    if where == "url":
+        good = make_sink(f"mqtt://alice:s3cret%3A%2F%40@127.0.0.1:{broker.port}", "logs/{level}")
+    else:
+        good = make_sink(broker.url, "logs/{level}", username="alice", password=PASSWORD)
+    wrong = make_sink(
+        broker.url,
+        "logs/{level}",
+        username="alice",
+        password="wrong",  # noqa: S106 - a test password
+        connect_wait_secs=0.5,
+    )
+
+    async def scenario() -> None:
+        for sink in (good, wrong):
+            await sink.start()
+            await sink.write([{"level": "INFO", "who": "good" if sink is good else "wrong"}])
+            await sink.close()
+
+    run(scenario)
+    assert [m.json()["who"] for m in subscriber.wait_for(1)] == ["good"]
+    assert good.metrics.events_out == 1
+    assert wrong.metrics.dropped == {"not_connected": 1}
+
+
+@pytest.mark.integration
+def test_an_mqtt5_publish_the_broker_refuses_is_counted_as_rejected(
+    mosquitto_factory: Callable[..., Mosquitto], tmp_path: Path
+) -> None:
+    acl = tmp_path / "acl"
+    acl.write_text("topic write logs/allowed/#\ntopic read #\n")
+    broker = mosquitto_factory([f"acl_file {acl}"])
+    sink = make_sink(broker.url, "logs/{area}/x", qos=1)
+
+    async def scenario() -> None:
+        await sink.start()
+        await sink.write([{"area": "allowed"}, {"area": "denied"}, {"area": "denied"}])
+        await sink.close()
+
+    run(scenario)
+    assert sink.metrics.events_out == 1
+    assert sink.metrics.dropped == {"rejected": 2}
+
+
+# --------------------------------------------------------------------------- local mosquitto
+
+
+def test_launcher_says_how_to_install_mosquitto_when_it_is_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(mosquitto_launcher, "_SEARCH_DIRS", (str(tmp_path),))
+    with pytest.raises(MosquittoError, match="apt-get install mosquitto"):
+        Mosquitto(tmp_path / "broker").start()
+
+
+@pytest.mark.integration
+def test_launcher_reports_the_brokers_own_error_when_it_cannot_start(tmp_path: Path) -> None:
+    if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
+        pytest.skip("mosquitto is not installed")
+    broker = Mosquitto(tmp_path / "broker", extra_config=["no_such_option 1"])
+    with pytest.raises(MosquittoError, match="no_such_option"):
+        broker.start()
+    assert not broker.running

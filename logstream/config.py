@@ -18,7 +18,11 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from logstream.filters.drop import DropFilterConfig
 from logstream.filters.mutate import MutateFilterConfig
+from logstream.filters.redact import RedactFilterConfig
+from logstream.filters.regex import RegexFilterConfig
+from logstream.filters.route import RouteFilterConfig
 from logstream.inputs.tcp import TcpInputConfig
 from logstream.inputs.udp import UdpInputConfig
 from logstream.netaddr import parse_listen
@@ -31,7 +35,14 @@ from logstream.units import BuildContext, UnitConfig
 
 # The known unit types. A new unit is added to its union here.
 AnyInput = Annotated[TcpInputConfig | UdpInputConfig, Field(discriminator="type")]
-AnyFilter = Annotated[MutateFilterConfig, Field(discriminator="type")]
+AnyFilter = Annotated[
+    MutateFilterConfig
+    | RegexFilterConfig
+    | DropFilterConfig
+    | RouteFilterConfig
+    | RedactFilterConfig,
+    Field(discriminator="type"),
+]
 AnySink = Annotated[
     ElasticsearchSinkConfig | MqttSinkConfig | FileSinkConfig | StdoutSinkConfig,
     Field(discriminator="type"),
@@ -48,7 +59,7 @@ class _Strict(BaseModel):
 
 class PipelineSettings(_Strict):
     ingest_max_events: int = Field(
-        default=50_000, ge=1, description="Events the ingest buffer holds before inputs pause."
+        default=8_192, ge=1, description="Events the ingest buffer holds before inputs pause."
     )
     filter_batch_max_events: int = Field(
         default=8_192, ge=1, description="Events the filter task takes per batch at most."
@@ -252,6 +263,7 @@ def build_pipeline(config: Config, ctx: BuildContext | None = None) -> Pipeline:
                     when_full=unit.when_full,
                     batch_max_events=unit.batch_max_events,
                     batch_max_delay_secs=unit.batch_max_delay_secs,
+                    when=unit.selector(),
                 ),
                 ctx.clock,
             )

@@ -13,18 +13,21 @@ ingest buffer then fills and the inputs pause reading (TCP) or drop and count
 is counted as dropped. A slow sink therefore never stalls another sink
 beyond its own buffer, unless it is a ``block`` sink, whose whole point is to
 stall the inputs rather than lose data.
+
+A sink with a ``when`` condition is offered only the events that match it
+(:class:`SinkRunner`); the others are not drops, they were never its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from logstream.buffer import BatchBuffer, Batcher, BufferClosed
 from logstream.clock import Clock, SystemClock
-from logstream.event import Batch
+from logstream.event import Batch, Event
 from logstream.metrics import Registry, UnitMetrics
 from logstream.units import Filter, Input, Sink, WhenFull
 
@@ -39,10 +42,18 @@ class SinkSettings:
     when_full: WhenFull = "block"
     batch_max_events: int = 1_000
     batch_max_delay_secs: float = 0.2
+    # The sink's ``when`` condition: only matching events are offered to it.
+    when: Callable[[Event], bool] | None = None
 
 
 class SinkRunner:
-    """One sink with its own bounded buffer, batching and task."""
+    """One sink with its own bounded buffer, batching and task.
+
+    With a ``when`` condition, ``offer`` first selects the matching events;
+    the others are counted in ``metrics.events_unselected`` (they were never
+    the sink's, so they are neither in ``events_in`` nor dropped). Without
+    one, ``offer`` is the plain buffer path: no per-batch cost.
+    """
 
     def __init__(self, sink: Sink, settings: SinkSettings, clock: Clock | None = None) -> None:
         self.sink = sink
@@ -54,8 +65,9 @@ class SinkRunner:
         self._batcher = Batcher(settings.batch_max_events, settings.batch_max_delay_secs)
         self._task: asyncio.Task[None] | None = None
         self._in_write = 0  # events inside the current write(), for shutdown reports
-        # Pick the offer path once (no per-batch branch on the policy).
-        self.offer = self._offer_blocking if settings.when_full == "block" else self._offer_dropping
+        # Pick the offer path once (no per-batch branch on the policy or the condition).
+        offer = self._offer_blocking if settings.when_full == "block" else self._offer_dropping
+        self.offer = offer if settings.when is None else self._selecting(offer, settings.when)
 
     @property
     def name(self) -> str:
@@ -74,6 +86,19 @@ class SinkRunner:
         self.metrics.events_in += len(batch)
         if not self.buffer.offer(batch):
             self.metrics.drop(len(batch), "buffer_full")
+
+    def _selecting(
+        self, offer: Callable[[Batch], Awaitable[None]], when: Callable[[Event], bool]
+    ) -> Callable[[Batch], Awaitable[None]]:
+        metrics = self.metrics
+
+        async def offer_selected(batch: Batch) -> None:
+            selected = [event for event in batch if when(event)]
+            metrics.events_unselected += len(batch) - len(selected)
+            if selected:
+                await offer(selected)
+
+        return offer_selected
 
     async def _run(self) -> None:
         batcher = self._batcher
@@ -151,7 +176,7 @@ class Pipeline:
         sinks: Sequence[SinkRunner],
         *,
         registry: Registry | None = None,
-        ingest_max_events: int = 50_000,
+        ingest_max_events: int = 8_192,
         filter_batch_max_events: int = 8_192,
         tick_secs: float = 0.1,
         clock: Clock | None = None,

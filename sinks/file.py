@@ -26,6 +26,8 @@ class FileSinkConfig(SinkConfig):
     rotate_max_bytes: int | None = Field(default=None, ge=1)
     rotate_keep: int = Field(default=5, ge=1)
     fsync: bool = Field(default=False, description="fsync after every batch (slow, durable).")
+    # Writes are cheap: write what is there rather than wait for more.
+    batch_max_delay_secs: float = Field(default=0.0, ge=0)
 
     def build(self, name: str, ctx: BuildContext) -> FileSink:
         return FileSink(self, name, ctx)

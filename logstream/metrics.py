@@ -25,6 +25,8 @@ DropReason = Literal[
     "buffer_full",
     # A UDP datagram arrived while the ingest buffer was full.
     "ingest_full",
+    # A TCP client refused at max_connections (one per client; its events are never read).
+    "too_many_connections",
     # The MQTT client is not connected to its broker.
     "not_connected",
     # The MQTT client has too many messages the broker has not taken yet.
@@ -56,6 +58,10 @@ DecodeIssue = Literal[
 METRICS: dict[str, str] = {
     "logstream_events_in_total": "Events a unit received.",
     "logstream_events_out_total": "Events a unit emitted or delivered.",
+    "logstream_events_unselected_total": (
+        "Events a sink's `when` condition passed over (never offered to it; not drops)."
+    ),
+    "logstream_redactions_total": "Secrets a filter masked (redact; 0 for other filters).",
     "logstream_bytes_in_total": "Bytes a unit read from the network or disk.",
     "logstream_bytes_out_total": "Bytes a unit wrote to its destination.",
     "logstream_events_dropped_total": "Events dropped, by unit and reason.",
@@ -79,6 +85,10 @@ class UnitMetrics:
         self.kind = kind
         self.events_in = 0
         self.events_out = 0
+        # Events a sink's `when` condition did not select: never offered, not dropped.
+        self.events_unselected = 0
+        # Secrets masked (redact filter).
+        self.redactions = 0
         self.bytes_in = 0
         self.bytes_out = 0
         self.retries = 0
@@ -109,6 +119,8 @@ class UnitMetrics:
             "kind": self.kind,
             "events_in": self.events_in,
             "events_out": self.events_out,
+            "events_unselected": self.events_unselected,
+            "redactions": self.redactions,
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
             "dropped": dict(self.dropped),
@@ -153,6 +165,8 @@ class Registry(Collector):
 
         events_in = counter("logstream_events_in_total")
         events_out = counter("logstream_events_out_total")
+        unselected = counter("logstream_events_unselected_total")
+        redactions = counter("logstream_redactions_total")
         bytes_in = counter("logstream_bytes_in_total")
         bytes_out = counter("logstream_bytes_out_total")
         dropped = counter("logstream_events_dropped_total", ["reason"])
@@ -170,6 +184,10 @@ class Registry(Collector):
             key = [m.unit, m.kind]
             events_in.add_metric(key, m.events_in)
             events_out.add_metric(key, m.events_out)
+            if m.kind == "sink":
+                unselected.add_metric(key, m.events_unselected)
+            if m.kind == "filter":
+                redactions.add_metric(key, m.redactions)
             bytes_in.add_metric(key, m.bytes_in)
             bytes_out.add_metric(key, m.bytes_out)
             blocked.add_metric(key, m.blocked_secs)
@@ -184,5 +202,5 @@ class Registry(Collector):
             if m.kind == "input":
                 conns.add_metric(key, m.connections)
         yield from (events_in, events_out, bytes_in, bytes_out, dropped, issues, blocked)
-        yield from (retries, errors)
+        yield from (retries, errors, unselected, redactions)
         yield from (depth, conns)

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from logstream.clock import Clock, SystemClock
+from logstream.conditions import Predicate, check_condition, compile_condition
 from logstream.event import Batch
 from logstream.metrics import Registry, UnitMetrics
 
@@ -162,6 +163,22 @@ class SinkConfig(UnitConfig):
         ge=0,
         description="How long a partly filled batch may wait for more events.",
     )
+    when: str | None = Field(
+        default=None,
+        description=(
+            "A condition (logstream.conditions): the sink is offered only the events "
+            "that match. Events passed over are counted as unselected, not dropped."
+        ),
+    )
+
+    @field_validator("when")
+    @classmethod
+    def _valid_condition(cls, value: str | None) -> str | None:
+        return None if value is None else check_condition(value)
+
+    def selector(self) -> Predicate | None:
+        """The compiled ``when`` condition, or ``None`` when the sink takes everything."""
+        return None if self.when is None else compile_condition(self.when).test
 
     def build(self, name: str, ctx: BuildContext) -> Sink:
         raise NotImplementedError

@@ -175,6 +175,21 @@ FILTERS: list[dict[str, Any]] = [
     {"type": "mutate", "rename": {"host": "hostname"}, "remove": ["level"],
      "add": {"env": "ci"}, "truncate": {"message": 5}, "add_tags": ["seen"]},
     {"type": "mutate"},
+    {"type": "mutate", "rename": {"[a][b]": "[c][d]"}, "remove": ["[x][y]"],
+     "add": {"[meta][origin]": "%{host}"}, "replace": {"label": "%{host}-%{level}"},
+     "truncate": {"[c][d]": 3}},
+    {"type": "regex", "patterns": [r"^(?P<word>\w+) (?P<n>\d+)$", r"(?P<first>\S+)"]},
+    {"type": "regex", "source": "[a][b]", "patterns": [r"(?P<x>.)"], "on_failure": None,
+     "overwrite": True},
+    {"type": "drop", "if": "seq >= 10 and seq < 20 or message =~ /7$/"},
+    {"type": "drop", "if": "level >= WARNING"},
+    {"type": "route", "rules": [{"name": "even", "if": "seq in [0, 2, 4]"},
+                                {"name": "web", "if": 'host == "web-1"'}], "default": "rest"},
+    {"type": "route", "mode": "all", "field": "[@metadata][route]",
+     "rules": [{"name": "info", "if": "level == INFO"}, {"name": "any", "if": "exists seq"}]},
+    {"type": "redact"},
+    {"type": "redact", "fields": ["message", "[a][b]"], "rules": ["passwords"],
+     "patterns": [r"event (?P<secret>\d)"], "replacement": "[hidden]", "by_field_name": False},
 ]
 
 ODD_EVENTS: Batch = [

@@ -1,0 +1,453 @@
+"""The ``redact`` filter: masks passwords, tokens, keys and credentials in events.
+
+::
+
+    - type: redact
+      fields: [message]          # string fields to scan ([a][b] paths work)
+      rules: [passwords, tokens, authorization, url_credentials, private_keys, cloud_keys]
+      patterns: []               # your own regexes (see below)
+      replacement: "***"
+      by_field_name: true        # also mask fields named like secrets ("password": "x")
+
+Rules (all on by default), with the shapes they catch:
+
+``passwords``
+    ``password=x``, ``ADMIN_PASSWORD=x``, ``"password": "x"``, ``'admin_pass': u'x'``,
+    ``ansible_ssh_pass=x``, ``db_pwd: x``, ``--os-password x``, ``--pass=x``;
+    ``mysql -uroot -px``; ``rabbitmqctl change_password guest x`` / ``add_user u x``;
+    ``iniset FILE SECTION admin_password x`` (devstack; also ``crudini --set``);
+    ``IDENTIFIED BY 'x'`` and ``PASSWORD 'x'`` (SQL); ``sshpass -p x``; ``curl -u user:x``.
+``tokens``
+    ``token=x``, ``X-Auth-Token: x``, ``"access_token": "x"``, ``secret=x``,
+    ``api_key=x``, ``aws_secret_access_key = x``, ``client_secret``, ``--os-token x``;
+    JWTs (``eyJ...``); Keystone PKI tokens (``MII...``, 200+ characters) and token
+    ids logged by the auth middleware (``Storing <hex> token``, ``cached token <hex>``).
+``authorization``
+    ``Authorization:`` and ``Proxy-Authorization:`` headers (``Basic``, ``Bearer``,
+    ``Token``, ...) in any quoting, and ``Bearer <token>`` anywhere.
+``url_credentials``
+    the password in ``scheme://user:password@host``.
+``private_keys``
+    the body of ``-----BEGIN ... PRIVATE KEY-----`` blocks (to ``-----END``, or to
+    the end of the text when it was cut).
+``cloud_keys``
+    AWS access key ids (``AKIA...``, ``ASIA...``), GitHub (``ghp_...``,
+    ``github_pat_...``), Slack (``xoxb-...``) and Google (``AIza...``) keys.
+
+Only the secret itself is replaced (``password=***``, ``Authorization: Basic
+***``), so the line still says what it was about. A key's name is the last
+part of a dotted, dashed or underscored name: ``admin_password`` and
+``keystone_authtoken.admin_token`` are secrets, ``password_length`` and
+``token_cache_time`` are not. Values that hide nothing are left alone and not
+counted: ``null``, ``None``, ``true``/``false``, and ones already masked
+(only ``*``, or the replacement text), so running the filter twice counts
+each secret once.
+
+``patterns`` adds regexes (Python syntax, validated at build time): the group
+named ``secret`` is replaced when the pattern has one, else the whole match.
+They run on every value of ``fields``; the built-in rules first check cheap
+substrings (``pass``, ``token``, ``://``, ``PRIVATE KEY``...) and skip text
+that has none of them.
+
+``by_field_name`` masks the string value of any field, at any depth of the
+event's objects, whose name is a secret by the rules above (``password``,
+``api_key``, ``X-Auth-Token``...).
+
+Every secret masked is counted in ``logstream_redactions_total`` for the filter.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, Final, Literal
+
+from pydantic import Field, field_validator
+
+from logstream.event import Batch, Event
+from logstream.fields import Get, Set, getter, parse_path, setter
+from logstream.units import BuildContext, Filter, FilterConfig
+
+RuleName = Literal[
+    "passwords", "tokens", "authorization", "url_credentials", "private_keys", "cloud_keys"
+]
+ALL_RULES: Final[tuple[RuleName, ...]] = (
+    "private_keys",
+    "url_credentials",
+    "authorization",
+    "passwords",
+    "tokens",
+    "cloud_keys",
+)
+
+# --------------------------------------------------------------------------- the rules
+
+# Names of secrets. The keyword must end the name ("password_length" is not a
+# secret); the words that cannot be part of another word may be glued to a
+# prefix ("dbpassword", "authtoken"), "pass" and "pwd" may not ("bypass", "PWD").
+# In text, a match starts at the keyword (a literal the regex engine finds
+# fast) and the prefix is not read: _starts_name checks what comes before it.
+_PW_WORDS: Final = r"pass(?:word|wd|phrase)?|pwd"
+_CREDENTIAL_WORDS: Final = (
+    r"token|secret(?:[_-]?key)?|api[_-]?key|apikey|access[_-]?key|private[_-]?key"
+    r"|signing[_-]?key|encryption[_-]?key|credentials?"
+)
+_GLUED: Final = ("password", "passwd", "passphrase", "token", "secret")
+_SECRET_NAME: Final = re.compile(
+    rf"(?:[a-z0-9]+[_.-])*[a-z0-9]*(?P<kw>{_PW_WORDS}|{_CREDENTIAL_WORDS})"
+)
+# An optional quote (also a JSON-escaped one: \") around a key or a value.
+_Q: Final = r"(?:\\?[\"'])"
+# A value: quoted (up to the same quote, escapes skipped), or a bare word.
+_VALUE: Final = (
+    r"(?:u?(?P<q>\\?[\"'])(?P<secret>(?:\\.|[^\\\n]){1,1024}?)(?P=q)"
+    r"|(?P<bare>[^\s\"',;&(){}\[\]<>\\][^\s\"',;&)}\]\\]*))"
+)
+_QUOTED: Final = r"(?P<q>[\"'])(?P<secret>[^\n]{1,1024}?)(?P=q)"
+_WORD: Final = r"(?:" + _QUOTED + r"|(?P<bare>[^\s\"']+))"
+
+
+def _key_value(words: str) -> str:
+    """``name = value`` in the forms logs use: ``k=v``, ``k: v``, ``"k": "v"``, ``k => v``."""
+    return rf"(?P<kw>{words}){_Q}?[ \t]*(?:=>|[:=])[ \t]*{_VALUE}"
+
+
+def _flag(words: str) -> str:
+    """``--name value`` on a command line (``--name=value`` is a key-value)."""
+    return rf"--(?<![\w-]--)(?:[a-z0-9]+-)*(?P<kw>{words})[ \t]+(?!-)" + _WORD
+
+
+# The rules, in the order they run, in groups that share their triggers: a
+# group's regexes run only on text whose lower-cased form holds one of the
+# group's triggers. Each entry is (rule name, regex, on_lowered): regexes
+# written in lower case run on the lower-cased text (much faster than
+# re.IGNORECASE), the others on the text itself; both mask the original text.
+_Spec = tuple[RuleName, str, bool]
+_LOWER: Final = True
+_GROUPS: Final[tuple[tuple[tuple[str, ...], tuple[_Spec, ...]], ...]] = (
+    (
+        ("private key",),
+        (
+            (
+                "private_keys",
+                r"(?s)-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?P<secret>.*?)"
+                r"(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)",
+                False,
+            ),
+        ),
+    ),
+    (("://",), (("url_credentials", r"://[^\s:/@\"'<>]*:(?P<secret>[^\s@/\"'<>]+)@", False),)),
+    (
+        ("authoriz", "bearer"),
+        (
+            (
+                "authorization",
+                rf"authorization{_Q}?[ \t]*[:=][ \t]*{_Q}?(?!digest\b)"
+                r"(?:(?:basic|bearer|token|negotiate|ntlm|apikey|key|hmac|aws4-hmac-sha256)[ \t]+)?"
+                r"(?P<secret>[^\s\"',;\\]+)",
+                _LOWER,
+            ),
+            # A token has a digit somewhere; "bearer authentication" is prose.
+            (
+                "authorization",
+                r"bearer[ \t]+(?=[a-z0-9\-._~+/]*[0-9])(?P<secret>[a-z0-9\-._~+/]{8,}=*)",
+                _LOWER,
+            ),
+        ),
+    ),
+    (
+        ("pass", "pwd"),
+        (
+            ("passwords", _key_value(_PW_WORDS), _LOWER),
+            ("passwords", _flag(_PW_WORDS), _LOWER),
+            ("passwords", r"password[ \t]+" + _QUOTED, _LOWER),  # SQL: ... PASSWORD 'x'
+        ),
+    ),
+    (
+        ("token", "secret", "key", "credential"),
+        (
+            ("tokens", _key_value(_CREDENTIAL_WORDS), _LOWER),
+            ("tokens", _flag(_CREDENTIAL_WORDS), _LOWER),
+            # Token ids the Keystone auth middleware logs ("Storing <hex> token").
+            ("tokens", r"token[ \t]+(?P<secret>[0-9a-f]{32,64})\b", False),
+            ("tokens", r"\b(?P<secret>[0-9a-f]{32,64})[ \t]+token\b", False),
+        ),
+    ),
+    (
+        ("iniset", "--set"),
+        (
+            (
+                "passwords",
+                r"(?:iniset(?:[ \t]+-sudo)?|crudini[ \t]+--set|openstack-config[ \t]+--set)"
+                rf"[ \t]+\S+[ \t]+\S+[ \t]+(?:[a-z0-9]+[_.-])*[a-z0-9]*"
+                rf"(?P<kw>{_PW_WORDS}|{_CREDENTIAL_WORDS})[ \t]+{_WORD}",
+                _LOWER,
+            ),
+        ),
+    ),
+    (
+        ("mysql",),
+        (
+            # The mysql command (not a path ending in mysql), then -pSECRET (not gcc's -pthread).
+            (
+                "passwords",
+                r"(?<![\w/.-])mysql(?:admin|dump|check|import|show)?[ \t][^\n|;&]*?[ \t]-p"
+                r"(?!thread\b|edantic\b|ipe\b|ie\b|g\b)" + _WORD,
+                False,
+            ),
+        ),
+    ),
+    (("sshpass",), (("passwords", r"sshpass[ \t]+-p[ \t]*" + _WORD, False),)),
+    (
+        ("rabbitmqctl",),
+        (
+            (
+                "passwords",
+                r"rabbitmqctl\b[^\n|;&]*?\b(?:change_password|add_user|authenticate_user)"
+                r"[ \t]+\S+[ \t]+" + _WORD,
+                False,
+            ),
+        ),
+    ),
+    (
+        ("curl",),
+        (("passwords", r"curl\b[^\n|;&]*?[ \t](?:-u|--user)[ \t]*[^\s:\"']+:" + _WORD, False),),
+    ),
+    (
+        ("identified",),
+        (("passwords", r"identified[ \t]+(?:with[ \t]+\S+[ \t]+)?by[ \t]+" + _QUOTED, _LOWER),),
+    ),
+    (("eyj",), (("tokens", r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*", False),)),
+    (("mii",), (("tokens", r"MII[A-Za-z0-9+/=_-]{200,}", False),)),  # Keystone PKI tokens
+    (("akia", "asia"), (("cloud_keys", r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b", False),)),
+    (
+        ("gh", "github_pat_"),
+        (
+            ("cloud_keys", r"gh[pousr]_[A-Za-z0-9]{36,}", False),
+            ("cloud_keys", r"github_pat_[A-Za-z0-9_]{22,}", False),
+        ),
+    ),
+    (("xox",), (("cloud_keys", r"xox[abposr]-[A-Za-z0-9-]{10,}", False),)),
+    (("aiza",), (("cloud_keys", r"AIza[0-9A-Za-z_-]{35}", False),)),
+)
+
+# Values that hide nothing (already masked ones are checked apart).
+_NOT_SECRETS: Final = frozenset(
+    ["null", "None", "none", "nil", "true", "false", "True", "False", "undefined"]
+)
+_NAME_CACHE_MAX: Final = 4096
+_MAX_DEPTH: Final = 16
+
+Substitute = Callable[[str], str]
+
+
+# --------------------------------------------------------------------------- config
+
+
+class RedactFilterConfig(FilterConfig):
+    type: Literal["redact"]
+    fields: list[str] = Field(
+        default_factory=lambda: ["message"], description="String fields to scan for secrets."
+    )
+    rules: list[RuleName] = Field(
+        default_factory=lambda: list(ALL_RULES), description="Built-in rule sets to apply."
+    )
+    patterns: list[str] = Field(
+        default_factory=list,
+        description="Extra regexes; the group named 'secret' (else the whole match) is masked.",
+    )
+    replacement: str = Field(default="***", description="What a secret is replaced with.")
+    by_field_name: bool = Field(
+        default=True, description="Mask string fields whose name is a secret's (password...)."
+    )
+
+    @field_validator("fields")
+    @classmethod
+    def _valid_fields(cls, value: list[str]) -> list[str]:
+        for field in value:
+            parse_path(field)
+        return value
+
+    @field_validator("patterns")
+    @classmethod
+    def _valid_patterns(cls, value: list[str]) -> list[str]:
+        for index, pattern in enumerate(value):
+            _user_pattern(pattern, index)
+        return value
+
+    def build(self, name: str, ctx: BuildContext) -> RedactFilter:
+        return RedactFilter(name, ctx, self)
+
+
+def _user_pattern(pattern: str, index: int) -> re.Pattern[str]:
+    try:
+        compiled = re.compile(pattern)
+    except (re.error, OverflowError, RecursionError) as error:
+        raise ValueError(f"patterns[{index}] {pattern!r} is not a valid regex: {error}") from None
+    if compiled.search("") is not None:
+        raise ValueError(f"patterns[{index}] {pattern!r} matches empty text; it would mask nothing")
+    return compiled
+
+
+# --------------------------------------------------------------------------- runtime
+
+
+class _Counter:
+    __slots__ = ("hits",)
+
+    def __init__(self) -> None:
+        self.hits = 0
+
+
+Mask = Callable[[str, str], str]
+
+
+def _starts_name(text: str, start: int, keyword: str) -> bool:
+    """Whether the keyword found at ``start`` may end a secret's name (see _PW_WORDS)."""
+    if keyword == "pwd":  # never alone: PWD is the working directory
+        return start > 0 and text[start - 1] in "_.-"
+    return start == 0 or keyword.startswith(_GLUED) or not text[start - 1].isalnum()
+
+
+def _masker(
+    pattern: re.Pattern[str], on_lowered: bool, replacement: str, counter: _Counter
+) -> Mask:
+    """``(text, lowered) -> text`` with the ``secret`` group (else the match) of each
+    match masked; ``text`` itself when nothing was."""
+    group = "secret" if "secret" in pattern.groupindex else 0
+    bare = "bare" in pattern.groupindex
+    keyword = "kw" in pattern.groupindex
+    finditer = pattern.finditer
+
+    def mask(text: str, lowered: str) -> str:
+        pieces: list[str] = []
+        position = 0
+        for match in finditer(lowered if on_lowered else text):
+            start, end = match.span(group)
+            if start < 0 and bare:
+                start, end = match.span("bare")
+            if start >= end:  # not taking part, or empty: nothing to mask
+                continue
+            if keyword and not _starts_name(text, match.start("kw"), match.group("kw")):
+                continue
+            if not _hides_something(text[start:end], replacement):
+                continue
+            pieces.append(text[position:start])
+            pieces.append(replacement)
+            position = end
+            counter.hits += 1
+        if not pieces:
+            return text
+        pieces.append(text[position:])
+        return "".join(pieces)
+
+    return mask
+
+
+def _lower(text: str) -> str:
+    """``text`` lower-cased with every character at its place (for spans)."""
+    lowered = text.lower()
+    if len(lowered) != len(text):  # a character whose lower case is longer ("İ")
+        return text.translate(_ASCII_LOWER)
+    return lowered
+
+
+_ASCII_LOWER: Final = {code: code + 32 for code in range(ord("A"), ord("Z") + 1)}
+
+
+class RedactFilter(Filter):
+    def __init__(self, name: str, ctx: BuildContext, config: RedactFilterConfig) -> None:
+        super().__init__(name, ctx.registry.unit(name, "filter"))
+        self._counter = _Counter()
+        replacement = config.replacement
+        chosen = set(config.rules)
+        # Built-in rules: (triggers, maskers), in _GROUPS order (private keys first).
+        groups = []
+        for triggers, specs in _GROUPS:
+            masks = tuple(
+                _masker(re.compile(regex), on_lowered, replacement, self._counter)
+                for rule, regex, on_lowered in specs
+                if rule in chosen
+            )
+            if masks:
+                groups.append((triggers, masks))
+        self._groups = tuple(groups)
+        self._always = tuple(
+            _masker(_user_pattern(pattern, index), False, replacement, self._counter)
+            for index, pattern in enumerate(config.patterns)
+        )
+        self._fields: tuple[tuple[Get, Set], ...] = tuple(
+            (getter(parse_path(field)), setter(parse_path(field))) for field in config.fields
+        )
+        self._replacement = replacement
+        self._names: dict[str, bool] = {}
+        self._mask_named: Callable[[dict[str, Any], int], None] = (
+            self._walk if config.by_field_name else _no_names
+        )
+
+    def redact_text(self, text: str) -> str:
+        """``text`` with every secret the rules find masked (counted)."""
+        lowered = _lower(text)
+        for triggers, masks in self._groups:
+            for trigger in triggers:
+                if trigger in lowered:
+                    for mask in masks:
+                        masked = mask(text, lowered)
+                        if masked is not text:
+                            text, lowered = masked, _lower(masked)
+                    break
+        for mask in self._always:
+            text = mask(text, lowered)
+        return text
+
+    def process(self, batch: Batch) -> Batch:
+        before = self._counter.hits
+        fields, redact, mask_named = self._fields, self.redact_text, self._mask_named
+        for event in batch:
+            for get, set_field in fields:
+                value = get(event)
+                if type(value) is str:
+                    masked = redact(value)
+                    if masked is not value and masked != value:
+                        set_field(event, masked)
+            mask_named(event, 0)
+        self.metrics.redactions += self._counter.hits - before
+        return batch
+
+    def _walk(self, node: dict[str, Any], depth: int) -> None:
+        """Mask string values of secret-named keys in ``node`` and the objects inside it."""
+        names = self._names
+        for key, value in node.items():
+            kind = type(value)
+            if kind is str:
+                secret = names.get(key)
+                if secret is None:
+                    secret = self._is_secret_name(key)
+                if secret and _hides_something(value, self._replacement):
+                    node[key] = self._replacement
+                    self._counter.hits += 1
+            elif kind is dict and depth < _MAX_DEPTH:
+                self._walk(value, depth + 1)
+            elif kind is list and depth < _MAX_DEPTH:
+                for item in value:
+                    if type(item) is dict:
+                        self._walk(item, depth + 1)
+
+    def _is_secret_name(self, key: object) -> bool:
+        name = key.lower() if isinstance(key, str) else ""
+        match = _SECRET_NAME.fullmatch(name)
+        secret = match is not None and _starts_name(name, match.start("kw"), match.group("kw"))
+        if isinstance(key, str):
+            if len(self._names) >= _NAME_CACHE_MAX:
+                self._names.clear()
+            self._names[key] = secret
+        return secret
+
+
+def _hides_something(value: str, replacement: str) -> bool:
+    """False for values that are no secret: null-ish words and already masked text."""
+    return value != replacement and value not in _NOT_SECRETS and bool(value.strip("*"))
+
+
+def _no_names(event: Event, depth: int) -> None:
+    return None

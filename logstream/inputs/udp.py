@@ -80,14 +80,14 @@ class UdpInput(Input):
         self.host, self.port = parse_listen(config.listen)
         self._transport: asyncio.DatagramTransport | None = None
         self._protocol: _Receiver | None = None
+        self._address: tuple[str, int] | None = None
 
     @property
     def address(self) -> tuple[str, int]:
         """The bound ``(host, port)`` (the real port when ``listen`` asked for port 0)."""
-        if self._transport is None:
-            raise RuntimeError(f"udp input {self.name!r} is not listening")
-        sockname = self._transport.get_extra_info("sockname")
-        return sockname[0], sockname[1]
+        if self._address is None:
+            raise RuntimeError(f"udp input {self.name!r} has not started")
+        return self._address
 
     @property
     def receive_buffer_bytes(self) -> int:
@@ -99,7 +99,10 @@ class UdpInput(Input):
 
     async def start(self, ingest: BatchBuffer) -> None:
         loop = asyncio.get_running_loop()
-        sock = _bind(self.host, self.port, self.config.receive_buffer_bytes)
+        infos = await loop.getaddrinfo(
+            self.host, self.port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+        )
+        sock = _bind(infos[0], self.config.receive_buffer_bytes)
         try:
             transport, protocol = await loop.create_datagram_endpoint(
                 lambda: _Receiver(self, ingest, loop), sock=sock
@@ -109,6 +112,8 @@ class UdpInput(Input):
             raise
         self._transport = transport
         self._protocol = protocol
+        host, port = sock.getsockname()[:2]
+        self._address = (host, port)
         log.info("udp input %s listening on %s:%d", self.name, *self.address)
 
     async def stop(self) -> None:
@@ -123,10 +128,9 @@ class UdpInput(Input):
             log.exception("udp input %s: error while stopping", self.name)
 
 
-def _bind(host: str, port: int, receive_buffer_bytes: int | None) -> socket.socket:
-    """A bound UDP socket for ``host:port`` (first address ``getaddrinfo`` gives)."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
-    family, kind, proto, _, address = infos[0]
+def _bind(info: tuple[Any, ...], receive_buffer_bytes: int | None) -> socket.socket:
+    """A bound UDP socket for one ``getaddrinfo`` result."""
+    family, kind, proto, _, address = info
     sock = socket.socket(family, kind, proto)
     try:
         if receive_buffer_bytes is not None:

@@ -76,8 +76,14 @@ def build_lines(count: int) -> list[bytes]:
     lines = []
     for n in range(min(count, 20_000)):
         record = logging.LogRecord(
-            "nova.api", levels[n % len(levels)], "/opt/stack/nova/api.py", 42,
-            messages[n % len(messages)], None, None, func="handle",
+            "nova.api",
+            levels[n % len(levels)],
+            "/opt/stack/nova/api.py",
+            42,
+            messages[n % len(messages)],
+            None,
+            None,
+            func="handle",
         )
         lines.append(formatter.format(record) + b"\n")
     return [lines[n % len(lines)] for n in range(count)]
@@ -172,7 +178,8 @@ def run_reference(mode: str, lines: list[bytes], connections: int) -> Result:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-c", REFERENCE_SERVER, mode, str(port), str(len(lines))],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     proc.stdout.readline()
@@ -201,8 +208,9 @@ def metrics(url: str) -> dict[tuple[str, str], float]:
     return out
 
 
-def run_logstream(target: str, sink: dict[str, object], lines: list[bytes], connections: int,
-                  workdir: Path) -> Result:
+def run_logstream(
+    target: str, sink: dict[str, object], lines: list[bytes], connections: int, workdir: Path
+) -> Result:
     port, monitor = free_port(), free_port()
     config = {
         "inputs": [{"type": "tcp", "listen": f"127.0.0.1:{port}"}],
@@ -213,7 +221,14 @@ def run_logstream(target: str, sink: dict[str, object], lines: list[bytes], conn
     path = workdir / f"{target}.yaml"
     path.write_text(json.dumps(config))
     proc = subprocess.Popen(
-        [str(REPO / ".venv" / "bin" / "logstream"), "--log-level", "WARNING", "run", "-c", str(path)],
+        [
+            str(REPO / ".venv" / "bin" / "logstream"),
+            "--log-level",
+            "WARNING",
+            "run",
+            "-c",
+            str(path),
+        ],
         stdout=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{monitor}"
@@ -248,7 +263,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument(
-        "--targets", default="discard,orjson-loop,file,mqtt",
+        "--targets",
+        default="discard,orjson-loop,file,mqtt",
         help="comma-separated: discard, orjson-loop, file, mqtt",
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -256,8 +272,10 @@ def main() -> None:
 
     lines = build_lines(args.events)
     mib = sum(len(line) for line in lines) / 2**20
-    print(f"{args.events} events, {mib:.1f} MiB, {mib * 2**20 / args.events:.0f} B/event, "
-          f"{args.connections} connections, corpus: {CORPUS.is_dir()}")
+    print(
+        f"{args.events} events, {mib:.1f} MiB, {mib * 2**20 / args.events:.0f} B/event, "
+        f"{args.connections} connections, corpus: {CORPUS.is_dir()}"
+    )
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="logstream-bench-") as tmp:
         workdir = Path(tmp)
@@ -271,8 +289,12 @@ def main() -> None:
                 from logstream.local.mosquitto import Mosquitto
 
                 with Mosquitto(workdir / "mosquitto") as broker:
-                    sink = {"type": "mqtt", "url": broker.url, "topic": "bench/{level}",
-                            "when_full": "block"}
+                    sink = {
+                        "type": "mqtt",
+                        "url": broker.url,
+                        "topic": "bench/{level}",
+                        "when_full": "block",
+                    }
                     result = run_logstream(target, sink, lines, args.connections, workdir)
             else:
                 parser.error(f"unknown target {target!r}")
@@ -282,8 +304,10 @@ def main() -> None:
     base = {r.target: r for r in results}
     ref = base.get("orjson-loop") or results[0]
     print()
-    print("| target | events/s | MiB/s | CPU s | CPU µs/event | peak RSS MiB | delivered | dropped "
-          f"| vs {ref.target} |")
+    print(
+        "| target | events/s | MiB/s | CPU s | CPU µs/event | peak RSS MiB | delivered | dropped "
+        f"| vs {ref.target} |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(
@@ -293,8 +317,10 @@ def main() -> None:
         )
     if args.json:
         args.json.write_text(
-            orjson.dumps([r.__dict__ | {"events_per_sec": r.events_per_sec} for r in results],
-                         option=orjson.OPT_INDENT_2).decode()
+            orjson.dumps(
+                [r.__dict__ | {"events_per_sec": r.events_per_sec} for r in results],
+                option=orjson.OPT_INDENT_2,
+            ).decode()
         )
 
 

@@ -33,7 +33,7 @@ class Monitor:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        server = site._server  # noqa: SLF001 - aiohttp exposes the bound port nowhere else
+        server = site._server  # aiohttp exposes the bound port nowhere else
         if server is not None and server.sockets:  # type: ignore[union-attr]
             self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 

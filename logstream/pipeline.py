@@ -21,6 +21,7 @@ A sink with a ``when`` condition is offered only the events that match it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -139,10 +140,8 @@ class SinkRunner:
         if self._task is not None and not self._task.done():
             lost += self._in_write
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         if lost:
             self.metrics.drop(lost, "shutdown")
         return lost
@@ -299,10 +298,8 @@ class Pipeline:
             report.timed_out = True
         if self._filter_task is not None and not self._filter_task.done():
             self._filter_task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._filter_task
-            except asyncio.CancelledError:
-                pass
         left_in_ingest = self.ingest.clear()
         if left_in_ingest:
             self.metrics.drop(left_in_ingest, "shutdown")

@@ -192,7 +192,7 @@ class Sink(Unit, abc.ABC):
     upstream when its buffer fills.
     """
 
-    async def start(self) -> None:  # noqa: B027 - an optional hook, empty by default
+    async def start(self) -> None:
         """Called once before the first ``write``. Prepare clients and files.
 
         Must not fail because the destination is down (``write`` retries or
@@ -210,7 +210,7 @@ class Sink(Unit, abc.ABC):
         Cancelled at shutdown once the deadline passes.
         """
 
-    async def close(self) -> None:  # noqa: B027 - an optional hook, empty by default
+    async def close(self) -> None:
         """Called once after the last ``write``: flush and release resources.
 
         Not called on an abrupt shutdown (``kill -9``) nor after ``start`` failed.

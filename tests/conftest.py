@@ -1,4 +1,4 @@
 """Shared fixtures. Server fixtures live in tests/support/ and are imported here."""
 
-from tests.support.mqtt import *  # noqa: F403
 from tests.support.elasticsearch import *  # noqa: F403
+from tests.support.mqtt import *  # noqa: F403

@@ -96,8 +96,10 @@ def test_unit_ids_default_to_their_type_and_must_be_unique() -> None:
     config = parse_config(with_(sinks=[{"type": "stdout"}, {"type": "stdout"}]))
     pipeline = build_pipeline(config)
     assert [runner.name for runner in pipeline.sinks] == ["stdout_1", "stdout_2"]
-    with pytest.raises(ConfigError, match="unique.*same"):
-        parse_config(with_(sinks=[{"type": "stdout", "id": "same"}, {"type": "stdout", "id": "same"}]))
+    with pytest.raises(ConfigError, match=r"unique.*same"):
+        parse_config(
+            with_(sinks=[{"type": "stdout", "id": "same"}, {"type": "stdout", "id": "same"}])
+        )
 
 
 def test_yaml_syntax_errors_are_reported_with_the_file(tmp_path: Path) -> None:

@@ -52,7 +52,9 @@ def stdout_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
     out = io.BytesIO()
     config = {"type": "stdout"}
     sink = StdoutSink(StdoutSinkConfig.model_validate(config), "contract", BuildContext(), out)
-    return Harness(config, lambda: [orjson.loads(line) for line in out.getvalue().splitlines()], sink)
+    return Harness(
+        config, lambda: [orjson.loads(line) for line in out.getvalue().splitlines()], sink
+    )
 
 
 def elasticsearch_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
@@ -91,8 +93,13 @@ def test_every_sink_type_has_a_contract_harness() -> None:
 
 def numbered(count: int, start: int = 0) -> Batch:
     return [
-        {"@timestamp": "2026-11-24T10:00:00.000Z", "seq": n, "message": f"event {n}",
-         "host": "web-1", "level": "INFO"}
+        {
+            "@timestamp": "2026-11-24T10:00:00.000Z",
+            "seq": n,
+            "message": f"event {n}",
+            "host": "web-1",
+            "level": "INFO",
+        }
         for n in range(start, start + count)
     ]
 
@@ -101,8 +108,9 @@ def build_sink(harness: Harness, registry: Registry) -> Sink:
     if harness.sink is not None:
         harness.sink.metrics = registry.unit("contract", "sink")
         return harness.sink
-    config = parse_config({"inputs": [{"type": "tcp", "listen": "127.0.0.1:0"}],
-                           "sinks": [harness.config]}).sinks[0]
+    config = parse_config(
+        {"inputs": [{"type": "tcp", "listen": "127.0.0.1:0"}], "sinks": [harness.config]}
+    ).sinks[0]
     return config.build("contract", BuildContext(registry=registry))
 
 
@@ -172,24 +180,56 @@ def test_sink_counts_events_it_cannot_encode_instead_of_failing_the_batch(
 # --------------------------------------------------------------------------- filters
 
 FILTERS: list[dict[str, Any]] = [
-    {"type": "mutate", "rename": {"host": "hostname"}, "remove": ["level"],
-     "add": {"env": "ci"}, "truncate": {"message": 5}, "add_tags": ["seen"]},
+    {
+        "type": "mutate",
+        "rename": {"host": "hostname"},
+        "remove": ["level"],
+        "add": {"env": "ci"},
+        "truncate": {"message": 5},
+        "add_tags": ["seen"],
+    },
     {"type": "mutate"},
-    {"type": "mutate", "rename": {"[a][b]": "[c][d]"}, "remove": ["[x][y]"],
-     "add": {"[meta][origin]": "%{host}"}, "replace": {"label": "%{host}-%{level}"},
-     "truncate": {"[c][d]": 3}},
+    {
+        "type": "mutate",
+        "rename": {"[a][b]": "[c][d]"},
+        "remove": ["[x][y]"],
+        "add": {"[meta][origin]": "%{host}"},
+        "replace": {"label": "%{host}-%{level}"},
+        "truncate": {"[c][d]": 3},
+    },
     {"type": "regex", "patterns": [r"^(?P<word>\w+) (?P<n>\d+)$", r"(?P<first>\S+)"]},
-    {"type": "regex", "source": "[a][b]", "patterns": [r"(?P<x>.)"], "on_failure": None,
-     "overwrite": True},
+    {
+        "type": "regex",
+        "source": "[a][b]",
+        "patterns": [r"(?P<x>.)"],
+        "on_failure": None,
+        "overwrite": True,
+    },
     {"type": "drop", "if": "seq >= 10 and seq < 20 or message =~ /7$/"},
     {"type": "drop", "if": "level >= WARNING"},
-    {"type": "route", "rules": [{"name": "even", "if": "seq in [0, 2, 4]"},
-                                {"name": "web", "if": 'host == "web-1"'}], "default": "rest"},
-    {"type": "route", "mode": "all", "field": "[@metadata][route]",
-     "rules": [{"name": "info", "if": "level == INFO"}, {"name": "any", "if": "exists seq"}]},
+    {
+        "type": "route",
+        "rules": [
+            {"name": "even", "if": "seq in [0, 2, 4]"},
+            {"name": "web", "if": 'host == "web-1"'},
+        ],
+        "default": "rest",
+    },
+    {
+        "type": "route",
+        "mode": "all",
+        "field": "[@metadata][route]",
+        "rules": [{"name": "info", "if": "level == INFO"}, {"name": "any", "if": "exists seq"}],
+    },
     {"type": "redact"},
-    {"type": "redact", "fields": ["message", "[a][b]"], "rules": ["passwords"],
-     "patterns": [r"event (?P<secret>\d)"], "replacement": "[hidden]", "by_field_name": False},
+    {
+        "type": "redact",
+        "fields": ["message", "[a][b]"],
+        "rules": ["passwords"],
+        "patterns": [r"event (?P<secret>\d)"],
+        "replacement": "[hidden]",
+        "by_field_name": False,
+    },
 ]
 
 ODD_EVENTS: Batch = [
@@ -209,8 +249,13 @@ def test_every_filter_type_has_contract_configs() -> None:
 
 
 def build_filter(config: dict[str, Any], registry: Registry) -> Any:
-    parsed = parse_config({"inputs": [{"type": "tcp", "listen": "127.0.0.1:0"}],
-                           "filters": [config], "sinks": [{"type": "stdout"}]})
+    parsed = parse_config(
+        {
+            "inputs": [{"type": "tcp", "listen": "127.0.0.1:0"}],
+            "filters": [config],
+            "sinks": [{"type": "stdout"}],
+        }
+    )
     return parsed.filters[0].build("contract", BuildContext(registry=registry))
 
 
@@ -234,11 +279,13 @@ def test_filter_never_raises_on_odd_events(config: dict[str, Any]) -> None:
 
 def test_filters_run_inside_a_pipeline_built_from_config(tmp_path: Path) -> None:
     path = tmp_path / "out.ndjson"
-    config = parse_config({
-        "inputs": [{"type": "tcp", "listen": "127.0.0.1:0"}],
-        "filters": FILTERS,
-        "sinks": [{"type": "file", "path": str(path)}],
-    })
+    config = parse_config(
+        {
+            "inputs": [{"type": "tcp", "listen": "127.0.0.1:0"}],
+            "filters": FILTERS,
+            "sinks": [{"type": "file", "path": str(path)}],
+        }
+    )
     pipeline = build_pipeline(config)
 
     async def scenario() -> None:

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -152,13 +153,22 @@ def test_python_logstash_events_reach_elasticsearch_mqtt_and_file(
 ) -> None:
     subscriber = mqtt_subscriber(mosquitto.url, f"{mqtt_topic_root}/#")
     out = tmp_path / "events.ndjson"
-    running = run_logstream([
-        {"type": "elasticsearch", "hosts": [elasticsearch_url],
-         "index": f"{es_index_prefix}-%{{+YYYY.MM.dd}}"},
-        {"type": "mqtt", "url": mosquitto.url, "topic": f"{mqtt_topic_root}/{{host}}/{{level}}",
-         "qos": 1},
-        {"type": "file", "path": str(out)},
-    ])
+    running = run_logstream(
+        [
+            {
+                "type": "elasticsearch",
+                "hosts": [elasticsearch_url],
+                "index": f"{es_index_prefix}-%{{+YYYY.MM.dd}}",
+            },
+            {
+                "type": "mqtt",
+                "url": mosquitto.url,
+                "topic": f"{mqtt_topic_root}/{{host}}/{{level}}",
+                "qos": 1,
+            },
+            {"type": "file", "path": str(out)},
+        ]
+    )
     sent = send_with_every_python_logstash_handler(running, 100)
     running.wait_for("logstream_events_out_total", "elasticsearch", len(sent))
     messages = subscriber.wait_for(len(sent), timeout_secs=20)
@@ -195,12 +205,24 @@ def test_a_broken_mqtt_side_never_holds_back_elasticsearch_or_the_file(
     else:
         url = request.getfixturevalue(failure).url
     out = tmp_path / "events.ndjson"
-    running = run_logstream([
-        {"type": "elasticsearch", "hosts": [elasticsearch_url], "index": f"{es_index_prefix}-x"},
-        {"type": "mqtt", "url": url, "topic": "logs/{host}", "connect_wait_secs": 0.5,
-         "max_outstanding_messages": 100, "buffer_max_events": 500},
-        {"type": "file", "path": str(out)},
-    ])
+    running = run_logstream(
+        [
+            {
+                "type": "elasticsearch",
+                "hosts": [elasticsearch_url],
+                "index": f"{es_index_prefix}-x",
+            },
+            {
+                "type": "mqtt",
+                "url": url,
+                "topic": "logs/{host}",
+                "connect_wait_secs": 0.5,
+                "max_outstanding_messages": 100,
+                "buffer_max_events": 500,
+            },
+            {"type": "file", "path": str(out)},
+        ]
+    )
     sender = logstash.TCPLogstashHandler("127.0.0.1", running.tcp_port, version=1)
     logger = python_logstash_logger(sender)
     total = 3000
@@ -212,8 +234,11 @@ def test_a_broken_mqtt_side_never_holds_back_elasticsearch_or_the_file(
     running.wait_for("logstream_events_out_total", "file", total)
     values = running.metrics()
     mqtt_out = values.get(("logstream_events_out_total", "mqtt", ""), 0)
-    mqtt_dropped = sum(v for (m, u, _), v in values.items()
-                       if m == "logstream_events_dropped_total" and u == "mqtt")
+    mqtt_dropped = sum(
+        v
+        for (m, u, _), v in values.items()
+        if m == "logstream_events_dropped_total" and u == "mqtt"
+    )
     assert mqtt_dropped > 0
     code, _, err = running.stop()
     assert es_count(elasticsearch_url, f"{es_index_prefix}*") == total
@@ -229,10 +254,12 @@ def test_sinks_named_local_get_servers_that_logstream_starts_itself(
 ) -> None:
     if os.environ.get("LOGSTREAM_TEST_ES_URL") or os.environ.get("LOGSTREAM_TEST_MQTT_URL"):
         pytest.skip("external servers requested; this test starts local ones on purpose")
-    running = run_logstream([
-        {"type": "elasticsearch", "hosts": ["local"]},
-        {"type": "mqtt", "url": "local", "topic": "logs/{host}/{level}", "qos": 1},
-    ])
+    running = run_logstream(
+        [
+            {"type": "elasticsearch", "hosts": ["local"]},
+            {"type": "mqtt", "url": "local", "topic": "logs/{host}/{level}", "qos": 1},
+        ]
+    )
     banner = ""
     deadline = time.monotonic() + 10
     assert running.proc.stdout is not None
@@ -253,7 +280,7 @@ def test_sinks_named_local_get_servers_that_logstream_starts_itself(
     code, _, err = running.stop()
     assert code == 0, err
     # The local servers are stopped with logstream.
-    with pytest.raises(OSError):
+    with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(es_url.group(1), timeout=2)  # noqa: S310
 
 
@@ -261,9 +288,16 @@ def test_sigterm_flushes_every_buffered_event_before_exiting(
     run_logstream: Callable[..., Running], tmp_path: Path
 ) -> None:
     out = tmp_path / "events.ndjson"
-    running = run_logstream([
-        {"type": "file", "path": str(out), "batch_max_delay_secs": 30, "batch_max_events": 100000},
-    ])
+    running = run_logstream(
+        [
+            {
+                "type": "file",
+                "path": str(out),
+                "batch_max_delay_secs": 30,
+                "batch_max_events": 100000,
+            },
+        ]
+    )
     handler = logstash.TCPLogstashHandler("127.0.0.1", running.tcp_port, version=1)
     logger = python_logstash_logger(handler)
     for n in range(500):

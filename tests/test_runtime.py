@@ -62,9 +62,9 @@ def test_batcher_with_zero_delay_passes_every_batch_straight_through() -> None:
 
 
 def test_batcher_rejects_nonsense_settings_with_the_bad_value() -> None:
-    with pytest.raises(ValueError, match="max_events.*0"):
+    with pytest.raises(ValueError, match=r"max_events.*0"):
         Batcher(max_events=0, max_delay_secs=1)
-    with pytest.raises(ValueError, match="max_delay_secs.*-1"):
+    with pytest.raises(ValueError, match=r"max_delay_secs.*-1"):
         Batcher(max_events=1, max_delay_secs=-1)
 
 
@@ -183,9 +183,11 @@ def test_a_blocking_sink_slows_the_input_without_losing_events() -> None:
         pipeline = Pipeline(
             [source],
             [],
-            [SinkRunner(
-                sink, SinkSettings(buffer_max_events=20, when_full="block", batch_max_events=10)
-            )],
+            [
+                SinkRunner(
+                    sink, SinkSettings(buffer_max_events=20, when_full="block", batch_max_events=10)
+                )
+            ],
             registry=registry,
             ingest_max_events=20,
         )
@@ -215,7 +217,9 @@ def test_a_stuck_drop_newest_sink_counts_drops_and_never_stalls_the_others() -> 
             [
                 SinkRunner(
                     stuck,
-                    SinkSettings(buffer_max_events=50, when_full="drop_newest", batch_max_events=10),
+                    SinkSettings(
+                        buffer_max_events=50, when_full="drop_newest", batch_max_events=10
+                    ),
                 ),
                 SinkRunner(healthy, SinkSettings(buffer_max_events=50)),
             ],
@@ -259,7 +263,10 @@ def test_a_filter_that_raises_passes_the_batch_on_and_counts_the_error() -> None
     registry = Registry()
     sink = CollectingSink("out", registry)
     run_pipeline(
-        [events(0, 5)], [(sink, SinkSettings())], registry, filters=[ExplodingFilter("boom", registry)]
+        [events(0, 5)],
+        [(sink, SinkSettings())],
+        registry,
+        filters=[ExplodingFilter("boom", registry)],
     )
     assert sink.events == events(0, 5)
     assert registry["boom"].errors == 1

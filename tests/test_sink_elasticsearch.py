@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from logstream.sinks.elasticsearch import ElasticsearchSink, ElasticsearchSinkConfig
 from pydantic import ValidationError
 
 from logstream.event import Batch
 from logstream.local.noida import Noida
 from logstream.metrics import UnitMetrics
+from logstream.sinks.elasticsearch import ElasticsearchSink, ElasticsearchSinkConfig
 from logstream.units import BuildContext
 from tests.support.elasticsearch import es_count, es_docs, es_indices
 

@@ -176,7 +176,7 @@ class Pipeline:
         *,
         registry: Registry | None = None,
         ingest_max_events: int = 8_192,
-        filter_batch_max_events: int = 8_192,
+        filter_batch_max_events: int = 1_024,
         tick_secs: float = 0.1,
         clock: Clock | None = None,
     ) -> None:

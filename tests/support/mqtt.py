@@ -148,6 +148,7 @@ class Subscriber:
         protocol: str = "5",
         username: str | None = None,
         password: str | None = None,
+        ca_certs: str | None = None,
         timeout_secs: float = 5.0,
     ) -> None:
         parts = urlsplit(url)
@@ -166,6 +167,8 @@ class Subscriber:
             username, password = unquote(parts.username), unquote(parts.password or "")
         if username is not None:
             self.client.username_pw_set(username, password)
+        if parts.scheme == "mqtts":
+            self.client.tls_set(ca_certs=ca_certs)
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         self.client.connect(parts.hostname or "127.0.0.1", parts.port or 1883, keepalive=30)

@@ -1,0 +1,273 @@
+"""syslog files (RFC 3164 shape, with or without ``<PRI>``), RFC 5424, and the
+systemd journal as text.
+
+::
+
+    Jun  9 15:41:36 node-1 object-server: Started child 32090            (syslog)
+    <34>Oct 11 22:14:15 mymachine su[230]: 'su root' failed for lonvick  (syslog)
+    <165>1 2003-10-11T22:14:15.003Z host.example.com evntslog - ID47 [ex@32473 iut="3"] hi
+                                                                          (rfc5424)
+    -- Logs begin at Tue 2017-03-28 12:02:58 UTC, end at Tue 2017-03-28 13:16:45 UTC. --
+    Mar 28 12:20:44.172534 node-1 cinder-api[8526]: DEBUG cinder.api [-] Loading ...
+                                                                          (journal)
+
+Severity comes from ``<PRI>`` when there is one (``syslog_facility`` and
+``syslog_severity`` keep its numbers), else from the message: an oslo body
+(``LEVEL logger [context] ...``, as devstack's services write to the journal)
+gives its level and logger, request id and source location; a message that
+starts with a level word (``ERROR ...``, ``warning: ...``) gives that word.
+Other lines state no level (they take the previous one of the same program).
+
+RFC 3164 timestamps have no year and no zone (see
+:class:`~logstream.parsers.common.Timestamps`). The journal's text form is
+``journalctl -o short-precise``: the same shape with microseconds, so a
+line with a fraction of a second is a journal line and one without is a
+syslog line; the journal's ``-- Logs begin at ... --`` and ``-- Reboot --``
+lines belong to it too. In the journal, oslo tracebacks (ERROR lines of the
+same process and logger) fold into the ERROR record they follow.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Final
+
+from logstream.event import Event
+from logstream.parsers import oslo
+from logstream.parsers.common import (
+    Continues,
+    Fields,
+    LevelMap,
+    Timestamps,
+    frac3,
+    is_number,
+    leading_level,
+    set_level,
+    strip_ansi,
+    traceback_continues,
+)
+from logstream.severity import from_syslog
+
+SYSLOG: Final = "syslog"
+JOURNAL: Final = "journal"
+RFC5424: Final = "rfc5424"
+
+_RFC3164: Final = re.compile(
+    r"(?:<(\d{1,3})>)?([A-Z][a-z]{2}) ([ \d]\d) (\d\d:\d\d:\d\d)(?:\.(\d{1,9}))? (\S*) (.*)\Z",
+    re.DOTALL | re.ASCII,
+)
+# "tag[pid]: message" or "tag: message" (the tag is the program).
+_TAG: Final = re.compile(
+    r"([^\s\[\]:]{1,64})(?:\[(\d{1,10})\])?:(?: (.*))?\Z", re.DOTALL | re.ASCII
+)
+_JOURNAL_META: Final = re.compile(
+    r"-- (?:Logs begin at \w{3} (\S+ \S+) (\w+),.*|[^-].*) --\Z", re.ASCII
+)
+
+
+def _program(fields: Fields, rest: str) -> str:
+    """Take ``tag[pid]:`` off the message; returns the message."""
+    match = _TAG.match(rest)
+    if match is None:
+        return rest
+    program, pid, message = match.groups()
+    fields["program"] = program
+    if pid is not None:
+        fields["pid"] = int(pid)
+    return message or ""
+
+
+def _message_level(fields: Fields, message: str, oslo_levels: LevelMap, levels: LevelMap) -> None:
+    """Level (and oslo fields) from the message text; sets ``message``."""
+    if "\x1b" in message:
+        message = strip_ansi(message)
+    first = message[:1]
+    if "A" <= first <= "Z" and oslo.parse_body(message, oslo_levels, fields):
+        return
+    fields["message"] = message
+    info = leading_level(message, levels)
+    if info is not None:
+        set_level(fields, info)
+
+
+def journal_continues(head: Fields, line: Fields) -> str | None:
+    """ERROR lines of one process and logger continuing a traceback (or TRACE lines)."""
+    if line.get("level") != "ERROR" or "logger" not in line:
+        return None
+    if (
+        line.get("pid") != head.get("pid")
+        or line.get("program") != head.get("program")
+        or line["logger"] != head.get("logger")
+        or head.get("level") != "ERROR"
+    ):
+        return None
+    text = str(line.get("message", ""))
+    if line.get("level_original") == "TRACE" or traceback_continues(head, text):
+        return text
+    return None
+
+
+class SyslogParser:
+    """RFC 3164 lines (``syslog``); with ``journal=True``, journal text (``journal``)."""
+
+    def __init__(self, stamps: Timestamps, *, journal: bool) -> None:
+        self.name = JOURNAL if journal else SYSLOG
+        self.folds = journal
+        self.states_level = False
+        self.continues: Continues | None = journal_continues if journal else None
+        self._journal = journal
+        self._match = _RFC3164.match
+        self._stamps = stamps
+        self._oslo_levels = oslo.oslo_levels()
+        self._levels = LevelMap()
+
+    def parse(self, line: str, event: Event) -> Fields | None:
+        match = self._match(line)
+        if match is None:
+            if self._journal and line.startswith("-- "):
+                return self._meta(line)
+            return None
+        pri, month, day, clock, fraction, host, rest = match.groups()
+        if self._journal and fraction is None:
+            return None
+        prefix = self._stamps.yearless(month, day, clock)
+        if prefix is None:
+            return None
+        fields: Fields = {"@timestamp": f"{prefix}.{frac3(fraction)}Z", "format": self.name}
+        if host.endswith(":") or (host.endswith("]:") and "[" in host):
+            rest = f"{host} {rest}"  # no hostname: "Jun  9 15:50:06 tgtd: ..."
+        elif host:
+            fields["host"] = host
+        message = _program(fields, rest)
+        if pri is not None:
+            number = int(pri)
+            if number > 191:
+                return None
+            fields["syslog_facility"] = number >> 3
+            fields["syslog_severity"] = number & 7
+            fields["level"] = from_syslog(number & 7).name
+            fields["message"] = strip_ansi(message)
+        else:
+            _message_level(fields, message, self._oslo_levels, self._levels)
+        return fields
+
+    def _meta(self, line: str) -> Fields | None:
+        match = _JOURNAL_META.match(line)
+        if match is None:
+            return None
+        fields: Fields = {"format": JOURNAL, "message": line}
+        begin, zone = match.groups()
+        if begin is not None:
+            stamp = self._stamps.iso(begin) if zone == "UTC" else None
+            if stamp is not None:
+                fields["@timestamp"] = stamp
+        return fields
+
+
+# --------------------------------------------------------------------------- RFC 5424
+
+_HEADER: Final = re.compile(
+    r"<(\d{1,3})>(\d{1,2}) (\S+) (\S+) (\S+) (\S+) (\S+) (.*)\Z", re.DOTALL | re.ASCII
+)
+_SD_ELEMENT: Final = re.compile(
+    r"\[([^\s\]=\"]{1,32})((?:\s+[^\s=\]\"]{1,32}=\"[^\"\\]*(?:\\.[^\"\\]*)*\")*)\s*\]"
+)
+_SD_PARAM: Final = re.compile(r"\s+([^\s=\]\"]{1,32})=\"([^\"\\]*(?:\\.[^\"\\]*)*)\"")
+_SD_ESCAPE: Final = re.compile(r"\\([\"\\\]])")
+
+
+def _structured_data(text: str) -> tuple[dict[str, dict[str, str]] | None, str] | None:
+    """``-`` or ``[id k="v"]...`` at the start of ``text`` -> (data, the rest), or ``None``."""
+    if text.startswith("-"):
+        if len(text) > 1 and text[1] != " ":
+            return None
+        return None, text[2:]
+    data: dict[str, dict[str, str]] = {}
+    position = 0
+    while position < len(text) and text[position] == "[":
+        match = _SD_ELEMENT.match(text, position)
+        if match is None:
+            return None
+        params = {
+            name: _SD_ESCAPE.sub(r"\1", value) for name, value in _SD_PARAM.findall(match.group(2))
+        }
+        data[match.group(1)] = params
+        position = match.end()
+    if position == 0 or (position < len(text) and text[position] != " "):
+        return None
+    return data, text[position + 1 :]
+
+
+def _split_stamp(stamp: str) -> tuple[str, str] | None:
+    """``2003-10-11T22:14:15.003Z`` -> (``2003-10-11T22:14:15Z``, ``003``): the
+    fraction apart, so the conversion is cached per second."""
+    if len(stamp) < 20 or stamp[10:11] != "T":
+        return None
+    rest = stamp[19:]
+    fraction = ""
+    if rest[:1] == ".":
+        end = 1
+        while end < len(rest) and "0" <= rest[end] <= "9":
+            end += 1
+        fraction = rest[1:end]
+        rest = rest[end:]
+    if rest != "Z" and not (len(rest) == 6 and rest[0] in "+-" and rest[3] == ":"):
+        return None
+    return stamp[:19] + rest, fraction
+
+
+def _parse_5424_time(text: str) -> dt.datetime | None:
+    when = dt.datetime.fromisoformat(text)
+    return when if when.tzinfo is not None else None
+
+
+class Rfc5424Parser:
+    name: str = RFC5424
+    folds: bool = False
+    states_level: bool = True
+    continues: Continues | None = None
+
+    def __init__(self, stamps: Timestamps) -> None:
+        self._match = _HEADER.match
+        self._stamps = stamps
+
+    def parse(self, line: str, event: Event) -> Fields | None:
+        match = self._match(line)
+        if match is None:
+            return None
+        pri, version, stamp, host, app, procid, msgid, rest = match.groups()
+        number = int(pri)
+        if number > 191 or version == "0":
+            return None
+        sd = _structured_data(rest)
+        if sd is None:
+            return None
+        data, message = sd
+        fields: Fields = {
+            "format": RFC5424,
+            "syslog_facility": number >> 3,
+            "syslog_severity": number & 7,
+            "level": from_syslog(number & 7).name,
+            "message": message.removeprefix("\ufeff"),
+        }
+        if stamp != "-":
+            stamp_fields = _split_stamp(stamp)
+            if stamp_fields is None:
+                return None
+            key, fraction = stamp_fields
+            prefix = self._stamps.with_offset(key, _parse_5424_time)
+            if prefix is None:
+                return None
+            fields["@timestamp"] = f"{prefix}.{frac3(fraction)}Z"
+        if host != "-":
+            fields["host"] = host
+        if app != "-":
+            fields["program"] = app
+        if is_number(procid, 10):
+            fields["pid"] = int(procid)
+        if msgid != "-":
+            fields["syslog_msgid"] = msgid
+        if data:
+            fields["syslog_sd"] = data
+        return fields

@@ -1,0 +1,230 @@
+"""Web servers: Apache/nginx access logs, Apache and nginx error logs.
+
+::
+
+    10.0.0.7 - alice [17/May/2015:10:05:03 +0000] "GET /index.html HTTP/1.1" 200 5120 "-" "curl/8"
+                                                                   (apache_access, combined)
+    10.0.0.7 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.0" 404 -  (apache_access, common)
+    [Sun Dec 04 04:47:44 2005] [error] [client 10.0.0.7] File does not exist: /var/www/x
+    [Wed Oct 11 14:32:52.123456 2000] [core:error] [pid 35708:tid 4328636416] [client 10.0.0.7:5678]
+        AH00124: Request exceeded the limit                           (apache_error, 2.2 and 2.4)
+    2016/09/01 12:00:00 [error] 1234#5678: *1 open() failed, client: 10.0.0.7   (nginx_error)
+
+An access line's severity is its HTTP status: 5xx ERROR, 4xx WARNING, else
+INFO (a line whose status is ``-`` states none). Its ``message`` is left as
+the whole line; the parts go to ``client``, ``user``, ``method``, ``url``,
+``http_version``, ``status``, ``bytes``, ``referrer``, ``user_agent``.
+nginx's ``combined`` format is Apache's; extra fields after the user agent
+are allowed and left in the message. Error logs give their level word
+(Apache's ``trace1``..``trace8`` are TRACE), the module as ``logger``, the
+process and thread, the client and Apache's ``AH01234`` code (``error_code``).
+Times without a zone (error logs) are read in the configured zone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Final
+
+from logstream.event import Event
+from logstream.parsers.common import (
+    MONTHS,
+    Continues,
+    Fields,
+    LevelMap,
+    Timestamps,
+    frac3,
+    set_level,
+)
+from logstream.severity import Severity, from_http_status
+
+ACCESS: Final = "apache_access"
+APACHE_ERROR: Final = "apache_error"
+NGINX_ERROR: Final = "nginx_error"
+
+# "...", backslash escapes allowed (written unrolled: no alternation per character).
+_QUOTED: Final = r'"([^"\\]*(?:\\.[^"\\]*)*)"'
+_ACCESS: Final = re.compile(
+    r"(\S+) (\S+) (\S+) \[(\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d) ([+-]\d{4})\] "
+    + _QUOTED
+    + r" (\d{3}|-) (\d{1,18}|-)(?: "
+    + _QUOTED
+    + " "
+    + _QUOTED
+    + r")?(.*)\Z",
+    re.DOTALL | re.ASCII,
+)
+_STATUS_LEVELS: Final = {code: from_http_status(code).name for code in range(100, 1000)}
+
+
+def _access_time(key: str) -> dt.datetime | None:
+    # "17/May/2015:10:05:03 +0000"
+    month = MONTHS.get(key[3:6])
+    if month is None:
+        return None
+    offset = int(key[22:24]) * 60 + int(key[24:26])
+    if key[21] == "-":
+        offset = -offset
+    zone = dt.timezone(dt.timedelta(minutes=offset))
+    return dt.datetime(
+        int(key[7:11]),
+        month,
+        int(key[0:2]),
+        int(key[12:14]),
+        int(key[15:17]),
+        int(key[18:20]),
+        tzinfo=zone,
+    )
+
+
+class AccessParser:
+    name: str = ACCESS
+    folds: bool = False
+    states_level: bool = False  # a status of '-' states none
+    continues: Continues | None = None
+
+    def __init__(self, stamps: Timestamps) -> None:
+        self._match = _ACCESS.match
+        self._stamps = stamps
+
+    def parse(self, line: str, event: Event) -> Fields | None:
+        match = self._match(line)
+        if match is None:
+            return None
+        client, _ident, user, stamp, zone, request, status, size, referrer, agent, _rest = (
+            match.groups()
+        )
+        prefix = self._stamps.with_offset(f"{stamp} {zone}", _access_time)
+        if prefix is None:
+            return None
+        fields: Fields = {"@timestamp": f"{prefix}.000Z", "format": ACCESS, "client": client}
+        if user != "-":
+            fields["user"] = user
+        method, space, target = request.partition(" ")
+        if space:
+            url, space, version = target.rpartition(" ")
+            if space and version.startswith("HTTP/"):
+                fields["method"] = method
+                fields["url"] = url
+                fields["http_version"] = version[5:]
+            else:
+                fields["method"] = method
+                fields["url"] = target
+        elif request and request != "-":
+            fields["url"] = request
+        if status != "-":
+            code = int(status)
+            fields["status"] = code
+            fields["level"] = _STATUS_LEVELS[code] if code >= 100 else Severity.INFO.name
+        if size != "-":
+            fields["bytes"] = int(size)
+        if referrer is not None and referrer != "-":
+            fields["referrer"] = referrer
+        if agent is not None and agent != "-":
+            fields["user_agent"] = agent
+        return fields
+
+
+# --------------------------------------------------------------------------- error logs
+
+_APACHE_ERROR: Final = re.compile(
+    r"\[(\w{3} (\w{3}) ([ \d]\d) (\d\d:\d\d:\d\d)(?:\.(\d{1,9}))? (\d{4}))\] "
+    r"\[(?:([\w.-]{1,64}):)?([a-z]{1,8}\d?)\] "
+    r"(?:\[pid (\d{1,10})(?::tid (\d{1,20}))?\] )?"
+    r"(?:\[client ([^\]]{1,300})\] )?"
+    r"(?:(AH\d{5}): )?(.*)\Z",
+    re.DOTALL | re.ASCII,
+)
+_NGINX_ERROR: Final = re.compile(
+    r"(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[([a-z]{1,8})\] (\d{1,10})#(\d{1,20}): (.*)\Z",
+    re.DOTALL | re.ASCII,
+)
+_ERROR_LEVELS: Final = {f"trace{n}": Severity.TRACE for n in range(1, 9)}
+
+
+def _error_levels() -> LevelMap:
+    return LevelMap({word.upper(): severity for word, severity in _ERROR_LEVELS.items()})
+
+
+class ApacheErrorParser:
+    name: str = APACHE_ERROR
+    folds: bool = False
+    states_level: bool = True
+    continues: Continues | None = None
+
+    def __init__(self, stamps: Timestamps) -> None:
+        self._match = _APACHE_ERROR.match
+        self._stamps = stamps
+        self._levels = _error_levels()
+
+    def parse(self, line: str, event: Event) -> Fields | None:
+        if line[:1] != "[":
+            return None
+        match = self._match(line)
+        if match is None:
+            return None
+        (_, month, day, clock, fraction, year, module, word, pid, tid, client, code, message) = (
+            match.groups()
+        )
+        info = self._levels.get(word)
+        number = MONTHS.get(month)
+        if info is None or number is None:
+            return None
+        prefix = self._stamps.local(f"{year}-{number:02d}-{int(day):02d} {clock}")
+        if prefix is None:
+            return None
+        fields: Fields = {
+            "@timestamp": f"{prefix}.{frac3(fraction)}Z",
+            "format": APACHE_ERROR,
+            "message": message,
+        }
+        set_level(fields, info)
+        if module is not None:
+            fields["logger"] = module
+        if pid is not None:
+            fields["pid"] = int(pid)
+        if tid is not None:
+            fields["thread_id"] = int(tid)
+        if client is not None:
+            fields["client"] = client
+        if code is not None:
+            fields["error_code"] = code
+        return fields
+
+
+class NginxErrorParser:
+    name: str = NGINX_ERROR
+    folds: bool = False
+    states_level: bool = True
+    continues: Continues | None = None
+
+    def __init__(self, stamps: Timestamps) -> None:
+        self._match = _NGINX_ERROR.match
+        self._stamps = stamps
+        self._levels = LevelMap()
+
+    def parse(self, line: str, event: Event) -> Fields | None:
+        match = self._match(line)
+        if match is None:
+            return None
+        stamp, word, pid, tid, message = match.groups()
+        info = self._levels.get(word)
+        if info is None:
+            return None
+        prefix = self._stamps.local(stamp)
+        if prefix is None:
+            return None
+        fields: Fields = {
+            "@timestamp": f"{prefix}.000Z",
+            "format": NGINX_ERROR,
+            "pid": int(pid),
+            "thread_id": int(tid),
+        }
+        set_level(fields, info)
+        client = message.rfind(", client: ")
+        if client > 0:
+            end = message.find(",", client + 10)
+            fields["client"] = message[client + 10 : end if end > 0 else None]
+        fields["message"] = message
+        return fields

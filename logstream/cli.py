@@ -1,9 +1,10 @@
-"""The command line: `logstream run`, `logstream check`, `logstream --version`."""
+"""The command line: `logstream run`, `logstream check`, `logstream tail`, `logstream --version`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -32,7 +33,62 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="validate a config file and exit")
     check.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG, help="YAML config file")
+
+    tail = commands.add_parser(
+        "tail",
+        help="follow MQTT log topics like tail -f (every payload encoding)",
+        description="Subscribe to MQTT topic filters and print each event as a line; "
+        "json, ndjson, lz4 and zstd payloads are decoded, suppression summaries shown.",
+    )
+    tail.add_argument("topics", nargs="+", metavar="TOPIC", help="topic filter, e.g. 'logs/#'")
+    tail.add_argument(
+        "--url", default="mqtt://127.0.0.1:1883", help="broker, mqtt[s]://[user:pass@]host:port"
+    )
+    tail.add_argument("--level", help="show only events at or above this severity (e.g. WARNING)")
+    tail.add_argument("--json", action="store_true", help="print each event as one JSON line")
+    tail.add_argument(
+        "--color",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="colour levels (auto: on a terminal, unless NO_COLOR is set)",
+    )
+    tail.add_argument("--count", type=int, help="exit after printing this many events")
+    tail.add_argument("--protocol", choices=["5", "3.1.1"], default="5", help="MQTT version")
+    tail.add_argument("--qos", type=int, choices=[0, 1], default=1, help="subscription QoS")
+    tail.add_argument("--username", help="user name (or in --url)")
+    tail.add_argument(
+        "--password",
+        default=os.environ.get("LOGSTREAM_MQTT_PASSWORD"),
+        help="password (default: $LOGSTREAM_MQTT_PASSWORD)",
+    )
     return parser
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from logstream.severity import parse_name
+    from logstream.tail import TailOptions, colour_wanted, tail
+
+    try:
+        level = parse_name(args.level) if args.level else None
+    except ValueError as error:
+        print(f"logstream tail: --level: {error}", file=sys.stderr)
+        return 2
+    if args.count is not None and args.count < 1:
+        print(f"logstream tail: --count must be at least 1, value: {args.count}", file=sys.stderr)
+        return 2
+    options = TailOptions(
+        topics=args.topics,
+        url=args.url,
+        level=level,
+        json=args.json,
+        colour=colour_wanted(args.color, sys.stdout),
+        count=args.count,
+        protocol=args.protocol,
+        qos=args.qos,
+        username=args.username,
+        password=args.password,
+    )
+    return tail(options)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     # elastic_transport logs every request at INFO; keep its warnings only.
     logging.getLogger("elastic_transport").setLevel(max(logging.WARNING, logging.root.level))
+    if args.command == "tail":  # needs no config (nor its imports)
+        return _tail(args)
     from logstream.config import ConfigError, build_pipeline, load_config
 
     try:

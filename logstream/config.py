@@ -19,10 +19,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from logstream.filters.drop import DropFilterConfig
+from logstream.filters.multiline import MultilineFilterConfig
 from logstream.filters.mutate import MutateFilterConfig
+from logstream.filters.parse import ParseFilterConfig
 from logstream.filters.redact import RedactFilterConfig
 from logstream.filters.regex import RegexFilterConfig
 from logstream.filters.route import RouteFilterConfig
+from logstream.filters.sample import SampleFilterConfig
 from logstream.inputs.tcp import TcpInputConfig
 from logstream.inputs.udp import UdpInputConfig
 from logstream.netaddr import parse_listen
@@ -40,7 +43,10 @@ AnyFilter = Annotated[
     | RegexFilterConfig
     | DropFilterConfig
     | RouteFilterConfig
-    | RedactFilterConfig,
+    | RedactFilterConfig
+    | SampleFilterConfig
+    | ParseFilterConfig
+    | MultilineFilterConfig,
     Field(discriminator="type"),
 ]
 AnySink = Annotated[
@@ -62,7 +68,9 @@ class PipelineSettings(_Strict):
         default=8_192, ge=1, description="Events the ingest buffer holds before inputs pause."
     )
     filter_batch_max_events: int = Field(
-        default=8_192, ge=1, description="Events the filter task takes per batch at most."
+        default=1_024,
+        ge=1,
+        description="Events the filter task takes per batch (small batches stay in CPU cache).",
     )
     tick_secs: float = Field(default=0.1, gt=0, description="How often time-driven filters run.")
     shutdown_timeout_secs: float = Field(
@@ -136,7 +144,9 @@ def substitute_env(value: Any, env: dict[str, str] | os._Environ[str], path: str
 
         return _ENV.sub(replace, value)
     if isinstance(value, dict):
-        return {k: substitute_env(v, env, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        return {
+            k: substitute_env(v, env, f"{path}.{k}" if path else str(k)) for k, v in value.items()
+        }
     if isinstance(value, list):
         return [substitute_env(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
     return value
@@ -167,7 +177,9 @@ def _format_errors(error: ValidationError, data: Any) -> str:
         elif item["type"] == "missing":
             message = "required key is missing"
         value = item.get("input")
-        shown = "" if item["type"] == "missing" or isinstance(value, dict) else f" (value: {value!r})"
+        shown = (
+            "" if item["type"] == "missing" or isinstance(value, dict) else f" (value: {value!r})"
+        )
         lines.append(f"{where}: {message}{shown}")
     return "\n".join(lines)
 

@@ -37,10 +37,17 @@ DropReason = Literal[
     "rejected",
     # A filter removed the event on purpose (drop, sample).
     "filtered",
+    # Left out by sampling (the sample filter, or the MQTT sink's sampler keeping
+    # under a byte cap); accounting records tell subscribers how many.
+    "sampled",
+    # A token bucket (MQTT rate_limit) had no room and the payload's queue was full.
+    "rate_limited",
     # Shutdown's deadline passed before the event could be written.
     "shutdown",
     # The event could not be encoded for the sink (not serialisable).
     "encode_error",
+    # A multiline filter (parse, multiline) folded the event's line into an earlier event.
+    "merged",
 ]
 
 DecodeIssue = Literal[
@@ -52,6 +59,8 @@ DecodeIssue = Literal[
     "invalid_utf8",
     # A connection closed in the middle of a line: the partial line is kept.
     "truncated_line",
+    # A line no parser knew (parse filter): kept as it came, tagged _parsefailure.
+    "unparsed",
 ]
 
 # Name -> help text. Every exported series is listed here.

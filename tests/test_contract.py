@@ -22,6 +22,7 @@ import pytest
 from logstream.config import AnyFilter, AnySink, build_pipeline, parse_config
 from logstream.event import Batch
 from logstream.metrics import Registry
+from logstream.payload import is_accounting
 from logstream.pipeline import SinkRunner, SinkSettings
 from logstream.units import BuildContext, Sink
 from tests.support.units import ListInput
@@ -230,6 +231,33 @@ FILTERS: list[dict[str, Any]] = [
         "replacement": "[hidden]",
         "by_field_name": False,
     },
+    {
+        "type": "sample",
+        "levels": {"WARNING": 1, "INFO": 1, "DEBUG": 100},
+        "key_fields": ["host", "seq"],
+        "accounting_fields": ["host"],
+    },
+    {"type": "parse", "on_failure": None},
+    {
+        "type": "parse",
+        "format": "oslo",
+        "fields": "ecs",
+        "on_failure": None,
+        "multiline_max_lines": 2,
+        "keep_original": True,
+        "stream_key": ["host", "[a][b]"],
+    },
+    {"type": "multiline", "pattern": r"^\s", "max_lines": 3},
+]
+
+# Filters that drop part of numbered(): tested one by one, not in the chain below.
+UNIT_FILTERS: list[dict[str, Any]] = [
+    {"type": "sample", "rate": 10},
+    {"type": "sample", "ratio": 0.3, "key_fields": ["seq"], "accounting_fields": ["host"]},
+    {"type": "sample", "budget_bytes_per_sec": 100, "window_secs": 0.001},
+    {"type": "parse"},
+    {"type": "multiline", "pattern": "^event [0-9]*[27]$", "what": "next", "max_lines": 3},
+    {"type": "multiline", "pattern": "^event [0-9]*[05]$", "negate": True, "max_bytes": 20},
 ]
 
 ODD_EVENTS: Batch = [
@@ -259,21 +287,31 @@ def build_filter(config: dict[str, Any], registry: Registry) -> Any:
     return parsed.filters[0].build("contract", BuildContext(registry=registry))
 
 
-@pytest.mark.parametrize("config", FILTERS, ids=lambda c: orjson.dumps(c).decode()[:60])
+def input_events(out: Batch) -> Batch:
+    """``out`` without the accounting records a filter made (they are not input events)."""
+    return [event for event in out if not is_accounting(event)]
+
+
+@pytest.mark.parametrize(
+    "config", FILTERS + UNIT_FILTERS, ids=lambda c: orjson.dumps(c).decode()[:60]
+)
 def test_filter_keeps_order_and_accounts_for_every_event(config: dict[str, Any]) -> None:
     registry = Registry()
     unit = build_filter(config, registry)
-    out = unit.process(numbered(50)) + unit.flush()
+    out = input_events(unit.process(numbered(50)) + unit.flush())
     seqs = [event["seq"] for event in out]
     assert seqs == sorted(seqs)
     assert len(out) + registry["contract"].dropped_total == 50
 
 
-@pytest.mark.parametrize("config", FILTERS, ids=lambda c: orjson.dumps(c).decode()[:60])
+@pytest.mark.parametrize(
+    "config", FILTERS + UNIT_FILTERS, ids=lambda c: orjson.dumps(c).decode()[:60]
+)
 def test_filter_never_raises_on_odd_events(config: dict[str, Any]) -> None:
     registry = Registry()
     unit = build_filter(config, registry)
     out = unit.process([dict(event) for event in ODD_EVENTS]) + unit.tick(0.0) + unit.flush()
+    out = input_events(out)
     assert len(out) + registry["contract"].dropped_total == len(ODD_EVENTS)
 
 

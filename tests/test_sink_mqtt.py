@@ -8,24 +8,32 @@ listener that never reads, and one that answers CONNECT and then stalls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import orjson
 import pytest
+from paho.mqtt.enums import MQTTErrorCode
 from pydantic import ValidationError
 
+from logstream.clock import ManualClock
 from logstream.local import mosquitto as mosquitto_launcher
 from logstream.local.mosquitto import Mosquitto, MosquittoError
 from logstream.metrics import UnitMetrics
-from logstream.sinks.mqtt import JsonEncoder, MqttSink, MqttSinkConfig, compile_topic
+from logstream.payload import CONTENT_TYPES, Decoded, decode, is_accounting
+from logstream.sinks.mqtt import JsonEncoder, MqttSink, MqttSinkConfig, compile_topic, wire_size
 from logstream.units import BuildContext
-from tests.support.mqtt import BlackHole, ExternalBroker, Subscriber
+from tests.support.mqtt import BlackHole, ExternalBroker, Subscriber, _answer_connect
 
 T = TypeVar("T")
 Subscribe = Callable[..., Subscriber]
@@ -623,3 +631,488 @@ def test_launcher_reports_the_brokers_own_error_when_it_cannot_start(tmp_path: P
     with pytest.raises(MosquittoError, match="no_such_option"):
         broker.start()
     assert not broker.running
+
+
+# --------------------------------------------------------------------------- payload encodings
+
+
+class PropertiesSubscriber(Subscriber):
+    """A subscriber that also keeps each message's MQTT 5 content type and user properties."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.properties: list[tuple[str | None, dict[str, str]]] = []
+        super().__init__(*args, **kwargs)
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        props = message.properties
+        content_type = getattr(props, "ContentType", None) if props else None
+        user = dict(getattr(props, "UserProperty", None) or []) if props else {}
+        with self._changed:
+            self.properties.append((content_type, user))
+        super()._on_message(client, userdata, message)
+
+    def decoded(self) -> list[tuple[str, Decoded]]:
+        """Every message decoded, with its topic (properties used when present)."""
+        with self._changed:
+            pairs = list(zip(self._messages, self.properties, strict=True))
+        return [
+            (m.topic, decode(m.payload, content_type=ct, properties=props))
+            for m, (ct, props) in pairs
+        ]
+
+
+def level_events(count: int, hosts: int = 2) -> list[dict[str, Any]]:
+    levels = ["DEBUG"] * 60 + ["INFO"] * 35 + ["WARNING"] * 4 + ["ERROR"]
+    return [
+        {
+            "@timestamp": "2026-11-24T10:00:00.000Z",
+            "host": f"web-{n % hosts}",
+            "level": levels[(n * 37) % 100],
+            "message": f"GET /api/items/{n} 200 {n * 7 % 900} ms user={n % 50}",
+            "n": n,
+        }
+        for n in range(count)
+    ]
+
+
+def test_payload_config_errors_name_the_key() -> None:
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"compression_level": 3}, "compression_level is only used with encoding lz4 or zstd"),
+        ({"encoding": "lz4", "compression_level": 17}, "lz4 compression_level must be 0 to 16"),
+        ({"encoding": "brotli"}, "'json', 'ndjson', 'lz4' or 'zstd'"),
+        ({"max_payload_bytes": 100}, "greater than or equal to 256"),
+        ({"payload_max_delay_secs": 60}, "less than or equal to 10"),
+        ({"rate_limit": {"topic_bytes_per_sec": 0}}, "greater than 0"),
+        ({"rate_limit": {"burst": 1}}, "Extra inputs"),
+        ({"rate_limit": {"topics": {"logs/a#": {"bytes_per_sec": 1}}}}, "whole level"),
+        ({"rate_limit": {"topics": {"logs/#/x": {"bytes_per_sec": 1}}}}, "'#' must be the last"),
+        ({"rate_limit": {"topics": {"logs/+": {}}}}, "give bytes_per_sec and/or messages_per_sec"),
+        ({"rate_limit": {"unknown_level": "LOUD"}}, "unknown severity 'LOUD'"),
+    ]
+    for settings, message in cases:
+        with pytest.raises(ValidationError) as caught:
+            config(**settings)
+        assert message in str(caught.value), (settings, str(caught.value))
+
+
+def test_wire_size_counts_header_topic_packet_id_properties_and_payload() -> None:
+    assert wire_size(4, 10, 0, None) == 1 + 1 + 2 + 4 + 10
+    assert wire_size(4, 10, 1, 1) == 1 + 1 + 2 + 4 + 2 + 1 + 10
+    assert wire_size(10, 200, 0, None) == 1 + 2 + 2 + 10 + 200  # remaining length of 2 bytes
+
+
+class RecordingBroker(BlackHole):
+    """Answers CONNECT, then reads and keeps every byte the client sends."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        super().__init__(answer_connect=True)
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections.append(conn)
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError, ConnectionError):
+            _answer_connect(conn)
+            conn.settimeout(5)
+            while chunk := conn.recv(65536):
+                self.received += chunk
+
+    def publish_packet_sizes(self) -> list[int]:
+        sizes, data, at = [], bytes(self.received), 0
+        while at < len(data):
+            kind = data[at] >> 4
+            length, shift, at_length = 0, 0, at + 1
+            while True:
+                byte = data[at_length]
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                at_length += 1
+                if not byte & 0x80:
+                    break
+            end = at_length + length
+            if kind == 3:
+                sizes.append(end - at)
+            at = end
+        return sizes
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("protocol", "qos"), [("5", 1), ("3.1.1", 0)])
+def test_the_bytes_the_rate_limiter_counts_are_the_bytes_on_the_wire(
+    protocol: str, qos: int
+) -> None:
+    broker = RecordingBroker()
+    sink = make_sink(
+        broker.url,
+        "logs/{host}",
+        encoding="lz4",
+        protocol=protocol,
+        qos=qos,
+        rate_limit={"total_bytes_per_sec": 10_000_000},
+        close_timeout_secs=0.5,
+    )
+    counted: list[int] = []
+    publish = sink._publish
+
+    def counting(topic: str, payload: Any) -> None:
+        counted.append(payload.wire)
+        publish(topic, payload)
+
+    sink._publish = counting  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        await sink.start()
+        await sink.write(level_events(3000, hosts=3))
+        await sink.close()
+
+    try:
+        run(scenario)
+        time.sleep(0.2)
+        assert counted
+        assert broker.publish_packet_sizes() == counted
+    finally:
+        broker.close()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+@pytest.mark.parametrize("encoding", ["json", "ndjson", "lz4", "zstd"])
+def test_every_encoding_arrives_decodable_with_its_counts_and_properties(
+    mosquitto: Mosquitto | ExternalBroker, mqtt_topic_root: str, protocol: str, encoding: str
+) -> None:
+    subscriber = PropertiesSubscriber(mosquitto.url, f"{mqtt_topic_root}/#", protocol=protocol)
+    sink = make_sink(
+        mosquitto.url,
+        f"{mqtt_topic_root}/{{host}}",
+        protocol=protocol,
+        encoding=encoding,
+        qos=1,
+        payload_max_events=100,
+    )
+    batch = level_events(600)
+
+    async def scenario() -> None:
+        await sink.start()
+        await sink.write(batch[:250])
+        await sink.write(batch[250:])
+        await sink.close()
+
+    try:
+        run(scenario)
+        subscriber.wait_for(600 if encoding == "json" else 6)
+        time.sleep(0.1)
+        decoded = subscriber.decoded()
+    finally:
+        subscriber.close()
+    by_topic: dict[str, list[dict[str, Any]]] = {}
+    for topic, payload in decoded:
+        assert payload.encoding == encoding or {payload.encoding, encoding} == {"json", "ndjson"}
+        assert payload.errors == []
+        by_topic.setdefault(topic, []).extend(payload.events)
+        if encoding != "json":
+            assert len(payload.events) <= 100
+    for host in ("web-0", "web-1"):
+        expected = [event for event in batch if event["host"] == host]
+        assert by_topic[f"{mqtt_topic_root}/{host}"] == expected, "all events, in order"
+    assert sink.metrics.events_out == 600
+    if protocol == "5":
+        content_type, props = subscriber.properties[0]
+        assert content_type == CONTENT_TYPES[encoding]
+        assert props["logstream"] == "1" and props["encoding"] == encoding
+        assert int(props["events"]) == len(decoded[0][1].events)
+        assert all(payload.version == 1 for _, payload in decoded)
+    else:
+        assert all(props == {} for _, props in subscriber.properties)
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(
+    shutil.which("mosquitto_sub") is None or shutil.which("lz4") is None,
+    reason="mosquitto_sub and lz4 are not installed",
+)
+def test_the_readme_recipe_mosquitto_sub_piped_into_lz4_prints_the_events(
+    mosquitto: Mosquitto | ExternalBroker, mqtt_topic_root: str
+) -> None:
+    host, port = urlsplit(mosquitto.url).hostname, urlsplit(mosquitto.url).port
+    command = f"mosquitto_sub -h {host} -p {port} -C 3 -N -t '{mqtt_topic_root}/#' -W 10 | lz4 -dc"
+    reader = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE)  # noqa: S602
+    time.sleep(0.3)  # mosquitto_sub subscribes
+    sink = make_sink(
+        mosquitto.url, f"{mqtt_topic_root}/x", encoding="lz4", qos=1, payload_max_events=100
+    )
+    batch = level_events(300)
+
+    async def scenario() -> None:
+        await sink.start()
+        await sink.write(batch)
+        await sink.close()
+
+    run(scenario)
+    out, _ = reader.communicate(timeout=15)
+    assert [orjson.loads(line) for line in out.splitlines()] == batch
+
+
+@pytest.mark.integration
+def test_a_partial_payload_goes_out_after_max_delay_without_more_events_or_close(
+    mosquitto: Mosquitto | ExternalBroker, mqtt_subscriber: Subscribe, mqtt_topic_root: str
+) -> None:
+    subscriber = mqtt_subscriber(mosquitto.url, f"{mqtt_topic_root}/#")
+    sink = make_sink(
+        mosquitto.url, f"{mqtt_topic_root}/x", encoding="lz4", payload_max_delay_secs=0.1
+    )
+
+    async def scenario() -> tuple[int, float]:
+        await sink.start()
+        await sink.write(level_events(3))
+        started = time.monotonic()
+        await asyncio.to_thread(subscriber.wait_for, 1, 2.0)
+        arrived = time.monotonic() - started
+        queued = sink.queued_messages
+        await sink.close()
+        return queued, arrived
+
+    queued, arrived = run(scenario)
+    assert 0.05 < arrived < 0.6
+    assert queued == 0
+    (message,) = subscriber.messages
+    assert len(decode(message.payload).events) == 3
+
+
+@pytest.mark.integration
+def test_close_flushes_a_partial_payload_long_before_its_delay(
+    mosquitto: Mosquitto | ExternalBroker, mqtt_subscriber: Subscribe, mqtt_topic_root: str
+) -> None:
+    subscriber = mqtt_subscriber(mosquitto.url, f"{mqtt_topic_root}/#")
+    sink = make_sink(
+        mosquitto.url, f"{mqtt_topic_root}/x", encoding="zstd", qos=1, payload_max_delay_secs=10
+    )
+
+    async def scenario() -> float:
+        await sink.start()
+        await sink.write(level_events(7))
+        started = time.monotonic()
+        await sink.close()
+        return time.monotonic() - started
+
+    assert run(scenario) < 1.0
+    (message,) = subscriber.wait_for(1)
+    assert [e["n"] for e in decode(message.payload).events] == list(range(7))
+    assert sink.metrics.events_out == 7
+
+
+@pytest.mark.integration
+def test_payloads_stay_under_the_maximum_packet_size_an_mqtt5_broker_announces(
+    mosquitto_factory: Callable[..., Mosquitto], mqtt_subscriber: Subscribe
+) -> None:
+    broker = mosquitto_factory(["max_packet_size 4000"])
+    subscriber = mqtt_subscriber(broker.url, "logs/#")
+    sink = make_sink(broker.url, "logs/x", encoding="ndjson", qos=1, max_payload_bytes=60_000)
+    batch = level_events(1000)
+
+    async def scenario() -> None:
+        await sink.start()
+        await sink.write(batch)
+        await sink.close()
+
+    run(scenario)
+    received = subscriber.wait_quiet()
+    assert all(len(m.payload) < 4000 for m in received)
+    assert [e for m in received for e in decode(m.payload).events] == batch
+    assert sink.metrics.dropped_total == 0
+
+
+# --------------------------------------------------------------------------- bandwidth control
+
+
+class FakeClient:
+    """Stands in for paho: records what is published at the clock's time; every
+    message counts as sent at once (the sink's inbox is filled, drained by the test)."""
+
+    def __init__(self, sink: MqttSink, clock: ManualClock) -> None:
+        self.sink = sink
+        self.clock = clock
+        self.sent: list[tuple[float, str, bytes, int, Any]] = []
+
+    def publish(
+        self, topic: str, payload: bytes, qos: int, retain: bool, properties: Any = None
+    ) -> Any:
+        props = len(properties.pack()) if properties is not None else None
+        wire = wire_size(len(topic.encode()), len(payload), qos, props)
+        self.sent.append((self.clock.monotonic(), topic, payload, wire, properties))
+        mid = len(self.sent)
+        self.sink._inbox.append((0, mid, False, ""))  # _PUBLISHED
+        return SimpleNamespace(rc=MQTTErrorCode.MQTT_ERR_SUCCESS, mid=mid)
+
+
+def window_totals(
+    sent: list[tuple[float, str, bytes, int, Any]], start: float, end: float, topic: str = ""
+) -> list[int]:
+    """Bytes in every 1-second window starting 50 ms apart from ``start`` to ``end - 1``."""
+    totals = []
+    lo = start
+    while lo + 1 <= end:
+        totals.append(
+            sum(w for at, t, _, w, _ in sent if lo <= at < lo + 1 and t.startswith(topic))
+        )
+        lo += 0.05
+    return totals
+
+
+def test_caps_hold_ratios_converge_and_errors_are_kept_on_an_injected_clock() -> None:
+    """Three topics offered ~3x what the caps allow: each topic's and the total's
+    1-second windows stay within cap + burst, the total cap is used, every ERROR
+    event gets through, DEBUG goes first, and accounting records add up."""
+    clock = ManualClock()
+    topic_cap, total_cap, burst = 60_000, 100_000, 0.05
+    cfg = MqttSinkConfig.model_validate(
+        {
+            "type": "mqtt",
+            "url": "mqtt://127.0.0.1:1",
+            "topic": "t/{host}",
+            "encoding": "lz4",
+            "protocol": "5",
+            "rate_limit": {
+                "topic_bytes_per_sec": topic_cap,
+                "total_bytes_per_sec": total_cap,
+                "burst_secs": burst,
+                "accounting_interval_secs": 5,
+            },
+        }
+    )
+    sink = cfg.build("mqtt", BuildContext(clock=clock))
+    client = FakeClient(sink, clock)
+    sink._client, sink._connected = client, True  # type: ignore[assignment]
+    offered = level_events(125_000, hosts=3)
+    start = clock.monotonic()
+    ratios: dict[str, float] = {}
+
+    async def scenario() -> None:
+        for step in range(1200):  # 10 s in 10 ms steps, 250 events every 20 ms; 2 s more
+            if step % 2 == 0 and step < 1000:
+                at = (step // 2) * 250
+                await sink.write(offered[at : at + 250])
+            if step == 999:
+                ratios.update(sink.keep_ratios("t/web-0"))
+            if step == 1100:
+                sink._flush_all()  # as close() does: last payloads, accounting records
+            sink._service(clock.monotonic())
+            sink._drain()
+            clock.advance(0.01)
+
+    asyncio.run(scenario())
+    sent = client.sent
+    end = start + 10
+    total = window_totals(sent, start + 1, end)
+    assert max(total) <= total_cap * (1 + burst)
+    assert min(total[20:]) >= 0.95 * total_cap, "after 2 s the total cap is used"
+    for host in ("web-0", "web-1", "web-2"):
+        per_topic = window_totals(sent, start + 1, end, f"t/{host}")
+        assert max(per_topic) <= topic_cap * (1 + burst)
+        assert sum(per_topic[40:]) / len(per_topic[40:]) > 0.25 * total_cap, "shared fairly"
+    delivered = [
+        e
+        for _, _, payload, _, props in sent
+        for e in decode(payload, properties=dict(props.UserProperty)).events
+    ]
+    events = [e for e in delivered if not is_accounting(e)]
+    records = [e for e in delivered if is_accounting(e)]
+    written = {e["n"] for e in offered}
+    errors = {n for n in written if offered[n]["level"] == "ERROR" and n >= 3 * 12_500}
+    assert errors <= {e["n"] for e in events}, "every ERROR after the first 3 s"
+    assert ratios["DEBUG"] == 0.0 and ratios["ERROR"] == ratios["WARNING"] == 1.0
+    assert 0 < ratios["INFO"] < 1
+    assert all("sample_rate" in e for e in events[-50:] if e["level"] == "INFO")
+    metrics = sink.metrics
+    assert metrics.events_out == len(events)
+    assert len(written) == metrics.events_out + metrics.dropped_total
+    suppressed = {
+        reason: sum(sum(r["logstream"].get(reason, {}).values()) for r in records)
+        for reason in ("sampled", "rate_limited")
+    }
+    assert suppressed == {
+        "sampled": metrics.dropped["sampled"],
+        "rate_limited": metrics.dropped.get("rate_limited", 0),
+    }
+    assert {r["logstream"]["topic"] for r in records} == {"t/web-0", "t/web-1", "t/web-2"}
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("mosquitto_sub") is None, reason="mosquitto_sub is not installed")
+def test_a_capped_topic_on_a_real_broker_stays_within_the_cap_and_uses_it(
+    mosquitto: Mosquitto | ExternalBroker, mqtt_topic_root: str
+) -> None:
+    """Offered ~4x its cap, a topic's received bytes in every 1-second window after
+    the first are within cap + 2% and above 95% of the cap (mosquitto_sub's receive
+    timestamps; MQTT 3.1.1 QoS 0, so a message's wire size follows from its length)."""
+    cap = 100_000
+    topic = f"{mqtt_topic_root}/capped"
+    host, port = urlsplit(mosquitto.url).hostname, urlsplit(mosquitto.url).port
+    receiver = subprocess.Popen(
+        [
+            "mosquitto_sub",
+            "-h",
+            str(host),
+            "-p",
+            str(port),
+            "-V",
+            "311",
+            "-t",
+            f"{topic}/#",
+            "-F",
+            "%U %l %t",
+            "-W",
+            "20",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    sink = make_sink(
+        mosquitto.url,
+        topic + "/{host}",
+        encoding="lz4",
+        protocol="3.1.1",
+        rate_limit={"topic_bytes_per_sec": cap, "accounting_interval_secs": 2},
+    )
+    batches = [level_events(300, hosts=1) for _ in range(100)]  # 6000 events/s for 5 s
+    subscriber = Subscriber(mosquitto.url, f"{topic}/#", protocol="3.1.1")
+
+    async def scenario() -> None:
+        await sink.start()
+        await asyncio.sleep(0.3)  # mosquitto_sub subscribes
+        started = time.monotonic()
+        for index, batch in enumerate(batches):
+            await sink.write(batch)
+            await asyncio.sleep(max(0.0, started + (index + 1) * 0.05 - time.monotonic()))
+        await sink.close()
+
+    try:
+        run(scenario)
+        time.sleep(0.3)
+    finally:
+        receiver.terminate()
+        out, _ = receiver.communicate(timeout=5)
+        subscriber.close()
+    topic_bytes = len(f"{topic}/web-0")
+    arrivals = []
+    for line in out.splitlines():
+        stamp, length, _ = line.split(" ", 2)
+        arrivals.append((float(stamp), wire_size(topic_bytes, int(length), 0, None)))
+    first = arrivals[0][0]
+    windows = [
+        sum(size for at, size in arrivals if first + k <= at < first + k + 1) for k in (1, 2, 3)
+    ]
+    assert all(total <= cap * 1.02 for total in windows), windows
+    assert all(total >= cap * 0.95 for total in windows), windows
+    records = [e for m in subscriber.messages for e in decode(m.payload).events if is_accounting(e)]
+    assert records, "accounting records arrived"
+    sampled = sum(sum(r["logstream"]["sampled"].values()) for r in records)
+    assert sampled == sink.metrics.dropped["sampled"]

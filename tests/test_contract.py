@@ -76,8 +76,30 @@ def mqtt_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
     return Harness(*contract_destination(request))
 
 
+def mqtt_lz4_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
+    """The mqtt sink batching lz4 payloads under a (generous) rate limit: its timer
+    task, sampler stage and token buckets run, and nothing may be lost."""
+    from logstream.payload import decode
+
+    broker = request.getfixturevalue("mosquitto")
+    root = request.getfixturevalue("mqtt_topic_root")
+    subscriber = request.getfixturevalue("mqtt_subscriber")(broker.url, f"{root}/#")
+    config = {
+        "type": "mqtt",
+        "url": broker.url,
+        "topic": f"{root}/{{host}}/{{level}}",
+        "qos": 1,
+        "encoding": "lz4",
+        "rate_limit": {"total_bytes_per_sec": 100_000_000},
+    }
+    return Harness(
+        config, lambda: [e for m in subscriber.wait_quiet() for e in decode(m.payload).events]
+    )
+
+
 SINKS: dict[str, Callable[[pytest.FixtureRequest, Path], Harness]] = {
     "mqtt": mqtt_harness,
+    "mqtt-lz4": mqtt_lz4_harness,
     "elasticsearch": elasticsearch_harness,
     "file": file_harness,
     "stdout": stdout_harness,

@@ -12,7 +12,8 @@ receiving process for:
 - ``file``: ``logstream run`` with a tcp input and a file sink (JSON parsed
   and re-serialised);
 - ``mqtt``: ``logstream run`` with a tcp input and an mqtt sink (one JSON
-  message per event, QoS 0) to a local mosquitto the benchmark starts.
+  message per event, QoS 0) to a local mosquitto the benchmark starts;
+- ``mqtt-lz4``: the same with ``encoding: lz4`` (batched NDJSON in LZ4 frames).
 
 Figures are read as ratios to the references: the machine is shared and noisy.
 
@@ -264,8 +265,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument(
         "--targets",
-        default="discard,orjson-loop,file,mqtt",
-        help="comma-separated: discard, orjson-loop, file, mqtt",
+        default="discard,orjson-loop,file,mqtt,mqtt-lz4",
+        help="comma-separated: discard, orjson-loop, file, mqtt, mqtt-lz4",
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -285,7 +286,7 @@ def main() -> None:
             elif target == "file":
                 sink = {"type": "file", "path": str(workdir / "out.ndjson")}
                 result = run_logstream(target, sink, lines, args.connections, workdir)
-            elif target == "mqtt":
+            elif target in ("mqtt", "mqtt-lz4"):
                 from logstream.local.mosquitto import Mosquitto
 
                 with Mosquitto(workdir / "mosquitto") as broker:
@@ -295,6 +296,8 @@ def main() -> None:
                         "topic": "bench/{level}",
                         "when_full": "block",
                     }
+                    if target == "mqtt-lz4":
+                        sink["encoding"] = "lz4"
                     result = run_logstream(target, sink, lines, args.connections, workdir)
             else:
                 parser.error(f"unknown target {target!r}")

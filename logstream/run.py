@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Iterator
@@ -71,6 +72,14 @@ def local_servers(needs: set[str], state_dir: Path) -> Iterator[dict[str, str]]:
                 log.exception("stopping a local server failed")
 
 
+def _command() -> str:
+    """How the user can run logstream again: plain ``logstream`` when it is on PATH."""
+    argv0 = sys.argv[0]
+    if os.path.basename(argv0) == "logstream" and shutil.which("logstream") != argv0:
+        return os.path.relpath(argv0) if os.path.isabs(argv0) else argv0
+    return "logstream"
+
+
 def banner(config: Config, monitor: Monitor | None, local: dict[str, str], out: TextIO) -> None:
     """Tell the user where to send logs and how to watch them."""
     lines = [f"logstream {__version__} is running. Send logs to:"]
@@ -99,8 +108,10 @@ def banner(config: Config, monitor: Monitor | None, local: dict[str, str], out: 
             host, _, port = hostport.partition(":")
             root = sink.topic.split("{", 1)[0].rstrip("/") or "#"
             topic = f"{root}/#" if root != "#" else "#"
-            lines.append(f"  MQTT            {sink.url}{where}")
-            lines.append(f"      mosquitto_sub -h {host} -p {port or 1883} -t '{topic}' -v")
+            lines.append(f"  MQTT            {sink.url}{where}, {sink.encoding} payloads")
+            lines.append(f"      {_command()} tail --url {sink.url} '{topic}'")
+            if sink.encoding == "json":
+                lines.append(f"      mosquitto_sub -h {host} -p {port or 1883} -t '{topic}' -v")
         else:
             lines.append(f"  {sink.type:<15} {getattr(sink, 'path', '')}")
     if monitor is not None:

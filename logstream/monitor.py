@@ -34,8 +34,9 @@ class Monitor:
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         server = site._server  # aiohttp exposes the bound port nowhere else
-        if server is not None and server.sockets:  # type: ignore[union-attr]
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        sockets = getattr(server, "sockets", None)
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
 
     @property
     def url(self) -> str:

@@ -62,8 +62,8 @@ class SinkRunner:
         self.metrics: UnitMetrics = sink.metrics
         self._clock = clock or SystemClock()
         self.buffer = BatchBuffer(settings.buffer_max_events, clock=self._clock)
-        self.metrics.buffer_depth = lambda: len(self.buffer) + len(self._batcher)
         self._batcher = Batcher(settings.batch_max_events, settings.batch_max_delay_secs)
+        self.metrics.buffer_depth = lambda: len(self.buffer) + len(self._batcher)
         self._task: asyncio.Task[None] | None = None
         self._in_write = 0  # events inside the current write(), for shutdown reports
         # Pick the offer path once (no per-batch branch on the policy or the condition).
@@ -251,9 +251,9 @@ class Pipeline:
         return batch
 
     @staticmethod
-    def _call_filter(unit: Filter, method: object, batch: Batch | None) -> Batch:
+    def _call_filter(unit: Filter, method: Callable[..., Batch], batch: Batch | None) -> Batch:
         try:
-            return method() if batch is None else method(batch)  # type: ignore[operator]
+            return method() if batch is None else method(batch)
         except Exception:
             log.exception("filter %s failed; batch passed on unfiltered", unit.name)
             unit.metrics.errors += 1

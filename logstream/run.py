@@ -36,7 +36,8 @@ log = logging.getLogger("logstream")
 
 
 class LocalServer(Protocol):
-    url: str
+    @property
+    def url(self) -> str: ...
 
     def stop(self) -> None: ...
 
@@ -58,11 +59,11 @@ def local_servers(needs: set[str], state_dir: Path) -> Iterator[dict[str, str]]:
         if "elasticsearch" in needs:
             from logstream.local.noida import Noida
 
-            server = Noida(state_dir / "noida-db")
-            server.start()
-            started.append(server)
-            urls["elasticsearch"] = server.url
-            log.info("started local noida-db (Elasticsearch API) at %s", server.url)
+            noida = Noida(state_dir / "noida-db")
+            noida.start()
+            started.append(noida)
+            urls["elasticsearch"] = noida.url
+            log.info("started local noida-db (Elasticsearch API) at %s", noida.url)
         yield urls
     finally:
         for server in reversed(started):

@@ -78,6 +78,7 @@ METRICS: dict[str, str] = {
     "logstream_blocked_seconds_total": "Seconds a unit spent waiting on a full buffer.",
     "logstream_retries_total": "Requests a sink retried.",
     "logstream_errors_total": "Unexpected errors a unit met (logged; the data was passed on).",
+    "logstream_requests_refused_total": "Requests an input answered with an error, by status.",
     "logstream_buffer_events": "Events waiting in a unit's buffer.",
     "logstream_connections": "Open client connections of an input.",
 }
@@ -102,6 +103,8 @@ class UnitMetrics:
         self.bytes_out = 0
         self.retries = 0
         self.errors = 0
+        # HTTP-style inputs: refused requests by status code.
+        self.refused: defaultdict[int, int] = defaultdict(int)
         self.blocked_secs = 0.0
         self.connections = 0
         self.dropped: defaultdict[str, int] = defaultdict(int)
@@ -183,6 +186,7 @@ class Registry(Collector):
         blocked = counter("logstream_blocked_seconds_total")
         retries = counter("logstream_retries_total")
         errors = counter("logstream_errors_total")
+        refused = counter("logstream_requests_refused_total", ["status"])
         depth = GaugeMetricFamily(
             "logstream_buffer_events", METRICS["logstream_buffer_events"], labels=labels
         )
@@ -206,10 +210,12 @@ class Registry(Collector):
                 dropped.add_metric([*key, reason], count)
             for reason, count in m.decode_issues.items():
                 issues.add_metric([*key, reason], count)
+            for status, count in m.refused.items():
+                refused.add_metric([*key, str(status)], count)
             if m.buffer_depth is not None:
                 depth.add_metric(key, m.buffer_depth())
             if m.kind == "input":
                 conns.add_metric(key, m.connections)
         yield from (events_in, events_out, bytes_in, bytes_out, dropped, issues, blocked)
-        yield from (retries, errors, unselected, redactions)
+        yield from (retries, errors, unselected, redactions, refused)
         yield from (depth, conns)

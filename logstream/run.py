@@ -24,6 +24,7 @@ from logstream.config import (
     read_yaml,
     substitute_env,
 )
+from logstream.inputs.http import HttpInputConfig
 from logstream.inputs.tcp import TcpInputConfig
 from logstream.inputs.udp import UdpInputConfig
 from logstream.monitor import Monitor
@@ -93,6 +94,10 @@ def banner(config: Config, monitor: Monitor | None, local: dict[str, str], out: 
             )
         elif isinstance(unit, UdpInputConfig):
             lines.append(f"  UDP json        {unit.listen}")
+        elif isinstance(unit, HttpInputConfig):
+            lines.append(
+                f"  HTTP POST       http://{unit.listen}{unit.path}   (JSON, JSON array or NDJSON)"
+            )
     lines.append("Watch them:")
     for sink in config.sinks:
         if isinstance(sink, ElasticsearchSinkConfig):

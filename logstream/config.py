@@ -27,6 +27,7 @@ from logstream.filters.regex import RegexFilterConfig
 from logstream.filters.route import RouteFilterConfig
 from logstream.filters.sample import SampleFilterConfig
 from logstream.inputs.http import HttpInputConfig
+from logstream.inputs.syslog import SyslogInputConfig
 from logstream.inputs.tcp import TcpInputConfig
 from logstream.inputs.udp import UdpInputConfig
 from logstream.netaddr import parse_listen
@@ -38,7 +39,10 @@ from logstream.sinks.stdout import StdoutSinkConfig
 from logstream.units import BuildContext, UnitConfig
 
 # The known unit types. A new unit is added to its union here.
-AnyInput = Annotated[TcpInputConfig | UdpInputConfig | HttpInputConfig, Field(discriminator="type")]
+AnyInput = Annotated[
+    TcpInputConfig | UdpInputConfig | HttpInputConfig | SyslogInputConfig,
+    Field(discriminator="type"),
+]
 AnyFilter = Annotated[
     MutateFilterConfig
     | RegexFilterConfig

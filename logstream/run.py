@@ -25,6 +25,7 @@ from logstream.config import (
     substitute_env,
 )
 from logstream.inputs.http import HttpInputConfig
+from logstream.inputs.syslog import SyslogInputConfig
 from logstream.inputs.tcp import TcpInputConfig
 from logstream.inputs.udp import UdpInputConfig
 from logstream.monitor import Monitor
@@ -94,6 +95,8 @@ def banner(config: Config, monitor: Monitor | None, local: dict[str, str], out: 
             )
         elif isinstance(unit, UdpInputConfig):
             lines.append(f"  UDP json        {unit.listen}")
+        elif isinstance(unit, SyslogInputConfig):
+            lines.append(f"  syslog          {unit.listen} ({unit.protocol})")
         elif isinstance(unit, HttpInputConfig):
             lines.append(
                 f"  HTTP POST       http://{unit.listen}{unit.path}   (JSON, JSON array or NDJSON)"

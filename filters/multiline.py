@@ -46,9 +46,18 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from logstream.event import Batch, Event, add_tag
-from logstream.fields import MISSING, getter, parse_path, setter
-from logstream.streams import TAG_LIMIT, TAG_SPLIT, Stream, StreamTable, key_function
-from logstream.units import BuildContext, Filter, FilterConfig
+from logstream.fields import parse_path, setter
+from logstream.streams import (
+    TAG_LIMIT,
+    TAG_SPLIT,
+    GroupingFilter,
+    Stream,
+    StreamTable,
+    check_stream_key,
+    key_function,
+    source_getter,
+)
+from logstream.units import BuildContext, FilterConfig
 
 
 class MultilineFilterConfig(FilterConfig):
@@ -86,12 +95,7 @@ class MultilineFilterConfig(FilterConfig):
     @field_validator("stream_key")
     @classmethod
     def _valid_stream_key(cls, value: list[str]) -> list[str]:
-        for index, field in enumerate(value):
-            try:
-                parse_path(field)
-            except ValueError as error:
-                raise ValueError(f"stream_key[{index}]: {error}") from None
-        return value
+        return check_stream_key(value)
 
     def build(self, name: str, ctx: BuildContext) -> MultilineFilter:
         return MultilineFilter(name, ctx, self)
@@ -113,31 +117,26 @@ class _Stream(Stream):
         self.cut = False
 
 
-class MultilineFilter(Filter):
+class MultilineFilter(GroupingFilter[_Stream]):
     def __init__(self, name: str, ctx: BuildContext, config: MultilineFilterConfig) -> None:
-        super().__init__(name, ctx.registry.unit(name, "filter"))
+        streams: StreamTable[_Stream] = StreamTable(config.max_streams, _Stream)
+        super().__init__(name, ctx.registry.unit(name, "filter"), streams, config.timeout_secs)
         self._clock = ctx.clock
         self._search = _compile(config.pattern).search
         self._negate = config.negate
         self._previous = config.what == "previous"
         path = parse_path(config.source)
+        self._get = source_getter(path)
         self._put: Callable[[Event, str], object] | None
         if len(path) == 1 and type(path[0]) is str:
             top = path[0]
-            self._get: Callable[[Event], Any] = lambda event: event.get(top)
             self._put = None if top == "message" else (lambda e, text: e.__setitem__(top, text))
         else:
-            get, put = getter(path), setter(path)
-            self._get = lambda event: None if (v := get(event)) is MISSING else v
-            self._put = put
+            self._put = setter(path)
         self._key = key_function(config.stream_key)
-        self._streams: StreamTable[_Stream] = StreamTable(config.max_streams, _Stream)
-        self._open: dict[Any, _Stream] = {}
         self._max_lines = config.max_lines
         self._max_bytes = config.max_bytes
-        self._timeout = config.timeout_secs
         self._separator = config.separator
-        self._merged = 0
 
     def process(self, batch: Batch) -> Batch:
         if not batch:
@@ -174,31 +173,8 @@ class MultilineFilter(Filter):
                     out.append(self._finish(stream))
             else:
                 out.append(event)
-        if self._merged:
-            self.metrics.drop(self._merged, "merged")
-            self._merged = 0
+        self._count_merged()
         return out
-
-    def tick(self, now: float) -> Batch:
-        if not self._open:
-            return []
-        limit = now - self._timeout
-        due: Batch = []
-        for key, stream in list(self._open.items()):
-            if stream.event is None:
-                del self._open[key]
-            elif stream.last <= limit:
-                due.append(self._finish(stream))
-                stream.cut = True
-                del self._open[key]
-        self.metrics.events_out += len(due)
-        return due
-
-    def flush(self) -> Batch:
-        held = [self._finish(s) for s in self._streams.values() if s.event is not None]
-        self._open.clear()
-        self.metrics.events_out += len(held)
-        return held
 
     def _start(self, stream: _Stream, event: Event, line: str, now: float, *, split: bool) -> None:
         if split:
@@ -219,10 +195,6 @@ class MultilineFilter(Filter):
     def _finish(self, stream: _Stream) -> Event:
         return stream.finish(self._separator, put=self._put)
 
-    def _release_evicted(self, out: Batch) -> None:
-        table = self._streams
-        for stream in table.evicted:
-            if stream.event is not None:
-                out.append(self._finish(stream))
-            self._open.pop(stream.key, None)
-        table.evicted.clear()
+    def _mark_cut(self, stream: _Stream) -> None:
+        # Lines that continue the group start an event; the group's head is not needed.
+        stream.cut = True

@@ -102,7 +102,7 @@ from typing import Any, Final, Literal
 from pydantic import Field, field_validator
 
 from logstream.event import TAG_UTF8_ERROR, Batch, Event, add_tag
-from logstream.fields import MISSING, getter, parse_path
+from logstream.fields import parse_path
 from logstream.parsers import FORMATS, Parser, build_parsers
 from logstream.parsers.common import Fields
 from logstream.parsers.ecs import apply_ecs, set_original_ecs
@@ -110,11 +110,14 @@ from logstream.severity import parse_name
 from logstream.streams import (
     TAG_LIMIT,
     TAG_SPLIT,
+    GroupingFilter,
     Stream,
     StreamTable,
+    check_stream_key,
     key_function,
+    source_getter,
 )
-from logstream.units import BuildContext, Filter, FilterConfig
+from logstream.units import BuildContext, FilterConfig
 
 TAG_PARSE_FAILURE: Final = "_parsefailure"
 # Processes whose last level a stream remembers (syslog interleaves many).
@@ -206,12 +209,7 @@ class ParseFilterConfig(FilterConfig):
     @field_validator("stream_key")
     @classmethod
     def _valid_stream_key(cls, value: list[str]) -> list[str]:
-        for index, field in enumerate(value):
-            try:
-                parse_path(field)
-            except ValueError as error:
-                raise ValueError(f"stream_key[{index}]: {error}") from None
-        return value
+        return check_stream_key(value)
 
     def build(self, name: str, ctx: BuildContext) -> ParseFilter:
         return ParseFilter(name, ctx, self)
@@ -247,12 +245,18 @@ class _Stream(Stream):
         self.raw: list[str] | None = None
 
 
-class ParseFilter(Filter):
+class ParseFilter(GroupingFilter[_Stream]):
     def __init__(self, name: str, ctx: BuildContext, config: ParseFilterConfig) -> None:
-        super().__init__(name, ctx.registry.unit(name, "filter"))
-        self._clock = ctx.clock
-        self._stamps, parsers = build_parsers(ctx.clock, _zone(config.timezone))
+        stamps, parsers = build_parsers(ctx.clock, _zone(config.timezone))
         forced = None if config.format == "auto" else parsers[config.format]
+        streams: StreamTable[_Stream] = StreamTable(
+            config.max_streams, lambda key: _Stream(key, forced)
+        )
+        super().__init__(
+            name, ctx.registry.unit(name, "filter"), streams, config.multiline_timeout_secs
+        )
+        self._clock = ctx.clock
+        self._stamps = stamps
         names = config.formats or list(FORMATS)
         self._candidates = [parsers[n] for n in FORMATS if n in names]
         self._auto = forced is None
@@ -261,19 +265,8 @@ class ParseFilter(Filter):
             for p in ([forced] if forced is not None else self._candidates)
             if p.name in _EVENT_FORMATS
         ]
-        path = parse_path(config.source)
-        if len(path) == 1 and type(path[0]) is str:
-            top = path[0]
-            self._get_line: Callable[[Event], Any] = lambda event: event.get(top)
-        else:
-            get = getter(path)
-            self._get_line = lambda event: None if (v := get(event)) is MISSING else v
+        self._get_line = source_getter(parse_path(config.source))
         self._key = key_function(config.stream_key)
-        self._streams: StreamTable[_Stream] = StreamTable(
-            config.max_streams, lambda key: _Stream(key, forced)
-        )
-        # Streams holding a record, for tick (entries whose record went are skipped).
-        self._open: dict[Any, _Stream] = {}
         self._ecs = config.fields == "ecs"
         # dict.update(event, fields) for the default names: no extra call per line.
         self._apply: Callable[[Event, Fields], None] = apply_ecs if self._ecs else dict.update
@@ -283,10 +276,8 @@ class ParseFilter(Filter):
         self._multiline = config.multiline
         self._max_lines = config.multiline_max_lines
         self._max_bytes = config.multiline_max_bytes
-        self._timeout = config.multiline_timeout_secs
         self._tag = config.on_failure
         self._keep_original = config.keep_original
-        self._merged = 0
 
     # ----------------------------------------------------------------- batches
 
@@ -325,31 +316,8 @@ class ParseFilter(Filter):
                     record(stream, parser, event, fields, line, now, out)
                     continue
             self._unknown(stream, event, line, now, out)
-        if self._merged:
-            self.metrics.drop(self._merged, "merged")
-            self._merged = 0
+        self._count_merged()
         return out
-
-    def tick(self, now: float) -> Batch:
-        if not self._open:
-            return []
-        limit = now - self._timeout
-        due: Batch = []
-        for key, stream in list(self._open.items()):
-            if stream.event is None:
-                del self._open[key]
-            elif stream.last <= limit:
-                stream.cut = stream.head
-                due.append(self._finish(stream))
-                del self._open[key]
-        self.metrics.events_out += len(due)
-        return due
-
-    def flush(self) -> Batch:
-        held = [self._finish(s) for s in self._streams.values() if s.event is not None]
-        self._open.clear()
-        self.metrics.events_out += len(held)
-        return held
 
     # ----------------------------------------------------------------- lines
 
@@ -515,13 +483,9 @@ class ParseFilter(Filter):
             self._set_original(event, "\n".join(raw))
         return event
 
-    def _release_evicted(self, out: Batch) -> None:
-        table = self._streams
-        for stream in table.evicted:
-            if stream.event is not None:
-                out.append(self._finish(stream))
-            self._open.pop(stream.key, None)
-        table.evicted.clear()
+    def _mark_cut(self, stream: _Stream) -> None:
+        # Its continuation lines start a split event with the record's level and format.
+        stream.cut = stream.head
 
     # ----------------------------------------------------------------- helpers
 

@@ -12,17 +12,26 @@ more than ``max_lines`` lines nor more than ``max_bytes`` bytes of message
 (UTF-8, separators included) -- except a single first line longer than
 ``max_bytes``, which is the input's business (``max_line_bytes``).
 
+:class:`GroupingFilter` is the part that filters holding such groups share:
+the stream table, the streams with a group held (for ``tick``), the
+timeout, ``flush``, the release of evicted streams and the ``merged`` drop
+count. Each filter keeps its own way of starting, folding and finishing a
+group.
+
 Nothing here reads a clock: callers pass the monotonic time in.
 """
 
 from __future__ import annotations
 
+import abc
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Final, Generic, TypeVar
 
-from logstream.event import Event, add_tag
-from logstream.fields import MISSING, getter, parse_path
+from logstream.event import Batch, Event, add_tag
+from logstream.fields import MISSING, Path, getter, parse_path
+from logstream.metrics import UnitMetrics
+from logstream.units import Filter
 
 # Tags of grouped events (Logstash's multiline codec adds "multiline" too).
 TAG_MULTILINE: Final = "multiline"
@@ -41,6 +50,25 @@ def text_bytes(text: str) -> int:
     if text.isascii():
         return len(text)
     return len(text.encode("utf-8", "surrogatepass"))
+
+
+def check_stream_key(fields: list[str]) -> list[str]:
+    """``fields`` when each is a valid name or path, else ``ValueError`` naming the bad one."""
+    for index, field in enumerate(fields):
+        try:
+            parse_path(field)
+        except ValueError as error:
+            raise ValueError(f"stream_key[{index}]: {error}") from None
+    return fields
+
+
+def source_getter(path: Path) -> Callable[[Event], Any]:
+    """A closure giving the value at ``path`` of an event, ``None`` when missing."""
+    if len(path) == 1 and type(path[0]) is str:
+        top = path[0]
+        return lambda event: event.get(top)
+    get = getter(path)
+    return lambda event: None if (v := get(event)) is MISSING else v
 
 
 def key_function(fields: Sequence[str]) -> KeyFunction:
@@ -210,6 +238,77 @@ class StreamTable(Generic[S]):
         self._last_key = _NO_KEY
         self._last = None
         return states
+
+
+class GroupingFilter(Filter, abc.ABC, Generic[S]):
+    """A filter that holds back one group per stream until its record is complete.
+
+    Subclasses fill :attr:`_open` when they start a group (``stream.start``
+    then ``self._open[stream.key] = stream``, inline: it is the per-event
+    path), add to :attr:`_merged` for each event folded into a group, call
+    :meth:`_release_evicted` when ``self._streams.evicted`` is not empty and
+    :meth:`_count_merged` at the end of each ``process``.
+    """
+
+    def __init__(
+        self, name: str, metrics: UnitMetrics, streams: StreamTable[S], timeout_secs: float
+    ) -> None:
+        super().__init__(name, metrics)
+        self._streams = streams
+        # Streams holding a group, for tick (entries whose group went are skipped).
+        self._open: dict[Any, S] = {}
+        self._timeout = timeout_secs
+        # Events folded into a group during this batch (counted as dropped, "merged").
+        self._merged = 0
+
+    @abc.abstractmethod
+    def _finish(self, stream: S) -> Event:
+        """Release the group ``stream`` holds (``stream.event`` is not ``None``)."""
+
+    @abc.abstractmethod
+    def _mark_cut(self, stream: S) -> None:
+        """Remember that the group ``stream`` holds is let go by its timeout.
+
+        Called by ``tick`` just before :meth:`_finish`, while ``stream.head``
+        is still the group's head, so lines that continue it later start an
+        event tagged ``_multilinesplit``.
+        """
+
+    def tick(self, now: float) -> Batch:
+        if not self._open:
+            return []
+        limit = now - self._timeout
+        due: Batch = []
+        for key, stream in list(self._open.items()):
+            if stream.event is None:
+                del self._open[key]
+            elif stream.last <= limit:
+                self._mark_cut(stream)
+                due.append(self._finish(stream))
+                del self._open[key]
+        self.metrics.events_out += len(due)
+        return due
+
+    def flush(self) -> Batch:
+        held = [self._finish(s) for s in self._streams.values() if s.event is not None]
+        self._open.clear()
+        self.metrics.events_out += len(held)
+        return held
+
+    def _release_evicted(self, out: Batch) -> None:
+        """Append the groups of the streams the table evicted to ``out``; forget them."""
+        table = self._streams
+        for stream in table.evicted:
+            if stream.event is not None:
+                out.append(self._finish(stream))
+            self._open.pop(stream.key, None)
+        table.evicted.clear()
+
+    def _count_merged(self) -> None:
+        """Count the events folded during this batch as dropped with reason ``merged``."""
+        if self._merged:
+            self.metrics.drop(self._merged, "merged")
+            self._merged = 0
 
 
 class _NoKey:

@@ -26,6 +26,7 @@ from logstream.filters.redact import RedactFilterConfig
 from logstream.filters.regex import RegexFilterConfig
 from logstream.filters.route import RouteFilterConfig
 from logstream.filters.sample import SampleFilterConfig
+from logstream.inputs.beats import BeatsInputConfig
 from logstream.inputs.http import HttpInputConfig
 from logstream.inputs.syslog import SyslogInputConfig
 from logstream.inputs.tcp import TcpInputConfig
@@ -40,7 +41,7 @@ from logstream.units import BuildContext, UnitConfig
 
 # The known unit types. A new unit is added to its union here.
 AnyInput = Annotated[
-    TcpInputConfig | UdpInputConfig | HttpInputConfig | SyslogInputConfig,
+    TcpInputConfig | UdpInputConfig | HttpInputConfig | SyslogInputConfig | BeatsInputConfig,
     Field(discriminator="type"),
 ]
 AnyFilter = Annotated[

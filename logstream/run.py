@@ -24,6 +24,7 @@ from logstream.config import (
     read_yaml,
     substitute_env,
 )
+from logstream.inputs.beats import BeatsInputConfig
 from logstream.inputs.http import HttpInputConfig
 from logstream.inputs.syslog import SyslogInputConfig
 from logstream.inputs.tcp import TcpInputConfig
@@ -95,6 +96,8 @@ def banner(config: Config, monitor: Monitor | None, local: dict[str, str], out: 
             )
         elif isinstance(unit, UdpInputConfig):
             lines.append(f"  UDP json        {unit.listen}")
+        elif isinstance(unit, BeatsInputConfig):
+            lines.append(f"  Beats (lumberjack v2)  {unit.listen}")
         elif isinstance(unit, SyslogInputConfig):
             lines.append(f"  syslog          {unit.listen} ({unit.protocol})")
         elif isinstance(unit, HttpInputConfig):

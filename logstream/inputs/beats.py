@@ -1,0 +1,468 @@
+"""The ``beats`` input: the Lumberjack v2 protocol of Filebeat and the other Beats.
+
+::
+
+    inputs:
+      - type: beats
+        listen: "127.0.0.1:5044"
+        max_frame_bytes: 33554432       # declared frame / JSON / decompressed size limit
+        max_connections: 10000
+        idle_timeout_secs: 300          # default: never close idle clients
+        ack_keepalive_secs: 5           # partial ACKs while a window is incomplete
+
+Frames (all integers big-endian uint32, every frame starts with version ``2``)::
+
+    2W count                      window: the next ``count`` events form one window
+    2J seq len <len bytes JSON>   one event
+    2D seq pairs (klen k vlen v)* one legacy key/value event
+    2C len <len bytes zlib>       more frames, compressed
+    2A seq                        (server to client) acknowledgement
+
+ACKs: a window's last sequence is acknowledged only once every event of the
+window was pushed into the ingest buffer. A chunk read while ingest is full is
+kept as bytes and the connection pauses (as the ``tcp`` input does); its
+events, and so its ACK, wait until ingest drains. While a window is incomplete
+(a slow client, or a paused connection), the sequence of the last event pushed
+is acknowledged every ``ack_keepalive_secs`` so the client does not time out.
+
+Bounds: a declared length over ``max_frame_bytes`` is never allocated; the
+connection is closed. Compressed payloads are inflated at most to
+``max_frame_bytes`` (a zip bomb is cut and the connection closed). An unknown
+version or frame type closes the connection. Each such close is counted on
+``metrics.errors`` and, by reason, on ``BeatsInput.protocol_errors``. A JSON
+frame that is not an object becomes an event tagged ``_jsonparsefailure``
+(counted as ``json_parse_failure``). Beats metadata (``@metadata``, ``agent``,
+``log.file.path``...) is kept as sent; events without a ``host`` get the
+client's IP address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from typing import Final, Literal, cast
+
+from pydantic import Field, field_validator
+
+from logstream.buffer import BatchBuffer, BufferClosed
+from logstream.event import Batch, Event, decode_json, normalise
+from logstream.inputs.tcp import _BACKLOG, MIB, TcpInput
+from logstream.metrics import DecodeIssue, UnitMetrics
+from logstream.netaddr import parse_listen
+from logstream.units import BuildContext, InputConfig
+
+log = logging.getLogger(__name__)
+
+VERSION: Final = ord("2")
+WINDOW: Final = ord("W")
+JSON: Final = ord("J")
+DATA: Final = ord("D")
+COMPRESSED: Final = ord("C")
+ACK: Final = ord("A")
+
+_U32: Final = struct.Struct(">I")
+_U32_PAIR: Final = struct.Struct(">II")
+_ACK: Final = struct.Struct(">BBI")
+
+ProtocolError = Literal[
+    # A frame did not start with version "2".
+    "bad_version",
+    # A frame type other than W, J, D, C.
+    "unknown_frame_type",
+    # A declared length over max_frame_bytes (never allocated).
+    "frame_too_large",
+    # A compressed frame inflating past max_frame_bytes (zip bomb).
+    "decompressed_too_large",
+    # A compressed frame that is not valid zlib or holds a partial frame.
+    "bad_compressed_frame",
+]
+
+
+def ack_frame(seq: int) -> bytes:
+    return _ACK.pack(VERSION, ACK, seq & 0xFFFFFFFF)
+
+
+@dataclass(slots=True)
+class Decoded:
+    """What one ``feed`` produced: events and window starts in order, or an error."""
+
+    # ("W", count) or ("E", seq, event, issue)
+    items: list[tuple[object, ...]]
+    error: ProtocolError | None = None
+
+
+class FrameDecoder:
+    """Incremental Lumberjack v2 decoder over a byte buffer.
+
+    ``feed`` never raises; after an error it decodes nothing more. Between
+    calls it holds at most one partial frame: at most ``max_frame_bytes`` plus
+    a 10-byte header.
+    """
+
+    __slots__ = ("_buf", "_max", "error")
+
+    def __init__(self, max_frame_bytes: int) -> None:
+        self._buf = bytearray()
+        self._max = max_frame_bytes
+        self.error: ProtocolError | None = None
+
+    @property
+    def held(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> Decoded:
+        out = Decoded([])
+        if self.error is not None:
+            return out
+        self._buf += data
+        pos = self._parse(self._buf, out, allow_compressed=True)
+        del self._buf[:pos]
+        if out.error is not None:
+            self.error = out.error
+            self._buf.clear()
+        return out
+
+    def _parse(self, buf: bytearray | bytes, out: Decoded, *, allow_compressed: bool) -> int:
+        """Decode whole frames from ``buf``; return the offset of the first partial one."""
+        pos = 0
+        end = len(buf)
+        limit = self._max
+        items = out.items
+        while end - pos >= 2:
+            if buf[pos] != VERSION:
+                out.error = "bad_version"
+                return pos
+            kind = buf[pos + 1]
+            if kind == JSON:
+                if end - pos < 10:
+                    break
+                seq, length = _U32_PAIR.unpack_from(buf, pos + 2)
+                if length > limit:
+                    out.error = "frame_too_large"
+                    return pos
+                if end - pos < 10 + length:
+                    break
+                event, issue = decode_json(bytes(buf[pos + 10 : pos + 10 + length]))
+                items.append(("E", seq, event, issue))
+                pos += 10 + length
+            elif kind == WINDOW:
+                if end - pos < 6:
+                    break
+                items.append(("W", _U32.unpack_from(buf, pos + 2)[0]))
+                pos += 6
+            elif kind == DATA:
+                done = self._data_frame(buf, pos, end, out)
+                if done < 0:
+                    break
+                if out.error is not None:
+                    return pos
+                pos = done
+            elif kind == COMPRESSED and allow_compressed:
+                if end - pos < 6:
+                    break
+                (length,) = _U32.unpack_from(buf, pos + 2)
+                if length > limit:
+                    out.error = "frame_too_large"
+                    return pos
+                if end - pos < 6 + length:
+                    break
+                self._inflate(bytes(buf[pos + 6 : pos + 6 + length]), out)
+                if out.error is not None:
+                    return pos
+                pos += 6 + length
+            else:
+                out.error = "unknown_frame_type"
+                return pos
+        return pos
+
+    def _data_frame(self, buf: bytearray | bytes, pos: int, end: int, out: Decoded) -> int:
+        """Decode a ``2D`` frame at ``pos``: the offset after it, or -1 if incomplete."""
+        if end - pos < 10:
+            return -1
+        seq, pairs = _U32_PAIR.unpack_from(buf, pos + 2)
+        at = pos + 10
+        fields: dict[str, str] = {}
+        for _ in range(pairs):
+            values: list[str] = []
+            for _ in range(2):
+                if end - at < 4:
+                    return -1
+                (length,) = _U32.unpack_from(buf, at)
+                if length > self._max or at + 4 + length - pos > self._max + 10:
+                    out.error = "frame_too_large"
+                    return at
+                if end - at < 4 + length:
+                    return -1
+                values.append(bytes(buf[at + 4 : at + 4 + length]).decode("utf-8", "replace"))
+                at += 4 + length
+            fields[values[0]] = values[1]
+            if at - pos > self._max + 10:
+                out.error = "frame_too_large"
+                return at
+        event: Event = dict(fields)
+        if "line" in event and "message" not in event:
+            event["message"] = event.pop("line")
+        out.items.append(("E", seq, normalise(event), None))
+        return at
+
+    def _inflate(self, payload: bytes, out: Decoded) -> None:
+        inflater = zlib.decompressobj()
+        try:
+            inner = inflater.decompress(payload, self._max)
+        except zlib.error:
+            out.error = "bad_compressed_frame"
+            return
+        if inflater.unconsumed_tail or (len(inner) >= self._max and not inflater.eof):
+            out.error = "decompressed_too_large"
+            return
+        if not inflater.eof:
+            out.error = "bad_compressed_frame"  # a truncated zlib stream
+            return
+        if self._parse(inner, out, allow_compressed=False) != len(inner) and out.error is None:
+            out.error = "bad_compressed_frame"
+
+
+class BeatsInputConfig(InputConfig):
+    """Receive events from Filebeat and other Beats clients (Lumberjack v2)."""
+
+    type: Literal["beats"]
+    listen: str = Field(
+        default="127.0.0.1:5044",
+        description="host:port to listen on; port 0 picks any free port.",
+    )
+    max_frame_bytes: int = Field(
+        default=32 * MIB,
+        ge=16,
+        description="Largest declared frame, JSON or decompressed size; beyond it the "
+        "connection is closed and counted.",
+    )
+    max_connections: int = Field(
+        default=10_000,
+        ge=1,
+        description="Clients beyond this many open connections are refused (and counted).",
+    )
+    idle_timeout_secs: float | None = Field(
+        default=None,
+        gt=0,
+        description="Close a client that sent nothing for this long (default: never).",
+    )
+    ack_keepalive_secs: float = Field(
+        default=5.0,
+        gt=0,
+        description="While a window is incomplete, acknowledge the last pushed event this often.",
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _valid_listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    def build(self, name: str, ctx: BuildContext) -> BeatsInput:
+        return BeatsInput(self, name, ctx.registry.unit(name, "input"))
+
+
+class BeatsInput(TcpInput):
+    """Like the tcp input (accepting, max_connections, idle sweep, stop), with
+    Lumberjack connections."""
+
+    def __init__(self, config: BeatsInputConfig, name: str, metrics: UnitMetrics) -> None:
+        # TcpInput.__init__ wants a TcpInputConfig; set the same state here.
+        self.name = name
+        self.metrics = metrics
+        self.config = config  # type: ignore[assignment]  # same keys TcpInput reads
+        self.beats_config = config
+        self.host, self.port = parse_listen(config.listen)
+        self.max_line_bytes = config.max_frame_bytes
+        self._server: asyncio.Server | None = None
+        self._address: tuple[str, int] | None = None
+        self._connections: set[_BeatsConnection] = set()  # type: ignore[assignment]
+        self._stopped = False
+        self._refusing = False
+        self._sweep_handle: asyncio.TimerHandle | None = None
+        self._keepalive_handle: asyncio.TimerHandle | None = None
+        self.loop_time = time.monotonic
+        # Connections closed for a protocol violation, by reason (also in metrics.errors).
+        self.protocol_errors: Counter[str] = Counter()
+
+    async def start(self, ingest: BatchBuffer) -> None:
+        loop = asyncio.get_running_loop()
+        self.loop_time = loop.time
+        self._server = await loop.create_server(
+            lambda: _BeatsConnection(self, ingest),
+            self.host,
+            self.port,
+            backlog=_BACKLOG,
+            reuse_address=True,
+        )
+        host, port = self._server.sockets[0].getsockname()[:2]
+        self._address = (host, port)
+        if self.beats_config.idle_timeout_secs is not None:
+            self._schedule_sweep(loop, self.beats_config.idle_timeout_secs)
+        interval = self.beats_config.ack_keepalive_secs
+
+        def keepalive() -> None:
+            for conn in list(self._connections):
+                conn.keepalive()
+            self._keepalive_handle = loop.call_later(interval, keepalive)
+
+        self._keepalive_handle = loop.call_later(interval, keepalive)
+        log.info("beats input %s listening on %s:%d", self.name, *self.address)
+
+    async def stop(self) -> None:
+        if self._keepalive_handle is not None:
+            self._keepalive_handle.cancel()
+            self._keepalive_handle = None
+        await super().stop()
+
+    def protocol_error(self, reason: ProtocolError, peer: str) -> None:
+        self.metrics.errors += 1
+        self.protocol_errors[reason] += 1
+        log.warning("beats input %s: closing %s: %s", self.name, peer, reason)
+
+
+class _BeatsConnection(asyncio.Protocol):
+    """One Beats client: decoder, window state, flow control."""
+
+    def __init__(self, owner: BeatsInput, ingest: BatchBuffer) -> None:
+        self._input = owner
+        self._ingest = ingest
+        self._metrics = owner.metrics
+        self._decoder = FrameDecoder(owner.beats_config.max_frame_bytes)
+        self._transport: asyncio.Transport | None = None
+        self._peer = ""
+        self._waiting: list[bytes] = []
+        self._closed = False
+        self.paused = False
+        self._time = owner.loop_time
+        self.last_active = self._time()
+        # Events of the current window still expected; its last sequence pushed.
+        self._window_left = 0
+        self._last_pushed: int | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        stream = cast(asyncio.Transport, transport)
+        if not self._input._accept(self):  # type: ignore[arg-type]  # same duck type
+            self._closed = True
+            stream.abort()
+            return
+        self._transport = stream
+        peer = transport.get_extra_info("peername")
+        self._peer = str(peer[0]) if peer else ""
+
+    def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
+        self._metrics.bytes_in += len(data)
+        self.last_active = self._time()
+        if self.paused or self._ingest.full:
+            self._waiting.append(data)
+            self._pause()
+            return
+        self._process(data)
+
+    def _process(self, data: bytes) -> None:
+        decoded = self._decoder.feed(data)
+        batch: Batch = []
+        # One ACK per window completed in this chunk: a pipelining client (Filebeat)
+        # matches each ACK to its oldest outstanding window.
+        acks: list[int] = []
+        peer = self._peer
+        for item in decoded.items:
+            if item[0] == "W":
+                self._window_left = cast(int, item[1])
+                # Keep-alives acknowledge only this window's events: an older sequence
+                # would read as "all acked" to a client numbering each window from 1.
+                self._last_pushed = None
+                continue
+            _, seq, event, issue = item
+            event = cast(Event, event)
+            if issue is not None:
+                self._metrics.decode_issue(cast(DecodeIssue, issue))
+            if "host" not in event:
+                event["host"] = peer
+            batch.append(event)
+            self._last_pushed = cast(int, seq)
+            if self._window_left > 0:
+                self._window_left -= 1
+                if self._window_left == 0:
+                    acks.append(self._last_pushed)
+        delivered = self._deliver(batch) if batch else True
+        if delivered:
+            for seq in acks:
+                self._send_ack(seq)
+        if decoded.error is not None:
+            self._input.protocol_error(decoded.error, peer)
+            self._closed = True
+            if self._transport is not None:
+                self._transport.abort()
+
+    def _send_ack(self, seq: int) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(ack_frame(seq))
+
+    def keepalive(self) -> None:
+        """Partial ACK of the last pushed event while a window is incomplete."""
+        if self._closed or self._window_left == 0 or self._last_pushed is None:
+            return
+        self._send_ack(self._last_pushed)
+
+    def _deliver(self, batch: Batch) -> bool:
+        try:
+            self._ingest.push(batch)
+        except BufferClosed:
+            self._metrics.drop(len(batch), "shutdown")
+            return False
+        self._metrics.events_in += len(batch)
+        if self._ingest.full:
+            self._pause()
+        return True
+
+    def _pause(self) -> None:
+        if self.paused or self._closed or self._transport is None:
+            return
+        self.paused = True
+        self._transport.pause_reading()
+        self._ingest.call_when_drained(self._resume)
+
+    def _resume(self) -> None:
+        if not self.paused:
+            return
+        self.paused = False
+        if self._closed or self._transport is None or self._transport.is_closing():
+            return
+        self.last_active = self._time()
+        while self._waiting:
+            self._process(self._waiting.pop(0))
+            if self.paused or self._closed:
+                return
+        self._transport.resume_reading()
+
+    def _finish(self) -> None:
+        """Decode (and deliver) chunks read but held while ingest was full."""
+        self._closed = True
+        waiting, self._waiting = self._waiting, []
+        for data in waiting:
+            self._process(data)
+
+    def close(self, why: str) -> None:
+        if self._closed:
+            return
+        self._finish()
+        log.debug("beats input %s: closing %s (%s)", self._input.name, self._peer, why)
+        if self._transport is not None:
+            self._transport.close()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._closed:
+            self._finish()
+        self._input._forget(self)  # type: ignore[arg-type]
+        self._transport = None

@@ -79,6 +79,7 @@ METRICS: dict[str, str] = {
     "logstream_retries_total": "Requests a sink retried.",
     "logstream_errors_total": "Unexpected errors a unit met (logged; the data was passed on).",
     "logstream_requests_refused_total": "Requests an input answered with an error, by status.",
+    "logstream_protocol_errors_total": "Connections an input closed for a protocol violation.",
     "logstream_buffer_events": "Events waiting in a unit's buffer.",
     "logstream_connections": "Open client connections of an input.",
 }
@@ -105,6 +106,8 @@ class UnitMetrics:
         self.errors = 0
         # HTTP-style inputs: refused requests by status code.
         self.refused: defaultdict[int, int] = defaultdict(int)
+        # Framed protocols (beats): connections closed for a violation, by reason.
+        self.protocol_errors: defaultdict[str, int] = defaultdict(int)
         self.blocked_secs = 0.0
         self.connections = 0
         self.dropped: defaultdict[str, int] = defaultdict(int)
@@ -187,6 +190,7 @@ class Registry(Collector):
         retries = counter("logstream_retries_total")
         errors = counter("logstream_errors_total")
         refused = counter("logstream_requests_refused_total", ["status"])
+        protocol = counter("logstream_protocol_errors_total", ["reason"])
         depth = GaugeMetricFamily(
             "logstream_buffer_events", METRICS["logstream_buffer_events"], labels=labels
         )
@@ -212,10 +216,12 @@ class Registry(Collector):
                 issues.add_metric([*key, reason], count)
             for status, count in m.refused.items():
                 refused.add_metric([*key, str(status)], count)
+            for reason, count in m.protocol_errors.items():
+                protocol.add_metric([*key, reason], count)
             if m.buffer_depth is not None:
                 depth.add_metric(key, m.buffer_depth())
             if m.kind == "input":
                 conns.add_metric(key, m.connections)
         yield from (events_in, events_out, bytes_in, bytes_out, dropped, issues, blocked)
-        yield from (retries, errors, unselected, redactions, refused)
+        yield from (retries, errors, unselected, redactions, refused, protocol)
         yield from (depth, conns)

@@ -23,6 +23,7 @@ from pylogbeat import PyLogBeatClient
 from logstream.buffer import BatchBuffer
 from logstream.event import Batch
 from logstream.inputs.beats import BeatsInput, BeatsInputConfig, FrameDecoder
+from logstream.metrics import Registry
 from logstream.units import BuildContext
 from tests.support.inputs import LOOPS, Runner, eventually, running, take, take_until_quiet
 
@@ -34,11 +35,11 @@ def run(request: pytest.FixtureRequest) -> Runner:
     return Runner(request.param)
 
 
-def beats_input(**settings_: Any) -> BeatsInput:
+def beats_input(registry: Registry | None = None, **settings_: Any) -> BeatsInput:
     config = BeatsInputConfig.model_validate(
         {"type": "beats", "listen": "127.0.0.1:0", **settings_}
     )
-    return config.build("beats", BuildContext())
+    return config.build("beats", BuildContext(registry=registry or Registry()))
 
 
 def window(count: int) -> bytes:
@@ -284,8 +285,10 @@ def test_bad_json_becomes_a_tagged_event_and_the_window_is_still_acked(run: Runn
 def test_protocol_violations_close_the_connection_and_are_counted(
     run: Runner, data: bytes, reason: str
 ) -> None:
+    registry = Registry()
+
     async def scenario() -> tuple[bytes, BeatsInput, Batch]:
-        unit = beats_input(max_frame_bytes=MIB)
+        unit = beats_input(registry, max_frame_bytes=MIB)
         async with running(unit, BatchBuffer(100)) as ingest:
             good = window(1) + json_frame(1, {"before": True})
             got = await exchange(unit.address, [good, data])
@@ -296,7 +299,11 @@ def test_protocol_violations_close_the_connection_and_are_counted(
     assert acks(got) == [1]  # what came before was delivered and acked; then closed
     assert [e.get("before") for e in events] == [True]
     assert dict(unit.protocol_errors) == {reason: 1}
-    assert unit.metrics.errors == 1
+    exported = registry.exposition().decode()
+    assert (
+        f'logstream_protocol_errors_total{{kind="input",reason="{reason}",unit="beats"}} 1.0'
+        in (exported)
+    )
 
 
 def test_client_disconnecting_mid_window_keeps_pushed_events_without_ack(run: Runner) -> None:

@@ -29,7 +29,7 @@ Bounds: a declared length over ``max_frame_bytes`` is never allocated; the
 connection is closed. Compressed payloads are inflated at most to
 ``max_frame_bytes`` (a zip bomb is cut and the connection closed). An unknown
 version or frame type closes the connection. Each such close is counted on
-``metrics.errors`` and, by reason, on ``BeatsInput.protocol_errors``. A JSON
+``logstream_protocol_errors_total`` by reason. A JSON
 frame that is not an object becomes an event tagged ``_jsonparsefailure``
 (counted as ``json_parse_failure``). Beats metadata (``@metadata``, ``agent``,
 ``log.file.path``...) is kept as sent; events without a ``host`` get the
@@ -43,7 +43,6 @@ import logging
 import struct
 import time
 import zlib
-from collections import Counter
 from dataclasses import dataclass
 from typing import Final, Literal, cast
 
@@ -287,8 +286,9 @@ class BeatsInput(TcpInput):
         self._sweep_handle: asyncio.TimerHandle | None = None
         self._keepalive_handle: asyncio.TimerHandle | None = None
         self.loop_time = time.monotonic
-        # Connections closed for a protocol violation, by reason (also in metrics.errors).
-        self.protocol_errors: Counter[str] = Counter()
+        # Connections closed for a protocol violation, by reason
+        # (logstream_protocol_errors_total).
+        self.protocol_errors = self.metrics.protocol_errors
 
     async def start(self, ingest: BatchBuffer) -> None:
         loop = asyncio.get_running_loop()
@@ -321,7 +321,6 @@ class BeatsInput(TcpInput):
         await super().stop()
 
     def protocol_error(self, reason: ProtocolError, peer: str) -> None:
-        self.metrics.errors += 1
         self.protocol_errors[reason] += 1
         log.warning("beats input %s: closing %s: %s", self.name, peer, reason)
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-import time
 import zlib
 from dataclasses import dataclass
 from typing import Final, Literal, cast
@@ -50,7 +49,7 @@ from pydantic import Field, field_validator
 
 from logstream.buffer import BatchBuffer, BufferClosed
 from logstream.event import Batch, Event, decode_json, normalise
-from logstream.inputs.tcp import _BACKLOG, MIB, TcpInput
+from logstream.inputs.tcp import MIB, TcpInput, TcpInputConfig
 from logstream.metrics import DecodeIssue, UnitMetrics
 from logstream.netaddr import parse_listen
 from logstream.units import BuildContext, InputConfig
@@ -271,39 +270,30 @@ class BeatsInput(TcpInput):
     Lumberjack connections."""
 
     def __init__(self, config: BeatsInputConfig, name: str, metrics: UnitMetrics) -> None:
-        # TcpInput.__init__ wants a TcpInputConfig; set the same state here.
-        self.name = name
-        self.metrics = metrics
-        self.config = config  # type: ignore[assignment]  # same keys TcpInput reads
+        super().__init__(
+            TcpInputConfig(
+                type="tcp",
+                listen=config.listen,
+                max_line_bytes=config.max_frame_bytes,
+                max_connections=config.max_connections,
+                idle_timeout_secs=config.idle_timeout_secs,
+            ),
+            name,
+            metrics,
+        )
         self.beats_config = config
-        self.host, self.port = parse_listen(config.listen)
-        self.max_line_bytes = config.max_frame_bytes
-        self._server: asyncio.Server | None = None
-        self._address: tuple[str, int] | None = None
         self._connections: set[_BeatsConnection] = set()  # type: ignore[assignment]
-        self._stopped = False
-        self._refusing = False
-        self._sweep_handle: asyncio.TimerHandle | None = None
         self._keepalive_handle: asyncio.TimerHandle | None = None
-        self.loop_time = time.monotonic
         # Connections closed for a protocol violation, by reason
         # (logstream_protocol_errors_total).
         self.protocol_errors = self.metrics.protocol_errors
 
+    def _new_connection(self, ingest: BatchBuffer) -> asyncio.Protocol:
+        return _BeatsConnection(self, ingest)
+
     async def start(self, ingest: BatchBuffer) -> None:
+        await super().start(ingest)
         loop = asyncio.get_running_loop()
-        self.loop_time = loop.time
-        self._server = await loop.create_server(
-            lambda: _BeatsConnection(self, ingest),
-            self.host,
-            self.port,
-            backlog=_BACKLOG,
-            reuse_address=True,
-        )
-        host, port = self._server.sockets[0].getsockname()[:2]
-        self._address = (host, port)
-        if self.beats_config.idle_timeout_secs is not None:
-            self._schedule_sweep(loop, self.beats_config.idle_timeout_secs)
         interval = self.beats_config.ack_keepalive_secs
 
         def keepalive() -> None:
@@ -312,7 +302,6 @@ class BeatsInput(TcpInput):
             self._keepalive_handle = loop.call_later(interval, keepalive)
 
         self._keepalive_handle = loop.call_later(interval, keepalive)
-        log.info("beats input %s listening on %s:%d", self.name, *self.address)
 
     async def stop(self) -> None:
         if self._keepalive_handle is not None:

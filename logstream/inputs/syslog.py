@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import socket
 from typing import Any, Final, Literal
 
 from pydantic import Field, field_validator
@@ -341,20 +340,8 @@ class _SyslogTcp(tcp.TcpInput):
         super().__init__(settings, name, metrics)
         self.parser = parser
 
-    async def start(self, ingest: BatchBuffer) -> None:
-        loop = asyncio.get_running_loop()
-        self.loop_time = loop.time
-        self._server = await loop.create_server(
-            lambda: _SyslogConnection(self, ingest),
-            self.host,
-            self.port,
-            backlog=tcp._BACKLOG,
-            reuse_address=True,
-        )
-        host, port = self._server.sockets[0].getsockname()[:2]
-        self._address = (host, port)
-        if self.config.idle_timeout_secs is not None:
-            self._schedule_sweep(loop, self.config.idle_timeout_secs)
+    def _new_connection(self, ingest: BatchBuffer) -> asyncio.Protocol:
+        return _SyslogConnection(self, ingest)
 
 
 # --------------------------------------------------------------------------- udp
@@ -389,22 +376,8 @@ class _SyslogUdp(udp.UdpInput):
         super().__init__(settings, name, metrics)
         self.parser = parser
 
-    async def start(self, ingest: BatchBuffer) -> None:
-        loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(
-            self.host, self.port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
-        )
-        sock = udp._bind(infos[0], None)
-        try:
-            transport, protocol = await loop.create_datagram_endpoint(
-                lambda: _SyslogReceiver(self, ingest, loop), sock=sock
-            )
-        except BaseException:
-            sock.close()
-            raise
-        self._transport = transport
-        self._protocol = protocol
-        self._address = sock.getsockname()[:2]
+    def _new_receiver(self, ingest: BatchBuffer, loop: asyncio.AbstractEventLoop) -> udp._Receiver:
+        return _SyslogReceiver(self, ingest, loop)
 
 
 # --------------------------------------------------------------------------- the input

@@ -158,11 +158,16 @@ class TcpInput(Input):
             raise RuntimeError(f"tcp input {self.name!r} has not started")
         return self._address
 
+    def _new_connection(self, ingest: BatchBuffer) -> asyncio.Protocol:
+        """The protocol object of one accepted client; inputs that share this
+        server but speak another wire format (syslog, beats) override it."""
+        return _Connection(self, ingest)
+
     async def start(self, ingest: BatchBuffer) -> None:
         loop = asyncio.get_running_loop()
         self.loop_time = loop.time
         self._server = await loop.create_server(
-            lambda: _Connection(self, ingest),
+            lambda: self._new_connection(ingest),
             self.host,
             self.port,
             backlog=_BACKLOG,

@@ -97,6 +97,10 @@ class UdpInput(Input):
         sock = self._transport.get_extra_info("socket")
         return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
+    def _new_receiver(self, ingest: BatchBuffer, loop: asyncio.AbstractEventLoop) -> _Receiver:
+        """The datagram protocol object; inputs with another payload format override it."""
+        return _Receiver(self, ingest, loop)
+
     async def start(self, ingest: BatchBuffer) -> None:
         loop = asyncio.get_running_loop()
         infos = await loop.getaddrinfo(
@@ -105,7 +109,7 @@ class UdpInput(Input):
         sock = _bind(infos[0], self.config.receive_buffer_bytes)
         try:
             transport, protocol = await loop.create_datagram_endpoint(
-                lambda: _Receiver(self, ingest, loop), sock=sock
+                lambda: self._new_receiver(ingest, loop), sock=sock
             )
         except BaseException:
             sock.close()

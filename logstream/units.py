@@ -15,7 +15,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -215,8 +215,3 @@ class Sink(Unit, abc.ABC):
 
         Not called on an abrupt shutdown (``kill -9``) nor after ``start`` failed.
         """
-
-
-def describe(config: Any) -> str:
-    """``type`` and ``id`` of a unit config, for messages."""
-    return f"{config.type} {config.id!r}" if config.id else str(config.type)

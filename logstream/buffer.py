@@ -11,6 +11,13 @@ buffer:
   that cannot await (a TCP connection takes the batch it has already read,
   then pauses reading until the buffer drains below half).
 
+Inputs that acknowledge (beats ACKs, file checkpoints) need to know when
+their events are safe: ``accepted`` is the position just past the last event
+pushed, and ``call_when_safe(position, callback)`` calls back once the
+consumer has declared everything before ``position`` safe (``mark_safe``):
+the pipeline does so once it has handed the events to every sink (to a disk
+spool, for a spooled sink).
+
 :class:`Batcher` decides when a sink's pending events form a batch: by count
 or by the age of the oldest pending event. It takes the time as an argument,
 so tests drive it with any clock.
@@ -19,6 +26,8 @@ so tests drive it with any clock.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 from collections import deque
 from collections.abc import Callable
 
@@ -33,7 +42,9 @@ class BufferClosed(Exception):
 class BatchBuffer:
     """A FIFO of batches bounded in events. One consumer, any number of producers."""
 
-    def __init__(self, max_events: int, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, max_events: int, *, clock: Clock | None = None, safe_when_taken: bool = True
+    ) -> None:
         if max_events < 1:
             raise ValueError(f"max_events must be at least 1, value: {max_events}")
         self.max_events = max_events
@@ -47,6 +58,16 @@ class BatchBuffer:
         self._clock = clock or SystemClock()
         # Seconds producers spent waiting in put(); exported as blocked time.
         self.blocked_secs = 0.0
+        # Positions in the stream of events: how many were ever pushed, taken, and
+        # declared safe by the consumer; callbacks waiting for a safe position.
+        self.accepted = 0
+        self.taken = 0
+        self.safe = 0
+        self._safe_waiters: list[tuple[int, int, Callable[[], None]]] = []
+        self._safe_order = itertools.count()
+        # True: events are safe once taken by the consumer. The pipeline says False
+        # for its ingest buffer and calls mark_safe once the sinks have the events.
+        self._safe_when_taken = safe_when_taken
 
     def __len__(self) -> int:
         """Events in the buffer."""
@@ -68,6 +89,7 @@ class BatchBuffer:
             return
         self._batches.append(batch)
         self._events += len(batch)
+        self.accepted += len(batch)
         getter = self._getter
         if getter is not None and not getter.done():
             getter.set_result(None)
@@ -147,8 +169,11 @@ class BatchBuffer:
                 out.extend(batches.popleft())
             first = out
         self._events -= len(first)
+        self.taken += len(first)
         if self._events <= self._low_water:
             self._wake_producers()
+        if self._safe_when_taken:
+            self.mark_safe(self.taken)
         return first
 
     def _wake_producers(self) -> None:
@@ -160,6 +185,24 @@ class BatchBuffer:
             callbacks, self._on_drained = self._on_drained, []
             for callback in callbacks:
                 callback()
+
+    def call_when_safe(self, position: int, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once every event before ``position`` (a value of
+        ``accepted``) is safe; at once if it already is. Never called for events
+        discarded by ``clear`` (they were not safe)."""
+        if position <= self.safe:
+            callback()
+        else:
+            heapq.heappush(self._safe_waiters, (position, next(self._safe_order), callback))
+
+    def mark_safe(self, position: int) -> None:
+        """The consumer's word: every event before ``position`` is safe."""
+        if position <= self.safe:
+            return
+        self.safe = position
+        waiters = self._safe_waiters
+        while waiters and waiters[0][0] <= position:
+            heapq.heappop(waiters)[2]()
 
     def close(self) -> None:
         """No more puts; ``get`` drains what is left, then raises :class:`BufferClosed`."""

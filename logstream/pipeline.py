@@ -187,7 +187,7 @@ class Pipeline:
         self.sinks = list(sinks)
         self.registry = registry or Registry()
         self.clock = clock or SystemClock()
-        self.ingest = BatchBuffer(ingest_max_events, clock=self.clock)
+        self.ingest = BatchBuffer(ingest_max_events, clock=self.clock, safe_when_taken=False)
         self.metrics = self.registry.unit("ingest", "pipeline")
         self.metrics.buffer_depth = lambda: len(self.ingest)
         self._filter_batch_max_events = filter_batch_max_events
@@ -230,6 +230,8 @@ class Pipeline:
                 batch = self._apply_filters(batch, 0)
                 if batch:
                     await self._fan_out(batch)
+                # Every sink has taken (or counted) what came from these events.
+                ingest.mark_safe(ingest.taken)
             now = self.clock.monotonic()
             if now >= next_tick:
                 next_tick = now + tick_secs

@@ -25,7 +25,15 @@ from logstream.event import Batch
 from logstream.inputs.beats import BeatsInput, BeatsInputConfig, FrameDecoder
 from logstream.metrics import Registry
 from logstream.units import BuildContext
-from tests.support.inputs import LOOPS, Runner, eventually, running, take, take_until_quiet
+from tests.support.inputs import (
+    LOOPS,
+    Runner,
+    SafeOnPush,
+    eventually,
+    running,
+    take,
+    take_until_quiet,
+)
 
 MIB = 1024 * 1024
 
@@ -133,8 +141,11 @@ def test_pylogbeat_windows_arrive_with_metadata_and_are_acked(run: Runner) -> No
     async def scenario() -> tuple[Batch, BeatsInput]:
         unit = beats_input()
         async with running(unit, BatchBuffer(1000)) as ingest:
-            await asyncio.to_thread(send, unit.address)
-            return await take(ingest, 60), unit
+            # The client waits for ACKs, sent once the events are taken (safe).
+            _, events = await asyncio.gather(
+                asyncio.to_thread(send, unit.address), take(ingest, 60)
+            )
+            return events, unit
 
     events, unit = run(scenario())
     assert [e["seq"] for e in events] == list(range(60))
@@ -159,8 +170,11 @@ def test_logstash_async_beats_transport_delivers_and_gets_acked(run: Runner) -> 
     async def scenario() -> Batch:
         unit = beats_input()
         async with running(unit, BatchBuffer(1000)) as ingest:
-            await asyncio.to_thread(send, unit.address)
-            return await take(ingest, 30)
+            # The client waits for ACKs, sent once the events are taken (safe).
+            _, events = await asyncio.gather(
+                asyncio.to_thread(send, unit.address), take(ingest, 30)
+            )
+            return events
 
     events = run(scenario())
     assert [e["seq"] for e in events] == list(range(30))
@@ -194,8 +208,11 @@ def test_asynchronous_logstash_handler_with_beats_transport_delivers_log_records
     async def scenario() -> Batch:
         unit = beats_input()
         async with running(unit, BatchBuffer(1000)) as ingest:
-            await asyncio.to_thread(log_and_close, unit.address)
-            return await take(ingest, 20)
+            # The client waits for ACKs, sent once the events are taken (safe).
+            _, events = await asyncio.gather(
+                asyncio.to_thread(log_and_close, unit.address), take(ingest, 20)
+            )
+            return events
 
     events = run(scenario())
     # The handler's in-memory queue does not keep order; every record arrives once.
@@ -212,7 +229,7 @@ def test_uncompressed_window_split_byte_by_byte_is_acked_once_at_its_end(run: Ru
 
     async def scenario() -> tuple[Batch, bytes]:
         unit = beats_input()
-        async with running(unit, BatchBuffer(100)) as ingest:
+        async with running(unit, SafeOnPush(100)) as ingest:
             segments = [frames[i : i + 1] for i in range(len(frames))]
             got = await exchange(unit.address, segments, read_until=6)
             return await take(ingest, 3), got
@@ -222,13 +239,46 @@ def test_uncompressed_window_split_byte_by_byte_is_acked_once_at_its_end(run: Ru
     assert acks(got) == [9]
 
 
+def test_window_is_acked_only_once_the_pipeline_says_its_events_are_safe(run: Runner) -> None:
+    """Events taken from ingest are not yet safe (a spooled sink may not have them on
+    disk): the ACK waits for mark_safe, and a keep-alive acknowledges only safe events."""
+    frames = window(3) + json_frame(1, {"n": 1}) + json_frame(2, {"n": 2})
+
+    async def scenario() -> tuple[bytes, bytes, bytes]:
+        unit = beats_input(ack_keepalive_secs=0.05)
+        ingest = BatchBuffer(100, safe_when_taken=False)
+        async with running(unit, ingest):
+            reader, writer = await asyncio.open_connection(*unit.address)
+            writer.write(frames)
+            await writer.drain()
+            await take(ingest, 2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reader.read(6), 0.3)  # nothing: not safe yet
+                raise AssertionError("acknowledged before the events were safe")
+            ingest.mark_safe(2)
+            partial = await asyncio.wait_for(reader.readexactly(6), 2)  # a keep-alive
+            writer.write(json_frame(3, {"n": 3}))
+            await writer.drain()
+            await take(ingest, 1)
+            ingest.mark_safe(ingest.accepted)
+            got = b""
+            while 3 not in acks(got):
+                got += await asyncio.wait_for(reader.readexactly(6), 2)
+            writer.close()
+            return partial, got, b""
+
+    partial, got, _ = run(scenario())
+    assert acks(partial) == [2]  # keep-alive of the window's last safe event
+    assert acks(got)[-1] == 3
+
+
 def test_two_windows_in_one_segment_get_one_ack_each(run: Runner) -> None:
     frames = window(1) + json_frame(1, {"n": 1}) + window(2)
     frames += json_frame(1, {"n": 2}) + json_frame(2, {"n": 3})
 
     async def scenario() -> tuple[Batch, bytes]:
         unit = beats_input()
-        async with running(unit, BatchBuffer(100)) as ingest:
+        async with running(unit, SafeOnPush(100)) as ingest:
             got = await exchange(unit.address, [frames], read_until=12)
             return await take(ingest, 3), got
 
@@ -242,7 +292,7 @@ def test_data_frames_and_nested_compressed_windows(run: Runner) -> None:
 
     async def scenario() -> tuple[Batch, bytes]:
         unit = beats_input()
-        async with running(unit, BatchBuffer(100)) as ingest:
+        async with running(unit, SafeOnPush(100)) as ingest:
             got = await exchange(unit.address, [compressed(payload)], read_until=6)
             return await take(ingest, 2), got
 
@@ -258,7 +308,7 @@ def test_bad_json_becomes_a_tagged_event_and_the_window_is_still_acked(run: Runn
 
     async def scenario() -> tuple[Batch, bytes, BeatsInput]:
         unit = beats_input()
-        async with running(unit, BatchBuffer(100)) as ingest:
+        async with running(unit, SafeOnPush(100)) as ingest:
             got = await exchange(unit.address, [frames], read_until=6)
             return await take(ingest, 2), got, unit
 
@@ -289,7 +339,7 @@ def test_protocol_violations_close_the_connection_and_are_counted(
 
     async def scenario() -> tuple[bytes, BeatsInput, Batch]:
         unit = beats_input(registry, max_frame_bytes=MIB)
-        async with running(unit, BatchBuffer(100)) as ingest:
+        async with running(unit, SafeOnPush(100)) as ingest:
             good = window(1) + json_frame(1, {"before": True})
             got = await exchange(unit.address, [good, data])
             await eventually(lambda: unit.metrics.connections == 0)
@@ -311,7 +361,7 @@ def test_client_disconnecting_mid_window_keeps_pushed_events_without_ack(run: Ru
 
     async def scenario() -> tuple[Batch, bytes, BeatsInput]:
         unit = beats_input()
-        async with running(unit, BatchBuffer(100)) as ingest:
+        async with running(unit, SafeOnPush(100)) as ingest:
             reader, writer = await asyncio.open_connection(*unit.address)
             writer.write(frames + b"2J\x00\x00")  # and half a header
             await writer.drain()
@@ -332,7 +382,7 @@ def test_slow_window_gets_keepalive_partial_acks_of_its_own_events_only(run: Run
 
     async def scenario() -> bytes:
         unit = beats_input(ack_keepalive_secs=0.05)
-        async with running(unit, BatchBuffer(100)) as ingest:
+        async with running(unit, SafeOnPush(100)) as ingest:
             reader, writer = await asyncio.open_connection(*unit.address)
             writer.write(window(1) + json_frame(4, {"n": 0}))
             assert acks(await asyncio.wait_for(reader.readexactly(6), 2)) == [4]
@@ -360,7 +410,7 @@ def test_full_ingest_pauses_and_acks_only_after_the_window_is_pushed(run: Runner
 
     async def scenario() -> tuple[bytes, bytes, Batch]:
         unit = beats_input(ack_keepalive_secs=10)
-        ingest = BatchBuffer(2)
+        ingest = SafeOnPush(2)
         async with running(unit, ingest):
             ingest.push([{"filler": 1}, {"filler": 2}])
             reader, writer = await asyncio.open_connection(*unit.address)
@@ -386,7 +436,7 @@ def test_full_ingest_pauses_and_acks_only_after_the_window_is_pushed(run: Runner
 def test_max_connections_refuses_extra_clients(run: Runner) -> None:
     async def scenario() -> BeatsInput:
         unit = beats_input(max_connections=1)
-        async with running(unit, BatchBuffer(100)):
+        async with running(unit, SafeOnPush(100)):
             _, first = await asyncio.open_connection(*unit.address)
             await eventually(lambda: unit.metrics.connections == 1)
             extra = socket.create_connection(unit.address)

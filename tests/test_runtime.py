@@ -132,6 +132,54 @@ def test_buffer_get_times_out_with_none_and_raises_once_closed_and_empty() -> No
     asyncio.run(scenario())
 
 
+def test_buffer_calls_safe_callbacks_in_position_order_once_marked() -> None:
+    buffer = BatchBuffer(100, safe_when_taken=False)
+    calls: list[int] = []
+    buffer.push(events(0, 3))
+    buffer.call_when_safe(buffer.accepted, lambda: calls.append(3))
+    buffer.push(events(3, 2))
+    buffer.call_when_safe(buffer.accepted, lambda: calls.append(5))
+    buffer.get_nowait(100)
+    assert calls == []  # taken is not safe for this buffer
+    buffer.mark_safe(4)
+    assert calls == [3]
+    buffer.mark_safe(5)
+    buffer.mark_safe(2)  # going back is ignored
+    assert calls == [3, 5]
+    buffer.call_when_safe(5, lambda: calls.append(0))  # already safe: at once
+    assert calls == [3, 5, 0]
+
+
+def test_pipeline_marks_events_safe_only_once_every_sink_has_them() -> None:
+    """A blocking sink whose buffer is full holds the filter task; ingest's safe
+    position stays behind until the sink takes the events."""
+
+    async def scenario() -> None:
+        registry = Registry()
+        gate = asyncio.Event()
+        sink = CollectingSink("slow", registry, gate=gate)
+        source = ListInput("list", registry, [events(i * 10, 10) for i in range(10)])
+        settings = SinkSettings(buffer_max_events=10, when_full="block", batch_max_events=10)
+        pipeline = Pipeline(
+            [source],
+            [],
+            [SinkRunner(sink, settings)],
+            registry=registry,
+            ingest_max_events=20,
+            filter_batch_max_events=10,
+        )
+        await pipeline.start()
+        await asyncio.sleep(0.05)
+        assert pipeline.ingest.safe < pipeline.ingest.accepted
+        assert pipeline.ingest.safe <= len(sink.events) + 10 + 10  # write + buffer + batcher
+        gate.set()
+        await asyncio.wait_for(source.done.wait(), 5)
+        await pipeline.stop(timeout_secs=5)
+        assert pipeline.ingest.safe == pipeline.ingest.accepted == 100
+
+    asyncio.run(scenario())
+
+
 # --------------------------------------------------------------------------- Pipeline
 
 

@@ -19,11 +19,13 @@ Frames (all integers big-endian uint32, every frame starts with version ``2``)::
     2A seq                        (server to client) acknowledgement
 
 ACKs: a window's last sequence is acknowledged only once every event of the
-window was pushed into the ingest buffer. A chunk read while ingest is full is
-kept as bytes and the connection pauses (as the ``tcp`` input does); its
-events, and so its ACK, wait until ingest drains. While a window is incomplete
-(a slow client, or a paused connection), the sequence of the last event pushed
-is acknowledged every ``ack_keepalive_secs`` so the client does not time out.
+window is safe: the pipeline has handed it to every sink (for an
+Elasticsearch sink with a spool, written to the spool on disk). A chunk read
+while ingest is full is kept as bytes and the connection pauses (as the
+``tcp`` input does); its events, and so its ACK, wait until ingest drains.
+While a window is incomplete (a slow client, or a paused connection), the
+sequence of the last safe event is acknowledged every ``ack_keepalive_secs``
+so the client does not time out.
 
 Bounds: a declared length over ``max_frame_bytes`` is never allocated; the
 connection is closed. Compressed payloads are inflated at most to
@@ -43,6 +45,7 @@ import logging
 import struct
 import zlib
 from dataclasses import dataclass
+from functools import partial
 from typing import Final, Literal, cast
 
 from pydantic import Field, field_validator
@@ -332,6 +335,10 @@ class _BeatsConnection(asyncio.Protocol):
         # Events of the current window still expected; its last sequence pushed.
         self._window_left = 0
         self._last_pushed: int | None = None
+        # The current window's number and the last of its sequences that is safe
+        # (handed to every sink): what a keep-alive may acknowledge.
+        self._window = 0
+        self._last_safe: int | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         stream = cast(asyncio.Transport, transport)
@@ -367,6 +374,8 @@ class _BeatsConnection(asyncio.Protocol):
                 # Keep-alives acknowledge only this window's events: an older sequence
                 # would read as "all acked" to a client numbering each window from 1.
                 self._last_pushed = None
+                self._window += 1
+                self._last_safe = None
                 continue
             _, seq, event, issue = item
             event = cast(Event, event)
@@ -380,25 +389,33 @@ class _BeatsConnection(asyncio.Protocol):
                 self._window_left -= 1
                 if self._window_left == 0:
                     acks.append(self._last_pushed)
-        delivered = self._deliver(batch) if batch else True
-        if delivered:
-            for seq in acks:
-                self._send_ack(seq)
+        if batch and self._deliver(batch):
+            self._ingest.call_when_safe(
+                self._ingest.accepted, partial(self._safe, self._window, self._last_pushed, acks)
+            )
         if decoded.error is not None:
             self._input.protocol_error(decoded.error, peer)
             self._closed = True
             if self._transport is not None:
                 self._transport.abort()
 
+    def _safe(self, window: int, last: int | None, acks: list[int]) -> None:
+        """Events pushed up to sequence ``last`` of ``window`` are safe: acknowledge
+        the windows they completed, and let keep-alives acknowledge ``last``."""
+        if window == self._window:
+            self._last_safe = last
+        for seq in acks:
+            self._send_ack(seq)
+
     def _send_ack(self, seq: int) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(ack_frame(seq))
 
     def keepalive(self) -> None:
-        """Partial ACK of the last pushed event while a window is incomplete."""
-        if self._closed or self._window_left == 0 or self._last_pushed is None:
+        """Partial ACK of the last safe event while a window is incomplete."""
+        if self._closed or self._window_left == 0 or self._last_safe is None:
             return
-        self._send_ack(self._last_pushed)
+        self._send_ack(self._last_safe)
 
     def _deliver(self, batch: Batch) -> bool:
         try:

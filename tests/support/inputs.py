@@ -47,6 +47,16 @@ class Runner:
         return result
 
 
+class SafeOnPush(BatchBuffer):
+    """An ingest buffer whose events are safe as soon as they are pushed: what a
+    pipeline whose sinks take everything at once would say (acknowledging inputs
+    then answer without waiting for the test to take the events)."""
+
+    def push(self, batch: Batch) -> None:
+        super().push(batch)
+        self.mark_safe(self.accepted)
+
+
 class StartStop(Protocol):
     async def start(self, ingest: BatchBuffer) -> None: ...
 

@@ -55,6 +55,7 @@ from logstream.event import Batch, Event, decode_json, normalise
 from logstream.inputs.tcp import MIB, TcpInput, TcpInputConfig
 from logstream.metrics import DecodeIssue, UnitMetrics
 from logstream.netaddr import parse_listen
+from logstream.tls import TlsServerSettings
 from logstream.units import BuildContext, InputConfig
 
 log = logging.getLogger(__name__)
@@ -255,7 +256,10 @@ class BeatsInputConfig(InputConfig):
     ack_keepalive_secs: float = Field(
         default=5.0,
         gt=0,
-        description="While a window is incomplete, acknowledge the last pushed event this often.",
+        description="While a window is incomplete, acknowledge the last safe event this often.",
+    )
+    tls: TlsServerSettings | None = Field(
+        default=None, description="Serve TLS with this certificate (see logstream.tls)."
     )
 
     @field_validator("listen")
@@ -280,6 +284,7 @@ class BeatsInput(TcpInput):
                 max_line_bytes=config.max_frame_bytes,
                 max_connections=config.max_connections,
                 idle_timeout_secs=config.idle_timeout_secs,
+                tls=config.tls,
             ),
             name,
             metrics,

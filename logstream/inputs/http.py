@@ -60,6 +60,7 @@ from logstream.buffer import BatchBuffer
 from logstream.event import TAG_JSON_FAILURE, Batch, decode_json, failed_event, normalise
 from logstream.metrics import DecodeIssue, UnitMetrics
 from logstream.netaddr import parse_listen
+from logstream.tls import TlsServerSettings
 from logstream.units import BuildContext, Input, InputConfig
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,9 @@ class HttpInputConfig(InputConfig):
     keep_headers: list[str] = Field(
         default_factory=list,
         description="Request headers copied into the event's `headers` field (lower-cased names).",
+    )
+    tls: TlsServerSettings | None = Field(
+        default=None, description="Serve HTTPS with this certificate (see logstream.tls)."
     )
 
     @field_validator("listen")
@@ -137,6 +141,7 @@ class HttpInput(Input):
             token = base64.b64encode(f"{config.username}:{config.password}".encode())
             self._auth = b"Basic " + token
         self._keep = tuple(h.lower() for h in config.keep_headers)
+        self._ssl = None if config.tls is None else config.tls.context(name)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -153,7 +158,9 @@ class HttpInput(Input):
         # auto_decompress off: we inflate with a bound (see _inflate).
         self._runner = web.AppRunner(app, access_log=None, auto_decompress=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(
+            self._runner, self.host, self.port, reuse_address=True, ssl_context=self._ssl
+        )
         await site.start()
         server = site._server  # aiohttp exposes the bound port nowhere else
         sockets = getattr(server, "sockets", None)

@@ -39,7 +39,7 @@ import logging
 import re
 from typing import Any, Final, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from logstream.buffer import BatchBuffer
 from logstream.clock import Clock
@@ -57,6 +57,7 @@ from logstream.netaddr import parse_listen
 from logstream.parsers.common import Timestamps
 from logstream.parsers.syslog import Rfc5424Parser, SyslogParser, _program
 from logstream.severity import from_syslog
+from logstream.tls import TlsServerSettings
 from logstream.units import BuildContext, Input, InputConfig
 
 log = logging.getLogger(__name__)
@@ -90,12 +91,24 @@ class SyslogInputConfig(InputConfig):
     idle_timeout_secs: float | None = Field(
         default=None, gt=0, description="Close a TCP client silent this long (default: never)."
     )
+    tls: TlsServerSettings | None = Field(
+        default=None,
+        description="Serve TLS on the TCP side (RFC 5425; needs protocol: tcp).",
+    )
 
     @field_validator("listen")
     @classmethod
     def _valid_listen(cls, value: str) -> str:
         parse_listen(value)
         return value
+
+    @model_validator(mode="after")
+    def _tls_needs_tcp(self) -> SyslogInputConfig:
+        if self.tls is not None and self.protocol != "tcp":
+            raise ValueError(
+                f"tls needs protocol: tcp (syslog over UDP has no TLS), value: {self.protocol!r}"
+            )
+        return self
 
     def build(self, name: str, ctx: BuildContext) -> SyslogInput:
         return SyslogInput(self, name, ctx.registry.unit(name, "input"), ctx.clock)
@@ -336,6 +349,7 @@ class _SyslogTcp(tcp.TcpInput):
             max_line_bytes=config.max_message_bytes,
             max_connections=config.max_connections,
             idle_timeout_secs=config.idle_timeout_secs,
+            tls=config.tls,
         )
         super().__init__(settings, name, metrics)
         self.parser = parser

@@ -64,6 +64,7 @@ from logstream.event import (
 )
 from logstream.metrics import DecodeIssue, UnitMetrics
 from logstream.netaddr import parse_listen
+from logstream.tls import TlsServerSettings
 from logstream.units import BuildContext, Input, InputConfig
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,9 @@ class TcpInputConfig(InputConfig):
         gt=0,
         description="Close a client that sent nothing for this long (default: never).",
     )
+    tls: TlsServerSettings | None = Field(
+        default=None, description="Serve TLS with this certificate (see logstream.tls)."
+    )
 
     @field_validator("listen")
     @classmethod
@@ -143,6 +147,7 @@ class TcpInput(Input):
         self.config = config
         self.host, self.port = parse_listen(config.listen)
         self.max_line_bytes = config.max_line_bytes
+        self._ssl = None if config.tls is None else config.tls.context(name)
         self._server: asyncio.Server | None = None
         self._address: tuple[str, int] | None = None
         self._connections: set[_Connection] = set()
@@ -172,12 +177,18 @@ class TcpInput(Input):
             self.port,
             backlog=_BACKLOG,
             reuse_address=True,
+            ssl=self._ssl,
         )
         host, port = self._server.sockets[0].getsockname()[:2]
         self._address = (host, port)
         if self.config.idle_timeout_secs is not None:
             self._schedule_sweep(loop, self.config.idle_timeout_secs)
-        log.info("tcp input %s listening on %s:%d", self.name, *self.address)
+        log.info(
+            "tcp input %s listening on %s:%d%s",
+            self.name,
+            *self.address,
+            " (TLS)" if self._ssl is not None else "",
+        )
 
     async def stop(self) -> None:
         self._stopped = True

@@ -27,6 +27,7 @@ from logstream.filters.regex import RegexFilterConfig
 from logstream.filters.route import RouteFilterConfig
 from logstream.filters.sample import SampleFilterConfig
 from logstream.inputs.beats import BeatsInputConfig
+from logstream.inputs.file import FileInputConfig
 from logstream.inputs.http import HttpInputConfig
 from logstream.inputs.syslog import SyslogInputConfig
 from logstream.inputs.tcp import TcpInputConfig
@@ -41,7 +42,12 @@ from logstream.units import BuildContext, UnitConfig
 
 # The known unit types. A new unit is added to its union here.
 AnyInput = Annotated[
-    TcpInputConfig | UdpInputConfig | HttpInputConfig | SyslogInputConfig | BeatsInputConfig,
+    TcpInputConfig
+    | UdpInputConfig
+    | HttpInputConfig
+    | SyslogInputConfig
+    | BeatsInputConfig
+    | FileInputConfig,
     Field(discriminator="type"),
 ]
 AnyFilter = Annotated[
@@ -59,6 +65,9 @@ AnySink = Annotated[
     ElasticsearchSinkConfig | MqttSinkConfig | FileSinkConfig | StdoutSinkConfig,
     Field(discriminator="type"),
 ]
+
+
+KINDS = ("input", "filter", "sink")
 
 
 class ConfigError(Exception):
@@ -125,6 +134,8 @@ class Config(_Strict):
             key = f"{unit.kind}:{unit.type}"
             seen[key] += 1
             name = unit.type if by_type[key] == 1 else f"{unit.type}_{seen[key]}"
+            if any(other != unit.kind and f"{other}:{unit.type}" in by_type for other in KINDS):
+                name = f"{name}_{unit.kind}"  # a file input and a file sink: file_input, file_sink
             while name in explicit:
                 name += "_"
             names[id(unit)] = name

@@ -63,6 +63,17 @@ DecodeIssue = Literal[
     "unparsed",
 ]
 
+FileChange = Literal[
+    # A tailed file was renamed away (rotation): read to its end, then closed.
+    "file_rotated",
+    # A tailed file shrank below the read offset (copytruncate): read again from 0.
+    "file_truncated",
+    # A tailed file was deleted: read to its end, then closed.
+    "file_disappeared",
+    # A matching path could not be read (permission denied, a directory, an I/O error).
+    "file_unreadable",
+]
+
 # Name -> help text. Every exported series is listed here.
 METRICS: dict[str, str] = {
     "logstream_events_in_total": "Events a unit received.",
@@ -82,6 +93,7 @@ METRICS: dict[str, str] = {
     "logstream_protocol_errors_total": "Connections an input closed for a protocol violation.",
     "logstream_buffer_events": "Events waiting in a unit's buffer.",
     "logstream_connections": "Open client connections of an input.",
+    "logstream_file_changes_total": "Rotated, truncated, deleted or unreadable files, by reason.",
 }
 
 DROP_REASONS: tuple[str, ...] = get_args(DropReason)
@@ -112,6 +124,8 @@ class UnitMetrics:
         self.connections = 0
         self.dropped: defaultdict[str, int] = defaultdict(int)
         self.decode_issues: defaultdict[str, int] = defaultdict(int)
+        # File inputs: rotations, truncations, deletions, unreadable paths.
+        self.file_changes: defaultdict[str, int] = defaultdict(int)
         # A callable giving the current buffer depth, set by the unit's owner.
         self.buffer_depth: Callable[[], int] | None = None
 
@@ -122,6 +136,10 @@ class UnitMetrics:
     def decode_issue(self, reason: DecodeIssue, count: int = 1) -> None:
         """Count input records that were kept but tagged because of ``reason``."""
         self.decode_issues[reason] += count
+
+    def file_change(self, reason: FileChange) -> None:
+        """Count one change a file input met in a tailed file."""
+        self.file_changes[reason] += 1
 
     @property
     def dropped_total(self) -> int:
@@ -191,6 +209,7 @@ class Registry(Collector):
         errors = counter("logstream_errors_total")
         refused = counter("logstream_requests_refused_total", ["status"])
         protocol = counter("logstream_protocol_errors_total", ["reason"])
+        files = counter("logstream_file_changes_total", ["reason"])
         depth = GaugeMetricFamily(
             "logstream_buffer_events", METRICS["logstream_buffer_events"], labels=labels
         )
@@ -218,10 +237,12 @@ class Registry(Collector):
                 refused.add_metric([*key, str(status)], count)
             for reason, count in m.protocol_errors.items():
                 protocol.add_metric([*key, reason], count)
+            for reason, count in m.file_changes.items():
+                files.add_metric([*key, reason], count)
             if m.buffer_depth is not None:
                 depth.add_metric(key, m.buffer_depth())
             if m.kind == "input":
                 conns.add_metric(key, m.connections)
         yield from (events_in, events_out, bytes_in, bytes_out, dropped, issues, blocked)
-        yield from (retries, errors, unselected, redactions, refused, protocol)
+        yield from (retries, errors, unselected, redactions, refused, protocol, files)
         yield from (depth, conns)

@@ -96,6 +96,15 @@ def test_unit_ids_default_to_their_type_and_must_be_unique() -> None:
     config = parse_config(with_(sinks=[{"type": "stdout"}, {"type": "stdout"}]))
     pipeline = build_pipeline(config)
     assert [runner.name for runner in pipeline.sinks] == ["stdout_1", "stdout_2"]
+    # An input and a sink of the same type get their kind in the name (separate counters).
+    config = parse_config(
+        {
+            "inputs": [{"type": "file", "paths": ["logs/none-*.log"]}],
+            "sinks": [{"type": "file", "path": "out.ndjson"}],
+        }
+    )
+    names = config.unit_names()
+    assert sorted(names.values()) == ["file_input", "file_sink"]
     with pytest.raises(ConfigError, match=r"unique.*same"):
         parse_config(
             with_(sinks=[{"type": "stdout", "id": "same"}, {"type": "stdout", "id": "same"}])

@@ -464,6 +464,22 @@ def test_ansible_log_lines_and_severities() -> None:
     assert out[4]["message"].endswith('"msg": "No package matching nginx-extras"\n}')
 
 
+def test_ansible_core_2_17_log_lines_with_a_logging_level_are_parsed() -> None:
+    """ansible-core 2.17+ writes its logging level before the bar: ``n=ansible INFO| ...``;
+    a level found in the text wins, else the logged level is used."""
+    out = run(
+        [
+            "2026-11-24 10:00:00,001 p=42 u=ci n=ansible INFO| TASK [ping] ***",
+            "2026-11-24 10:00:01,002 p=42 u=ci n=ansible INFO| fatal: [h1]: UNREACHABLE! => {}",
+            "2026-11-24 10:00:02,003 p=42 u=ci n=ansible WARNING| no inventory was parsed",
+        ]
+    )
+    assert [e["format"] for e in out] == ["ansible_log"] * 3
+    assert [e["level"] for e in out] == ["INFO", "ERROR", "WARNING"]
+    assert out[0]["message"] == "TASK [ping] ***"
+    assert out[0]["ansible_task"] == "ping"
+
+
 def test_ansible_playbook_stdout() -> None:
     out = run(
         [

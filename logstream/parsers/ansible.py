@@ -40,6 +40,7 @@ JSON object in the message.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any, Final
 
@@ -47,7 +48,7 @@ import orjson
 
 from logstream.event import Event
 from logstream.parsers.common import Continues, Fields, LevelInfo, Timestamps, strip_ansi
-from logstream.severity import Severity
+from logstream.severity import Severity, parse_name
 
 ANSIBLE_LOG: Final = "ansible_log"
 STDOUT: Final = "ansible_stdout"
@@ -181,7 +182,8 @@ class StdoutParser:
 
 
 _LOG_LINE: Final = re.compile(
-    r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) p=(\d{1,10}) u=(\S*)(?: n=(\S*))? \| ?(.*)\Z",
+    r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) p=(\d{1,10}) u=(\S*)(?: n=(\S*))?"
+    r"(?: ([A-Z]{3,8}))? ?\| ?(.*)\Z",
     re.DOTALL | re.ASCII,
 )
 
@@ -202,7 +204,7 @@ class LogParser:
         match = self._match(line)
         if match is None:
             return None
-        stamp, millis, pid, user, logger, text = match.groups()
+        stamp, millis, pid, user, logger, logged_level, text = match.groups()
         prefix = self._stamps.local(stamp)
         if prefix is None:
             return None
@@ -220,6 +222,10 @@ class LogParser:
         if logger:
             fields["logger"] = logger
         classify(text, fields)
+        if logged_level and "level" not in fields:
+            # ansible-core 2.17+ writes its logging level ("n=ansible INFO| ...").
+            with contextlib.suppress(ValueError):
+                fields["level"] = parse_name(logged_level).name
         return fields
 
 

@@ -1,4 +1,4 @@
-"""The command line: `logstream run`, `logstream check`, `logstream tail`, `logstream --version`."""
+"""The command line: `logstream run`, `check`, `replay`, `tail`, `bench`, `--version`."""
 
 from __future__ import annotations
 
@@ -33,6 +33,23 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="validate a config file and exit")
     check.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG, help="YAML config file")
+    check.add_argument(
+        "--connect",
+        action="store_true",
+        help="also connect to each sink's destination (Elasticsearch GET /, MQTT CONNECT)",
+    )
+
+    replay = commands.add_parser(
+        "replay",
+        help="send a dead-letter file's documents to Elasticsearch again",
+        description="Re-send the documents Elasticsearch refused (after fixing the mapping): "
+        "same index, same id, op_type create, through the config's elasticsearch sink.",
+    )
+    replay.add_argument("--dlq", type=Path, required=True, metavar="FILE", help="dead-letter file")
+    replay.add_argument(
+        "-c", "--config", type=Path, default=DEFAULT_CONFIG, help="YAML config file"
+    )
+    replay.add_argument("--sink", help="the elasticsearch sink to use (when there are several)")
 
     tail = commands.add_parser(
         "tail",
@@ -61,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("LOGSTREAM_MQTT_PASSWORD"),
         help="password (default: $LOGSTREAM_MQTT_PASSWORD)",
     )
+    from logstream.bench.cli import add_parser as add_bench_parser
+
+    add_bench_parser(commands)  # `logstream bench bandwidth|throughput`
     return parser
 
 
@@ -102,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("elastic_transport").setLevel(max(logging.WARNING, logging.root.level))
     if args.command == "tail":  # needs no config (nor its imports)
         return _tail(args)
+    if args.command == "bench":  # needs no config either
+        from logstream.bench.cli import run as run_bench
+
+        return run_bench(args)
     from logstream.config import ConfigError, build_pipeline, load_config
 
     try:
@@ -112,7 +136,22 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.config}: OK ({len(config.inputs)} inputs, {len(config.filters)} filters, "
                 f"{len(config.sinks)} sinks)"
             )
-            return 0
+            if not args.connect:
+                return 0
+            from logstream.ops import run_check_connect
+
+            ok, lines = run_check_connect(config)
+            print("\n".join(lines))
+            return 0 if ok else 1
+        if args.command == "replay":
+            from logstream.ops import run_replay
+
+            if not args.dlq.is_file():
+                print(f"logstream replay: no such file: {args.dlq}", file=sys.stderr)
+                return 2
+            ok, lines = run_replay(load_config(args.config), args.dlq, args.sink)
+            print("\n".join(lines))
+            return 0 if ok else 1
         if args.command == "run":
             from logstream.run import run
 

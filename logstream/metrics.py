@@ -48,6 +48,11 @@ DropReason = Literal[
     "encode_error",
     # A multiline filter (parse, multiline) folded the event's line into an earlier event.
     "merged",
+    # Elasticsearch refused the event for good (400/404 item): it is in the dead-letter
+    # file, to be replayed with `logstream replay --dlq` once the mapping is fixed.
+    "dead_letter",
+    # The disk spool reached max_bytes with when_full: drop_oldest; its oldest events went.
+    "spool_full",
 ]
 
 DecodeIssue = Literal[
@@ -88,6 +93,14 @@ METRICS: dict[str, str] = {
     "logstream_decode_issues_total": "Input records kept but tagged, by reason.",
     "logstream_blocked_seconds_total": "Seconds a unit spent waiting on a full buffer.",
     "logstream_retries_total": "Requests a sink retried.",
+    "logstream_already_indexed_total": (
+        "Events Elasticsearch already had (409 on create of the same id): delivered before."
+    ),
+    "logstream_spool_events": "Events in a sink's disk spool, not yet delivered.",
+    "logstream_spool_bytes": "Bytes of a sink's disk spool segments.",
+    "logstream_spool_corrupt_records_total": (
+        "Damaged spool records skipped (a torn write at a crash, disk corruption)."
+    ),
     "logstream_errors_total": "Unexpected errors a unit met (logged; the data was passed on).",
     "logstream_requests_refused_total": "Requests an input answered with an error, by status.",
     "logstream_protocol_errors_total": "Connections an input closed for a protocol violation.",
@@ -128,6 +141,13 @@ class UnitMetrics:
         self.file_changes: defaultdict[str, int] = defaultdict(int)
         # A callable giving the current buffer depth, set by the unit's owner.
         self.buffer_depth: Callable[[], int] | None = None
+        # Elasticsearch: events found already indexed (409 on create).
+        self.already_indexed = 0
+        # A disk spool: callables giving its pending events and bytes on disk, and the
+        # damaged records it skipped.
+        self.spool_events: Callable[[], int] | None = None
+        self.spool_bytes: Callable[[], int] | None = None
+        self.spool_corrupt_records = 0
 
     def drop(self, count: int, reason: DropReason) -> None:
         """Count ``count`` events dropped for ``reason``."""
@@ -210,6 +230,14 @@ class Registry(Collector):
         refused = counter("logstream_requests_refused_total", ["status"])
         protocol = counter("logstream_protocol_errors_total", ["reason"])
         files = counter("logstream_file_changes_total", ["reason"])
+        already = counter("logstream_already_indexed_total")
+        corrupt = counter("logstream_spool_corrupt_records_total")
+        spool_events = GaugeMetricFamily(
+            "logstream_spool_events", METRICS["logstream_spool_events"], labels=labels
+        )
+        spool_bytes = GaugeMetricFamily(
+            "logstream_spool_bytes", METRICS["logstream_spool_bytes"], labels=labels
+        )
         depth = GaugeMetricFamily(
             "logstream_buffer_events", METRICS["logstream_buffer_events"], labels=labels
         )
@@ -241,8 +269,14 @@ class Registry(Collector):
                 files.add_metric([*key, reason], count)
             if m.buffer_depth is not None:
                 depth.add_metric(key, m.buffer_depth())
+            if m.already_indexed:
+                already.add_metric(key, m.already_indexed)
+            if m.spool_events is not None and m.spool_bytes is not None:
+                spool_events.add_metric(key, m.spool_events())
+                spool_bytes.add_metric(key, m.spool_bytes())
+                corrupt.add_metric(key, m.spool_corrupt_records)
             if m.kind == "input":
                 conns.add_metric(key, m.connections)
         yield from (events_in, events_out, bytes_in, bytes_out, dropped, issues, blocked)
         yield from (retries, errors, unselected, redactions, refused, protocol, files)
-        yield from (depth, conns)
+        yield from (depth, conns, already, corrupt, spool_events, spool_bytes)

@@ -68,6 +68,10 @@ class SinkRunner:
         self._in_write = 0  # events inside the current write(), for shutdown reports
         # Pick the offer path once (no per-batch branch on the policy or the condition).
         offer = self._offer_blocking if settings.when_full == "block" else self._offer_dropping
+        if sink.spooled:
+            # The sink keeps its own buffer on disk: write to it at once, so that the
+            # events are on disk when the pipeline calls them safe.
+            offer = self._offer_spooled
         self.offer = offer if settings.when is None else self._selecting(offer, settings.when)
 
     @property
@@ -82,6 +86,10 @@ class SinkRunner:
         self.metrics.events_in += len(batch)
         await self.buffer.put(batch)
         self.metrics.blocked_secs = self.buffer.blocked_secs
+
+    async def _offer_spooled(self, batch: Batch) -> None:
+        self.metrics.events_in += len(batch)
+        await self._write(batch)
 
     async def _offer_dropping(self, batch: Batch) -> None:
         self.metrics.events_in += len(batch)

@@ -190,7 +190,13 @@ class Sink(Unit, abc.ABC):
     The runtime feeds each sink from its own bounded buffer, so a slow or dead
     sink stalls only itself; its ``when_full`` policy decides what happens
     upstream when its buffer fills.
+
+    A sink with ``spooled`` true keeps its own buffer on disk: the runtime then
+    calls ``write`` straight from the filter task (no memory buffer, no task),
+    and ``write`` returns once the batch is in the spool.
     """
+
+    spooled: bool = False
 
     async def start(self) -> None:
         """Called once before the first ``write``. Prepare clients and files.

@@ -4,7 +4,9 @@ cluster named by LOGSTREAM_TEST_ES_URL), driven directly: start, write, close.""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,8 +37,11 @@ def sink_config(host: str, index: str, **settings: Any) -> ElasticsearchSinkConf
     )
 
 
-def build(config: ElasticsearchSinkConfig) -> ElasticsearchSink:
-    return config.build("es", BuildContext())
+def build(config: ElasticsearchSinkConfig, state_dir: Path | None = None) -> ElasticsearchSink:
+    """The sink, keeping its state (dead letters, spool) in ``state_dir`` (default: a
+    new temporary directory)."""
+    state = state_dir or Path(tempfile.mkdtemp(prefix="logstream-es-"))
+    return config.build("es", BuildContext(state_dir=state))
 
 
 def run(sink: ElasticsearchSink, *batches: Batch) -> UnitMetrics:
@@ -192,8 +197,8 @@ def test_writes_retry_while_the_server_is_down_and_every_event_arrives_once(
 
 
 @integration
-def test_a_mapping_conflict_rejects_only_the_conflicting_events_with_one_log_line(
-    elasticsearch_url: str, es_index_prefix: str, caplog: pytest.LogCaptureFixture
+def test_a_mapping_conflict_dead_letters_only_the_conflicting_events_with_one_log_line(
+    elasticsearch_url: str, es_index_prefix: str, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     index = f"{es_index_prefix}conflict"
     first = events(5, 0, size=1)  # "size" becomes a long
@@ -202,16 +207,18 @@ def test_a_mapping_conflict_rejects_only_the_conflicting_events_with_one_log_lin
     second[4]["size"] = {"bytes": 20}
 
     with caplog.at_level(logging.ERROR, logger="logstream.sinks.elasticsearch"):
-        metrics = run(build(sink_config(elasticsearch_url, index)), first, second)
+        metrics = run(build(sink_config(elasticsearch_url, index), tmp_path), first, second)
 
     seqs = sorted(doc["seq"] for doc in es_docs(elasticsearch_url, index))
     assert seqs == [0, 1, 2, 3, 4, 5, 7, 8, 10]
     assert metrics.events_out == 9
-    assert dict(metrics.dropped) == {"rejected": 2}
+    assert dict(metrics.dropped) == {"dead_letter": 2}
     assert metrics.retries == 0
-    [record] = caplog.records
-    assert "rejected 2 of 6 events" in record.getMessage()
-    assert index in record.getMessage()
+    first_refusal, summary = caplog.records
+    assert index in first_refusal.getMessage()
+    assert "refused 2 of 6 events" in summary.getMessage()
+    letters = (tmp_path / "dead-letters" / "es.ndjson").read_text().splitlines()
+    assert sorted(json.loads(line)["document"]["seq"] for line in letters) == [6, 9]
 
 
 # --------------------------------------------------------------------------- without a server

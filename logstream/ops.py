@@ -1,0 +1,162 @@
+"""Operator commands beside ``run``: ``check --connect`` and ``replay --dlq``.
+
+``logstream check --connect`` builds the config's sinks and asks each
+destination whether it can be used: an Elasticsearch sink does ``GET /``
+with its credentials and says what it found (Elasticsearch or OpenSearch,
+version); an MQTT sink connects to its broker. Exit status 0 when all
+answered, 1 otherwise.
+
+``logstream replay --dlq FILE`` sends a dead-letter file's documents again
+through the config's Elasticsearch sink (``--sink`` picks one when there are
+several): to the index each was meant for, with its id, as ``create``, so
+running it twice indexes nothing twice. What is refused again goes to the
+sink's dead-letter file as any refusal does (the replayed file is renamed
+``*.replaying`` first, so a sink writing to the same path starts a new
+file). Exit status 0 when every document is now in Elasticsearch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from logstream.config import Config, ConfigError, build_pipeline
+from logstream.dlq import DeadLetter, read_dead_letters
+from logstream.sinks.elasticsearch import ElasticsearchSink
+from logstream.sinks.mqtt import MqttSink
+
+log = logging.getLogger(__name__)
+
+_REPLAY_BATCH = 500
+
+
+async def check_connections(config: Config, out: list[str]) -> bool:
+    """Ask every sink's destination whether it answers; append one line per sink
+    to ``out``. True when all answered."""
+    pipeline = build_pipeline(config)
+    ok = True
+    for runner in pipeline.sinks:
+        sink = runner.sink
+        if isinstance(sink, ElasticsearchSink):
+            line, good = await _check_elasticsearch(sink)
+        elif isinstance(sink, MqttSink):
+            line, good = await _check_mqtt(sink)
+        else:
+            line, good = "nothing to connect to", True
+        ok = ok and good
+        out.append(f"sink {sink.name} ({type(sink).__name__}): {line}")
+    return ok
+
+
+async def _check_elasticsearch(sink: ElasticsearchSink) -> tuple[str, bool]:
+    hosts = ", ".join(sink.config.hosts)
+    sink.spooled = False  # a check must not open (or lock) the spool
+    sink.config = sink.config.model_copy(update={"template": None})
+    try:
+        await sink.start()
+        info = await sink.check()
+    except (ConnectionError, PermissionError, ValueError) as error:
+        return f"{hosts}: FAILED: {error}", False
+    finally:
+        await sink.close()
+    return f"{hosts}: OK, {info.describe()}", True
+
+
+async def _check_mqtt(sink: MqttSink) -> tuple[str, bool]:
+    url = sink.config.url
+    try:
+        await sink.start()
+        connected = sink.connected or await sink.wait_connected(5.0)
+    finally:
+        await sink.close()
+    if connected:
+        return f"{url}: OK, connected", True
+    return f"{url}: FAILED: no connection within the wait", False
+
+
+def pick_elasticsearch_sink(config: Config, name: str | None) -> ElasticsearchSink:
+    """The config's Elasticsearch sink named ``name`` (or its only one)."""
+    pipeline = build_pipeline(config)
+    sinks = [r.sink for r in pipeline.sinks if isinstance(r.sink, ElasticsearchSink)]
+    if name is not None:
+        sinks = [sink for sink in sinks if sink.name == name]
+    if len(sinks) != 1:
+        found = ", ".join(s.name for s in sinks) or "none"
+        raise ConfigError(
+            f"replay needs one elasticsearch sink (use --sink NAME); found: {found}"
+        )
+    sink = sinks[0]
+    sink.spooled = False  # replay sends directly, never through the spool
+    if sink.config.max_retries is None:  # a command gives up in the end (about 5 min)
+        sink.config = sink.config.model_copy(update={"max_retries": 8})
+    return sink
+
+
+async def replay(sink: ElasticsearchSink, path: Path, source: Path, out: list[str]) -> bool:
+    """Send the dead letters of ``source`` (``path``, or where it was moved) again.
+    True when all are delivered."""
+    metrics = sink.metrics
+    bad_lines = 0
+    total = 0
+    await sink.start()
+    try:
+        pending: list[DeadLetter] = []
+        for record in read_dead_letters(source):
+            if isinstance(record, str):
+                log.error("%s", record)
+                bad_lines += 1
+                continue
+            pending.append(record)
+            total += 1
+            if len(pending) >= _REPLAY_BATCH:
+                await sink.replay(pending)
+                pending = []
+        if pending:
+            await sink.replay(pending)
+    finally:
+        await sink.close()
+    again = metrics.dropped.get("dead_letter", 0) + metrics.dropped.get("rejected", 0)
+    lost = metrics.dropped.get("sink_error", 0)
+    delivered = metrics.events_out - metrics.already_indexed
+    out.append(
+        f"replayed {total} dead letters from {path}: {delivered} indexed, "
+        f"{metrics.already_indexed} already there, {again} refused again"
+        + (f" (in {sink.dead_letters.path})" if again and sink.dead_letters else "")
+        + (f", {lost} given up (sink_error)" if lost else "")
+        + (f"; {bad_lines} lines were not dead-letter records" if bad_lines else "")
+    )
+    accounted = lost == 0 and bad_lines == 0  # each record indexed or dead-lettered again
+    if source != path:
+        if accounted:
+            os.unlink(source)  # what was refused again is in the sink's new file
+        else:
+            out.append(f"the replayed records are kept in {source}")
+    return accounted and again == 0
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def run_check_connect(config: Config) -> tuple[bool, Sequence[str]]:
+    out: list[str] = []
+    ok = asyncio.run(check_connections(config, out))
+    return ok, out
+
+
+def run_replay(config: Config, path: Path, sink_name: str | None) -> tuple[bool, Sequence[str]]:
+    sink = pick_elasticsearch_sink(config, sink_name)
+    source = path
+    if sink.dead_letters is not None and _same_file(sink.dead_letters.path, path):
+        # The sink appends new refusals to this very path: read the records elsewhere.
+        source = path.with_name(path.name + ".replaying")
+        path.rename(source)
+    out: list[str] = []
+    ok = asyncio.run(replay(sink, path, source, out))
+    return ok, out

@@ -200,6 +200,11 @@ class ElasticsearchSinkConfig(SinkConfig):
                 )
         return hosts
 
+    @field_validator("ca_file", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
     @field_validator("username", "password", "api_key")
     @classmethod
     def _empty_is_unset(cls, value: str | None) -> str | None:

@@ -121,4 +121,3 @@ def read_dead_letters(path: Path) -> Iterator[DeadLetter | str]:
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-

@@ -85,9 +85,7 @@ def pick_elasticsearch_sink(config: Config, name: str | None) -> ElasticsearchSi
         sinks = [sink for sink in sinks if sink.name == name]
     if len(sinks) != 1:
         found = ", ".join(s.name for s in sinks) or "none"
-        raise ConfigError(
-            f"replay needs one elasticsearch sink (use --sink NAME); found: {found}"
-        )
+        raise ConfigError(f"replay needs one elasticsearch sink (use --sink NAME); found: {found}")
     sink = sinks[0]
     sink.spooled = False  # replay sends directly, never through the spool
     if sink.config.max_retries is None:  # a command gives up in the end (about 5 min)

@@ -623,11 +623,16 @@ class ElasticsearchSink(Sink):
         return [], ""
 
     def _settle(self, items: list[bytes], answer: dict[str, Any]) -> tuple[list[bytes], str]:
-        """Count a bulk response's items; return those to retry, and why."""
-        if answer.get("errors") is False:
+        """Count a bulk response's items; return those to retry, and why.
+
+        An answer is trusted only when it has one result per item sent; any other
+        answer is retried whole (the document ids make that safe).
+        """
+        results = answer.get("items")
+        complete = isinstance(results, list) and len(results) == len(items)
+        if answer.get("errors") is False and complete:
             self.metrics.events_out += len(items)
             return [], ""
-        results = answer.get("items")
         if not isinstance(results, list) or len(results) != len(items):
             got = len(results) if isinstance(results, list) else 0
             log.error(

@@ -403,4 +403,3 @@ def test_kill_9_with_the_spool_on_loses_nothing_and_duplicates_nothing(
     messages = [doc["message"] for doc in es_docs(server.url, "killed*", size=10_000)]
     assert len(messages) == 6000
     assert sorted(int(m.split()[1]) for m in messages) == list(range(6000))
-

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import socket
 import tracemalloc
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from logstream.buffer import BatchBuffer
 from logstream.event import Batch
-from logstream.inputs.tcp import TcpInput, TcpInputConfig
+from logstream.inputs.tcp import TcpInput, TcpInputConfig, _Connection
 from logstream.units import BuildContext
 from tests.support.inputs import (
     LOOPS,
@@ -675,3 +678,50 @@ def test_data_arriving_after_ingest_closed_is_counted_as_dropped_not_raised(
     unit = run(scenario())
     assert unit.metrics.dropped == {"shutdown": 3}
     assert unit.metrics.events_in == 0
+
+
+# --------------------------------------------------------------------------- property
+
+
+VALUES = st.integers(-(2**63), 2**63 - 1) | st.text()
+LINES = st.one_of(
+    st.dictionaries(st.sampled_from(["message", "n", "level"]), VALUES).map(orjson.dumps),
+    st.binary(max_size=80).map(lambda raw: raw.replace(b"\n", b" ")),  # garbage, bad UTF-8
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    lines=st.lists(LINES, max_size=30),
+    cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=12),
+    limit=st.integers(min_value=8, max_value=120),
+)
+def test_any_chunking_of_any_stream_gives_the_same_events_with_bounded_memory(
+    lines: list[bytes], cuts: list[int], limit: int
+) -> None:
+    """The json_lines decoder, fed the same bytes in any chunks: the same events as in
+    one piece, one per non-blank line (long ones cut and tagged), never more than
+    ``limit`` bytes of a line held, never an exception."""
+    stream = b"".join(line + b"\n" for line in lines)
+    pieces = [stream[a:b] for a, b in itertools.pairwise([0, *sorted(cuts), len(stream)])]
+
+    def decode(chunks: list[bytes]) -> Batch:
+        unit = tcp_input(max_line_bytes=limit)
+        ingest = BatchBuffer(1_000_000)
+        conn = _Connection(unit, ingest)
+        for chunk in chunks:
+            if chunk:
+                conn.data_received(chunk)
+                assert conn._partial_len <= limit
+        events = ingest.get_nowait(1_000_000) or []
+        for event in events:  # the time of receipt differs between two decodings
+            event.pop("@timestamp", None)
+        return events
+
+    whole = decode([stream])
+    assert decode(pieces) == whole
+    assert len(whole) == sum(1 for line in lines if line.strip())
+    for line, event in zip([ln for ln in lines if ln.strip()], whole, strict=True):
+        if len(line) > limit:
+            assert "_linetoolong" in event["tags"]
+            assert len(event["message"]) <= limit  # characters: U+FFFD may replace a byte

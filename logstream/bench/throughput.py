@@ -112,7 +112,9 @@ def build_lines(count: int, corpus: Path | None) -> list[bytes]:
             func="handle",
         )
         lines.append(formatter.format(record) + b"\n")
-    return [lines[n % len(lines)] for n in range(count)]
+    # Each line made unique (a sequence number), as real events are: the
+    # Elasticsearch sink's content-hash ids would fold exact repeats into one document.
+    return [b'%s,"seq":%d}\n' % (lines[n % len(lines)][:-2], n) for n in range(count)]
 
 
 def send(port: int, lines: list[bytes], connections: int) -> float:

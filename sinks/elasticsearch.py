@@ -83,6 +83,13 @@ _BULK_TARGET: Final = "/_bulk?filter_path=errors,items.*.error,items.*.status"
 # Whole-request statuses that say "some event in this body cannot be taken".
 _SPLIT_REQUEST: Final = frozenset({400, 413})
 MIB: Final = 1024 * 1024
+# How long close() lets spooled requests in flight finish before leaving them to the
+# next start.
+_CLOSE_GRACE_SECS: Final = 5.0
+
+
+class _Closing(Exception):
+    """A spooled delivery stops retrying because the sink is closing."""
 
 
 class _Strict(BaseModel):
@@ -298,6 +305,7 @@ class ElasticsearchSink(Sink):
             self.spool_path = config.spool.path or ctx.state_dir / "spool" / name
         self._drain_task: asyncio.Task[None] | None = None
         self._spool_dropped = 0
+        self._closing = False  # close() began: spooled deliveries stop retrying
 
     # ----------------------------------------------------------------------- lifecycle
 
@@ -406,6 +414,7 @@ class ElasticsearchSink(Sink):
     async def close(self) -> None:
         """Stop draining (requests in flight finish, up to request_timeout_secs); what
         is left in the spool is delivered at the next start."""
+        self._closing = True
         task, self._drain_task = self._drain_task, None
         spool, self.spool = self.spool, None
         if task is not None:
@@ -504,10 +513,10 @@ class ElasticsearchSink(Sink):
                 running.add(task)
                 task.add_done_callback(running.discard)
         finally:
-            # Requests in flight may finish; the entries of cancelled ones are read again
-            # at the next start.
+            # Requests in flight get a moment to finish; the entries of the others are
+            # not acknowledged and are sent again at the next start (same ids).
             if running:
-                _, pending = await asyncio.wait(running, timeout=self.config.request_timeout_secs)
+                _, pending = await asyncio.wait(running, timeout=_CLOSE_GRACE_SECS)
                 for task in pending:
                     task.cancel()
 
@@ -520,6 +529,8 @@ class ElasticsearchSink(Sink):
             for chunk in self._chunks(batch.entries):
                 await self._deliver(chunk)
             spool.ack(batch)  # after close: ignored, read again at the next start
+        except _Closing:
+            pass  # not acknowledged: the spool keeps these for the next start
         except Exception:
             count = len(batch.entries)
             log.exception("sink %s: delivering %d spooled events failed", self.name, count)
@@ -548,6 +559,8 @@ class ElasticsearchSink(Sink):
                 )
                 self.metrics.drop(len(items), "sink_error")
                 return
+            if self._closing and self.spooled:
+                raise _Closing  # the spool keeps them; no point retrying while closing
             delay = self._backoff(attempt)
             self.metrics.retries += 1
             log.warning(

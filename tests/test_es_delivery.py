@@ -403,3 +403,68 @@ def test_kill_9_with_the_spool_on_loses_nothing_and_duplicates_nothing(
     messages = [doc["message"] for doc in es_docs(server.url, "killed*", size=10_000)]
     assert len(messages) == 6000
     assert sorted(int(m.split()[1]) for m in messages) == list(range(6000))
+
+
+# --------------------------------------------------------------------------- beats ACKs
+
+
+@integration
+def test_beats_windows_are_acked_once_on_disk_and_delivered_after_a_restart(
+    elasticsearch_url: str, es_index_prefix: str, tmp_path: Path
+) -> None:
+    """Beats -> spooled sink whose server is unreachable: Filebeat's windows are ACKed
+    (the events are in the spool on disk); the next run, with the server back,
+    delivers them all. Re-sent windows would be folded by their ids."""
+    from pylogbeat import PyLogBeatClient
+
+    from logstream.config import build_pipeline, parse_config
+
+    index = f"{es_index_prefix}beats"
+
+    def pipeline(host: str) -> Any:
+        config = parse_config(
+            {
+                "inputs": [{"type": "beats", "listen": "127.0.0.1:0"}],
+                "sinks": [{"type": "elasticsearch", "hosts": [host], "index": index,
+                           "retry_initial_secs": 0.05, "spool": {"enabled": True}}],
+                "state_dir": str(tmp_path),
+            }
+        )  # fmt: skip
+        return build_pipeline(config)
+
+    def beat(n: int) -> dict[str, Any]:
+        return {
+            "@timestamp": "2026-11-24T10:00:00.000Z",
+            "log": {"file": {"path": "/var/log/app.log"}, "offset": n * 20},
+            "host": {"name": "web-1"},
+            "message": f"line {n}",
+            "seq": n,
+        }
+
+    def ship(address: tuple[str, int]) -> None:
+        with PyLogBeatClient(*address, timeout=5) as client:
+            client.send([beat(n) for n in range(100)])
+            client.send([beat(n) for n in range(100, 250)])
+
+    async def first_run() -> None:
+        unit = pipeline("http://127.0.0.1:9")  # nothing listens there
+        await unit.start()
+        try:
+            await asyncio.to_thread(ship, unit.inputs[0].address)  # returns once ACKed
+        finally:
+            await unit.stop(timeout_secs=2)
+        assert unit.registry["elasticsearch"].events_out == 0
+
+    async def second_run() -> None:
+        unit = pipeline(elasticsearch_url)
+        await unit.start()
+        try:
+            await wait_for(lambda: unit.registry["elasticsearch"].events_out == 250)
+            await asyncio.to_thread(ship, unit.inputs[0].address)  # Filebeat re-sends
+            await wait_for(lambda: unit.registry["elasticsearch"].already_indexed == 250)
+        finally:
+            await unit.stop(timeout_secs=5)
+
+    asyncio.run(first_run())
+    asyncio.run(second_run())
+    assert seqs(elasticsearch_url, index) == list(range(250))

@@ -314,3 +314,32 @@ def test_any_body_gets_an_answer(served: HttpInput, body: bytes, gz: bool, ndjso
     except urllib.error.HTTPError as error:
         status = error.code
     assert 200 <= status < 500, status
+
+
+def test_connections_beyond_the_limit_are_refused_and_counted_idle_ones_closed(
+    run: Runner,
+) -> None:
+    request = b'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n{"seq": 1} '
+
+    async def scenario() -> tuple[bytes, bytes, int]:
+        unit = http_input(max_connections=2, idle_timeout_secs=0.3)
+        async with running(unit, BatchBuffer(100)) as ingest:
+            held = [await asyncio.open_connection(*unit.address) for _ in range(2)]
+            await asyncio.sleep(0.05)
+            reader, writer = await asyncio.open_connection(*unit.address)
+            refused = await asyncio.wait_for(reader.read(), 2)  # closed at once
+            writer.close()
+            # A kept-alive client answered, then closed once idle past the timeout.
+            reader, writer = held[0]
+            writer.write(request)
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 3)
+            await take(ingest, 1)
+            for _, other in held:
+                other.close()
+            return refused, answer, unit.metrics.dropped["too_many_connections"]
+
+    refused, answer, counted = run(scenario())
+    assert refused == b""
+    assert counted == 1
+    assert answer.startswith(b"HTTP/1.1 200")  # then EOF: the idle connection was closed

@@ -11,6 +11,8 @@
         username: ingest                # optional basic auth; both or neither
         password: secret
         keep_headers: [x-request-id]    # copied into the event's "headers" field
+        max_connections: 1000           # more clients are refused (counted)
+        idle_timeout_secs: 75           # a keep-alive connection idle this long is closed
 
 A request body is one of:
 
@@ -46,6 +48,7 @@ at most. Each refused request (400, 401, 413, 415, 429, 503) is counted in
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import logging
@@ -97,6 +100,14 @@ class HttpInputConfig(InputConfig):
     tls: TlsServerSettings | None = Field(
         default=None, description="Serve HTTPS with this certificate (see logstream.tls)."
     )
+    max_connections: int = Field(
+        default=1_000,
+        ge=1,
+        description="Clients beyond this many open connections are refused (and counted).",
+    )
+    idle_timeout_secs: float = Field(
+        default=75.0, gt=0, description="Close a keep-alive connection idle this long."
+    )
 
     @field_validator("listen")
     @classmethod
@@ -132,6 +143,7 @@ class HttpInput(Input):
         self.config = config
         self.host, self.port = parse_listen(config.listen)
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
         self._address: tuple[str, int] | None = None
         self._ingest: BatchBuffer | None = None
         # Requests refused, by HTTP status (logstream_requests_refused_total).
@@ -156,20 +168,37 @@ class HttpInput(Input):
         app = web.Application(client_max_size=self.config.max_body_bytes)
         app.router.add_post(self.config.path, self._handle)
         # auto_decompress off: we inflate with a bound (see _inflate).
-        self._runner = web.AppRunner(app, access_log=None, auto_decompress=False)
-        await self._runner.setup()
-        site = web.TCPSite(
-            self._runner, self.host, self.port, reuse_address=True, ssl_context=self._ssl
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            auto_decompress=False,
+            keepalive_timeout=self.config.idle_timeout_secs,
         )
-        await site.start()
-        server = site._server  # aiohttp exposes the bound port nowhere else
-        sockets = getattr(server, "sockets", None)
-        if sockets:
-            host, port = sockets[0].getsockname()[:2]
-            self._address = (host, port)
+        await self._runner.setup()
+        handlers = self._runner.server
+        if handlers is None:  # pragma: no cover - set by setup()
+            raise RuntimeError("aiohttp runner has no server after setup")
+        limit = self.config.max_connections
+
+        def accept() -> asyncio.BaseProtocol:
+            # aiohttp has no connection limit of its own: refuse past it here.
+            if len(handlers.connections) >= limit:
+                self.metrics.drop(1, "too_many_connections")
+                return _Refused()
+            return handlers()
+
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            accept, self.host, self.port, reuse_address=True, ssl=self._ssl, backlog=1024
+        )
+        host, port = self._server.sockets[0].getsockname()[:2]
+        self._address = (host, port)
         log.info("http input %s listening on %s:%d", self.name, *self.address)
 
     async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
         runner, self._runner = self._runner, None
         if runner is None:
             return
@@ -293,3 +322,10 @@ class HttpInput(Input):
         for issue in issues:
             self.metrics.decode_issue(issue)
         return batch
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over ``max_connections``: closed at once, nothing read."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()

@@ -468,3 +468,33 @@ def test_beats_windows_are_acked_once_on_disk_and_delivered_after_a_restart(
     asyncio.run(first_run())
     asyncio.run(second_run())
     assert seqs(elasticsearch_url, index) == list(range(250))
+
+
+def test_a_full_spool_with_drop_oldest_counts_what_it_dropped(tmp_path: Path) -> None:
+    """Server unreachable, spool capped: the oldest events go, counted as spool_full;
+    what is kept plus what was dropped is what was written."""
+    cap = 1024 * 1024
+    unit = sink(
+        tmp_path,
+        "http://127.0.0.1:9",
+        index="never",
+        spool={"enabled": True, "max_bytes": cap, "segment_bytes": 65536,
+               "when_full": "drop_oldest"},
+    )  # fmt: skip
+    big = "x" * 400
+
+    async def scenario() -> int:
+        await unit.start()
+        try:
+            for start in range(0, 6000, 200):
+                await unit.write(events(200, start, padding=big))
+            assert unit.spool is not None
+            assert unit.spool.disk_bytes <= cap
+            return unit.spool.pending_entries
+        finally:
+            await unit.close()
+
+    kept = asyncio.run(scenario())
+    dropped = unit.metrics.dropped["spool_full"]
+    assert dropped > 0
+    assert kept + dropped == 6000

@@ -25,6 +25,7 @@ from logstream.config import (
     substitute_env,
 )
 from logstream.inputs.beats import BeatsInputConfig
+from logstream.inputs.file import FileInputConfig
 from logstream.inputs.http import HttpInputConfig
 from logstream.inputs.syslog import SyslogInputConfig
 from logstream.inputs.tcp import TcpInputConfig
@@ -101,10 +102,15 @@ def banner(config: Config, monitor: Monitor | None, local: dict[str, str], out: 
         elif isinstance(unit, SyslogInputConfig):
             lines.append(f"  syslog          {unit.listen} ({unit.protocol})")
         elif isinstance(unit, HttpInputConfig):
+            scheme = "https" if unit.tls is not None else "http"
             lines.append(
-                f"  HTTP POST       http://{unit.listen}{unit.path}   (JSON, JSON array or NDJSON)"
+                f"  HTTP POST       {scheme}://{unit.listen}{unit.path}   "
+                "(JSON, JSON array or NDJSON)"
             )
+        elif isinstance(unit, FileInputConfig):
+            lines.append(f"  files           {', '.join(unit.paths)} (tailed)")
     lines.append("Watch them:")
+    names = config.unit_names()
     for sink in config.sinks:
         if isinstance(sink, ElasticsearchSinkConfig):
             where = " (local noida-db)" if "elasticsearch" in local else ""
@@ -114,6 +120,10 @@ def banner(config: Config, monitor: Monitor | None, local: dict[str, str], out: 
                 f"      curl -s -XPOST '{host}/_refresh' >/dev/null; "
                 f"curl -s '{host}/_search?q=*&size=5'"
             )
+            if sink.dead_letters.enabled:
+                name = names[id(sink)]
+                dlq = sink.dead_letters.path or config.state_dir / "dead-letters" / f"{name}.ndjson"
+                lines.append(f"      refused events: {dlq} ({_command()} replay --dlq {dlq})")
         elif isinstance(sink, MqttSinkConfig):
             where = " (local mosquitto)" if "mqtt" in local else ""
             hostport = sink.url.split("://", 1)[-1].rsplit("@", 1)[-1]

@@ -5,8 +5,10 @@ second, computed lazily from :class:`~logstream.clock.Clock` (no timer
 thread, so tests move a :class:`~logstream.clock.ManualClock` instead of
 sleeping). Spending never overdraws: an amount is taken only when it is
 there, so over any interval of ``t`` seconds a bucket lets through at most
-``capacity + rate_per_sec * t``. With ``capacity = rate * burst_secs`` every
-1-second window stays within the cap plus ``burst_secs`` of it.
+``capacity + rate_per_sec * t`` (plus what :meth:`TokenBucket.charge` forced
+through, the one exception, for messages that must go whatever the cap).
+With ``capacity = rate * burst_secs`` every 1-second window stays within
+the cap plus ``burst_secs`` of it.
 """
 
 from __future__ import annotations
@@ -60,6 +62,14 @@ class TokenBucket:
         self._tokens -= amount
         return True
 
+    def charge(self, amount: float) -> None:
+        """Spend ``amount`` even if it is not there: the bucket goes into debt, and
+        nothing else fits until the debt is repaid at ``rate_per_sec``. For the
+        few messages that must go whatever the cap (accounting records); over
+        any interval the bucket then lets through at most the charged amount
+        more than its usual bound."""
+        self._tokens = self._refill() - amount
+
     def wait_secs(self, amount: float) -> float:
         """Seconds until ``amount`` is available (0 now; ``inf`` if over ``capacity``)."""
         if amount > self.capacity:
@@ -97,6 +107,20 @@ class Limiter:
         for bucket in self.message_buckets:
             wait = max(wait, bucket.wait_secs(1))
         return wait
+
+    def wait_full_secs(self) -> float:
+        """Seconds until every bucket is full (so a message over a capacity may be charged)."""
+        wait = 0.0
+        for bucket in (*self.byte_buckets, *self.message_buckets):
+            wait = max(wait, bucket.wait_secs(bucket.capacity))
+        return wait
+
+    def charge(self, nbytes: float) -> None:
+        """Spend ``nbytes`` and one message from every bucket, into debt if need be."""
+        for bucket in self.byte_buckets:
+            bucket.charge(nbytes)
+        for bucket in self.message_buckets:
+            bucket.charge(1)
 
     def allow(self, nbytes: float) -> bool:
         """Spend ``nbytes`` and one message from every bucket if all have them."""

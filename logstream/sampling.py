@@ -101,8 +101,21 @@ class BudgetController:
     smoothed offered rates and bytes per event into ratios. The budget is
     handed out from CRITICAL down: a severity whose whole offered load fits
     in what is left is kept entirely, the first one that does not fit gets
-    the remainder as a ratio, and everything below it gets 0. So ERROR and
-    above are kept while they alone fit.
+    the remainder as a ratio, and everything below it gets 0.
+
+    Protected severities (``protect`` and above, WARNING by default) are
+    measured against the whole budget (``bytes_per_sec * fill``, more if the
+    trim is above 1), never against what the trim or a backlog takes away:
+    they are kept entirely while they alone fit (judged on offered rates
+    smoothed both ways, so a one-window spike is left to the rate limiter's
+    queue, which gives up lower severities first), and the lower severities
+    give up their share first (DEBUG, then INFO, then NOTICE). A protected
+    severity whose ratio may rise to 1 does so at once.
+
+    Before the first window that saw offered events the ratios below
+    ``protect`` are ``start_ratio`` (1.0: everything is offered; 0.0: only
+    protected severities pass until something is measured); that first
+    window sets the ratios straight to their targets instead of half-way.
 
     Smoothing, so the ratios settle instead of oscillating: bytes per event,
     and offered rates when they fall, are exponential moving averages
@@ -128,19 +141,30 @@ class BudgetController:
         smoothing: float = 0.5,
         fill: float = 0.98,
         default_bytes_per_event: float = 300.0,
+        protect: Severity = Severity.WARNING,
+        start_ratio: float = 1.0,
     ) -> None:
         if bytes_per_sec <= 0:
             raise ValueError(f"bytes_per_sec must be above 0, value: {bytes_per_sec}")
         if not 0 < smoothing <= 1:
             raise ValueError(f"smoothing must be in (0, 1], value: {smoothing}")
+        if not 0 <= start_ratio <= 1:
+            raise ValueError(f"start_ratio must be in [0, 1], value: {start_ratio}")
         self.bytes_per_sec = float(bytes_per_sec)
         self.smoothing = smoothing
         self.fill = fill
         self.default_bytes_per_event = default_bytes_per_event
-        self.ratios: list[float] = [1.0] * LEVELS
+        self.protect = INDEX_OF[protect]
+        self.ratios: list[float] = [
+            1.0 if index >= self.protect else start_ratio for index in range(LEVELS)
+        ]
+        self.started = False  # a window with offered events has been closed
         # Events offered per severity since the last update; the owner adds to it.
         self.offered: list[float] = [0.0] * LEVELS
         self.rates: list[float | None] = [None] * LEVELS  # smoothed events/s offered
+        # Smoothed both ways: whether protected severities alone overflow the budget is
+        # judged on this, so a one-window spike is left to the queue, not sampled.
+        self.average_rates: list[float] = [0.0] * LEVELS
         self.bytes_per_event: list[float | None] = [None] * LEVELS
         self._measured_events = [0] * LEVELS
         self._measured_bytes = [0.0] * LEVELS
@@ -155,11 +179,19 @@ class BudgetController:
         """Close a window of ``elapsed_secs``; return (and keep) the new ratios."""
         if elapsed_secs <= 0:
             return self.ratios
+        if not self.started and not any(self.offered):
+            # Nothing offered yet: a rate of 0 would open every ratio before any load.
+            self._measured_events = [0] * LEVELS
+            self._measured_bytes = [0.0] * LEVELS
+            return self.ratios
+        first, self.started = not self.started, True
         alpha = self.smoothing
         offered = self.offered
         target = self.bytes_per_sec * self.fill
         kept_rate = sum(self._measured_bytes) / elapsed_secs
         error = (target - kept_rate) / target
+        # The first window with a load replaces the start ratios, which were a guess.
+        leap = first
         # Only while sampling, and only for small gaps: the feed-forward handles a
         # change of load, and the trim must not wind up on its transient.
         if kept_rate > 0 and min(self.ratios) < 1.0 and abs(error) < 0.2:
@@ -173,6 +205,8 @@ class BudgetController:
                 if previous is None or rate > previous
                 else previous + alpha * (rate - previous)
             )
+            average = self.average_rates[index]
+            self.average_rates[index] = rate if first else average + alpha * (rate - average)
             offered[index] = 0.0
             events = self._measured_events[index]
             if events:
@@ -184,20 +218,30 @@ class BudgetController:
                 self._measured_events[index] = 0
                 self._measured_bytes[index] = 0.0
         fallback = self._fallback_bytes_per_event()
+        full = target * max(1.0, self.trim)
         budget = max(0.0, target * self.trim - 0.25 * backlog_bytes)
-        remaining = budget
-        for index in range(LEVELS - 1, -1, -1):
-            rate = self.rates[index] or 0.0
-            cost = self.bytes_per_event[index] or fallback
-            need = rate * cost
-            if need <= remaining:
-                target = 1.0
-                remaining -= need
-            else:
-                target = remaining / need
-                remaining = 0.0
+        # Protected severities first, against the whole budget ...
+        remaining = full
+        for index in range(LEVELS - 1, self.protect - 1, -1):
+            need = self.average_rates[index] * (self.bytes_per_event[index] or fallback)
+            share = 1.0 if need <= remaining else remaining / need
+            remaining = max(0.0, remaining - need)
             current = self.ratios[index]
-            self.ratios[index] = target if target <= current else current + 0.5 * (target - current)
+            self.ratios[index] = (
+                share
+                if share <= current or share == 1.0 or leap
+                else current + 0.5 * (share - current)
+            )
+        # ... then the others get what the protected ones leave of the trimmed budget.
+        remaining = max(0.0, budget - (full - remaining))
+        for index in range(self.protect - 1, -1, -1):
+            need = (self.rates[index] or 0.0) * (self.bytes_per_event[index] or fallback)
+            share = 1.0 if need <= remaining else remaining / need
+            remaining = max(0.0, remaining - need)
+            current = self.ratios[index]
+            self.ratios[index] = (
+                share if share <= current or leap else current + 0.5 * (share - current)
+            )
         return self.ratios
 
     def _fallback_bytes_per_event(self) -> float:

@@ -35,10 +35,13 @@ carries at most the cap plus ``burst_secs`` of it. Before a bucket runs
 dry, the sink's own sampler lowers keep ratios per severity (a
 :class:`~logstream.sampling.BudgetController` per capped topic and one for
 the total, fed with the measured *compressed wire bytes* per event of each
-severity), dropping from the lowest severities first. Payloads wait in a
-short queue (``queue_secs`` of the rate) for tokens; what does not fit there
-is dropped and counted (``rate_limited``), so the pipeline never waits on a
-rate limit. Kept events that stand for others carry ``sample_rate``; every
+severity), dropping from the lowest severities first: WARNING and above
+are kept while they alone fit. Payloads wait in a short queue (``queue_secs``
+of the rate) for tokens, the most severe first; when it overflows the
+queued payloads of the lowest severity are dropped and counted
+(``rate_limited``) to make room, so the pipeline never waits on a rate
+limit. Accounting records are never dropped by a cap (see ``_send_records``).
+Kept events that stand for others carry ``sample_rate``; every
 ``accounting_interval_secs`` each topic that lost events gets an accounting
 record saying how many of each severity were ``sampled`` or ``rate_limited``.
 
@@ -603,6 +606,9 @@ class _Payload:
     properties: Properties | None
     by_level: list[int] | None  # events per severity index, when the sink tracks levels
     accounting: bool = False
+    # The highest severity index in it (a queue that overflows gives up the lowest first);
+    # above every severity for an accounting record, which is never given up.
+    severity: int = LEVELS - 1
 
 
 _ONE_HOT: tuple[list[int], ...] = tuple(
@@ -653,6 +659,7 @@ class _Topic:
     __slots__ = (
         "bytes_cap",
         "controller",
+        "created",
         "deadline",
         "estimate",
         "factors",
@@ -714,6 +721,7 @@ class _Topic:
         self.interval_start = now
         self.interval_start_wall = wall
         self.last_used = now
+        self.created = now  # its own sampler's first window starts here
 
 
 class MqttSink(Sink):
@@ -772,6 +780,7 @@ class MqttSink(Sink):
         now = self._clock.monotonic()
         self._window_start = now
         self._window_end = math.inf
+        self._first_window = False  # set while the first control window waits for events
         self._next_sweep = now + _SWEEP_SECS
         if limits is not None:
             self._setup_total(limits)
@@ -789,7 +798,8 @@ class MqttSink(Sink):
             budget = self._budget(limits.total_bytes_per_sec, limits.total_messages_per_sec, 0.0)
             if budget is not None:
                 self._total_controller = BudgetController(budget)
-            self._window_end = self._window_start + limits.window_secs
+            # The first window starts with the first events (write).
+            self._first_window = True
 
     def _budget(
         self, bytes_per_sec: float | None, messages_per_sec: float | None, message_wire: float
@@ -887,6 +897,8 @@ class MqttSink(Sink):
             self.metrics.drop(len(batch), "not_connected")
             return
         now = self._clock.monotonic()
+        if self._first_window:
+            self._begin_windows(now)
         for topic, events in self._group(batch).items():
             if self._full() and not await self._room_for(1):  # do not even encode
                 self.metrics.drop(len(events), "broker_backpressure")
@@ -897,6 +909,17 @@ class MqttSink(Sink):
             self._pump(state)
         if self._blocked:
             await self._unblock()
+
+    def _begin_windows(self, now: float) -> None:
+        """The first events: start the first control window now, so it measures a
+        whole window of load (one started at build time would see a fraction)."""
+        self._first_window = False
+        limits = self._limits
+        self._window_start = now
+        self._window_end = now + (limits.window_secs if limits is not None else 1.0)
+        for state in self._topics.values():
+            state.created = now
+        self._schedule(self._window_end)
 
     async def _room_for(self, size: int) -> bool:
         """With ``when_full: block``, wait while connected until one more message of
@@ -984,9 +1007,25 @@ class MqttSink(Sink):
                 budget = self._budget(bytes_cap, messages_cap, 0.0)
                 if budget is not None:
                     state.controller = BudgetController(budget)
+            self._start_ratios(state)
         state.raw_limit = state.estimate.raw_limit(self._max_payload(state))
         self._topics[name] = state
         return state
+
+    def _start_ratios(self, state: _Topic) -> None:
+        """A new topic samples as the samplers do now, not everything until the next window."""
+        own = state.controller.ratios if state.controller is not None else None
+        total = self._total_controller.ratios if self._total_controller is not None else None
+        if own is None and total is None:
+            return
+        state.topic_ratios = list(own) if own is not None else None
+        self._set_ratios(
+            state,
+            [
+                (own[i] if own is not None else 1.0) * (total[i] if total is not None else 1.0)
+                for i in range(LEVELS)
+            ],
+        )
 
     def _max_payload(self, state: _Topic) -> int:
         """The framed payload size a topic's payloads are kept under."""
@@ -1134,7 +1173,12 @@ class MqttSink(Sink):
                 )
             properties, properties_bytes = self._properties(count, rates, accounting)
         wire = wire_size(state.topic_bytes, len(data), self.config.qos, properties_bytes)
-        return _Payload(data, 0 if accounting else count, wire, properties, by_level, accounting)
+        severity = LEVELS if accounting else LEVELS - 1
+        if by_level is not None and not accounting:
+            severity = max((i for i in range(LEVELS) if by_level[i]), default=0)
+        return _Payload(
+            data, 0 if accounting else count, wire, properties, by_level, accounting, severity
+        )
 
     def _properties(self, count: int, rates: str, accounting: bool) -> tuple[Properties, int]:
         """MQTT 5 properties of a payload (docs/mqtt-payload.md), shared when equal."""
@@ -1175,21 +1219,85 @@ class MqttSink(Sink):
     # ------------------------------------------------------------------ queues and buckets
 
     def _enqueue(self, state: _Topic, payload: _Payload) -> None:
-        """Queue a payload for its topic; drop it (``rate_limited``) when the queue is full."""
-        if not payload.accounting and (
-            state.queued_bytes + payload.wire > max(state.queue_limit, 2 * payload.wire)
-            or self._total_queued + payload.wire > max(self._total_queue_limit, 2 * payload.wire)
-            or (state.messages_cap is not None and len(state.ready) >= self._queue_messages(state))
-        ):
+        """Queue a payload for its topic. When the queue is full, queued payloads of a
+        lower severity are dropped (``rate_limited``), lowest and newest first, to
+        make room; if that cannot make room the payload itself is dropped.
+        Accounting records are always queued, at the front."""
+        if not payload.accounting and not self._make_room(state, payload):
             self._drop_payload(state, payload, "rate_limited")
             return
         if payload.accounting:
-            state.ready.appendleft(payload)
+            # Before the topic's payloads, after its earlier records (in interval order).
+            ready = state.ready
+            ready.insert(
+                next((i for i, p in enumerate(ready) if not p.accounting), len(ready)), payload
+            )
         else:
             state.ready.append(payload)
         state.queued_bytes += payload.wire
         self._total_queued += payload.wire
         self._active[state.name] = state
+
+    def _overflow(self, state: _Topic, payload: _Payload) -> tuple[bool, bool]:
+        """Whether ``payload`` overflows (its topic's queue, the total queue)."""
+        wire = payload.wire
+        topic_full = state.queued_bytes + wire > max(state.queue_limit, 2 * wire) or (
+            state.messages_cap is not None and len(state.ready) >= self._queue_messages(state)
+        )
+        total_full = self._total_queued + wire > max(self._total_queue_limit, 2 * wire)
+        return topic_full, total_full
+
+    def _make_room(self, state: _Topic, payload: _Payload) -> bool:
+        """True when ``payload`` fits in the queues, after dropping queued payloads of
+        a lower severity if need be (only when that is enough to make it fit)."""
+        topic_full, total_full = self._overflow(state, payload)
+        if not topic_full and not total_full:
+            return True
+        severity = payload.severity
+        # Candidates, lowest severity first and the newest first within one.
+        owners = [state] if topic_full and not total_full else list(self._active.values())
+        if state not in owners:
+            owners.append(state)
+        candidates = sorted(
+            (
+                (queued.severity, -position, owner.name, queued)
+                for owner in owners
+                for position, queued in enumerate(owner.ready)
+                if queued.severity < severity and not queued.accounting
+            ),
+            key=lambda item: (item[0], item[1]),
+        )
+        if not candidates:
+            return False
+        wire = payload.wire
+        topic_free = max(state.queue_limit, 2 * wire) - state.queued_bytes - wire
+        total_free = max(self._total_queue_limit, 2 * wire) - self._total_queued - wire
+        messages_free = (
+            self._queue_messages(state) - len(state.ready) - 1
+            if state.messages_cap is not None
+            else math.inf
+        )
+        chosen: list[tuple[_Topic, _Payload]] = []
+        for _, _, name, queued in candidates:
+            if topic_free >= 0 and total_free >= 0 and messages_free >= 0:
+                break
+            owner = self._topics[name]
+            if owner is state:
+                topic_free += queued.wire
+                messages_free += 1
+            elif total_free >= 0:
+                continue  # another topic's payload frees room in the total queue only
+            total_free += queued.wire
+            chosen.append((owner, queued))
+        if topic_free < 0 or total_free < 0 or messages_free < 0:
+            return False
+        for owner, queued in chosen:
+            ready = owner.ready
+            del ready[next(i for i, item in enumerate(ready) if item is queued)]
+            owner.queued_bytes -= queued.wire
+            self._total_queued -= queued.wire
+            self._drop_payload(owner, queued, "rate_limited")
+        return True
 
     def _queue_messages(self, state: _Topic) -> float:
         limits = self._limits
@@ -1221,11 +1329,15 @@ class MqttSink(Sink):
                 while ready:
                     self._drop_payload(state, self._pop(state), "not_connected")
                 break
+            charge = False
             if limiter:
                 wait = limiter.wait_secs(payload.wire)
-                if wait == math.inf:  # bigger than a bucket: it can never go
-                    self._drop_payload(state, self._pop(state), "rate_limited")
-                    continue
+                if wait == math.inf:  # bigger than a bucket: it can never go ...
+                    if not payload.accounting:
+                        self._drop_payload(state, self._pop(state), "rate_limited")
+                        continue
+                    # ... except a record, which goes once the buckets are full, into debt.
+                    wait, charge = limiter.wait_full_secs(), True
                 if wait > 0:
                     state.wake_at = self._clock.monotonic() + wait
                     self._schedule(state.wake_at)
@@ -1236,7 +1348,9 @@ class MqttSink(Sink):
                     break
                 self._drop_payload(state, self._pop(state), "broker_backpressure")
                 continue
-            if limiter:
+            if charge:
+                limiter.charge(payload.wire)
+            elif limiter:
                 limiter.allow(payload.wire)
             self._publish(state.name, self._pop(state))
         if not ready and not state.lines:
@@ -1320,7 +1434,11 @@ class MqttSink(Sink):
         if now >= self._next_sweep:
             self._sweep(now)
         next_at = min(self._next_sweep, self._window_end)
-        for state in list(self._active.values()):
+        active = list(self._active.values())
+        if self._limits is not None:
+            # Higher severities take the tokens first (stable: round robin among equals).
+            active.sort(key=_head_severity, reverse=True)
+        for state in active:
             if state.deadline is not None and now >= state.deadline:
                 self._seal(state)
             if state.ready:
@@ -1343,7 +1461,8 @@ class MqttSink(Sink):
         if limits is None:  # pragma: no cover - no window without limits
             self._window_end = math.inf
             return
-        elapsed = now - self._window_start
+        window_start = self._window_start
+        elapsed = now - window_start
         self._window_start = now
         self._window_end = now + limits.window_secs
         total = self._total_controller
@@ -1354,7 +1473,9 @@ class MqttSink(Sink):
                 controller.offered[:] = state.offered
                 budget = self._budget(state.bytes_cap, state.messages_cap, state.message_wire)
                 controller.bytes_per_sec = budget or controller.bytes_per_sec
-                state.topic_ratios = list(controller.update(elapsed, state.queued_bytes))
+                # A topic that came during the window offered over less than all of it.
+                own_elapsed = max(now - max(window_start, state.created), 0.25 * elapsed)
+                state.topic_ratios = list(controller.update(own_elapsed, state.queued_bytes))
             ratios = state.topic_ratios
             for index, offered in enumerate(state.offered):
                 total_offered[index] += offered * (ratios[index] if ratios else 1.0)
@@ -1410,8 +1531,14 @@ class MqttSink(Sink):
                 del self._topics[name]
                 self._active.pop(name, None)
 
-    def _account(self, state: _Topic, now: float, wall: float) -> None:
-        """Publish the topic's accounting record (when it lost events) and start a new interval."""
+    @property
+    def _accounting(self) -> bool:
+        """Whether the sink publishes accounting records."""
+        return self._limits is not None and bool(self._limits.accounting_interval_secs)
+
+    def _account(self, state: _Topic, now: float, wall: float, *, pump: bool = True) -> None:
+        """Queue the topic's accounting record (when it lost events), publish it unless
+        ``pump`` is False, and start a new interval."""
         sampled, rate_limited = state.sampled, state.rate_limited
         if any(sampled) or any(rate_limited):
             record = accounting_record(
@@ -1431,7 +1558,8 @@ class MqttSink(Sink):
             if line is not None:
                 data = self._framer.frame(join_lines([line]) if self._batched else line)
                 self._enqueue(state, self._payload(state, data, 1, None, accounting=True))
-                self._pump(state)
+                if pump:
+                    self._pump(state)
         state.sampled, state.rate_limited, state.passed = [0] * LEVELS, [0] * LEVELS, [0] * LEVELS
         state.interval_start, state.interval_start_wall = now, wall
 
@@ -1441,9 +1569,11 @@ class MqttSink(Sink):
 
         Partial payloads are sealed and every topic that lost events gets its
         accounting record; queued payloads still go only as fast as the caps
-        allow. What is left at the deadline is counted as dropped
-        (``shutdown``) and logged. Returns within ``close_timeout_secs`` + 6 s
-        at most, also when the broker has stopped reading.
+        allow. At the deadline a topic that lost more events since then gets
+        one more record, the queued records are published whatever the caps,
+        and what is left is counted as dropped (``shutdown``) and logged.
+        Returns within ``close_timeout_secs`` + 6 s at most, also when the
+        broker has stopped reading.
         """
         client = self._client
         if client is None:
@@ -1457,6 +1587,8 @@ class MqttSink(Sink):
                 await asyncio.sleep(0.01)
         finally:  # also when cancelled: the timer task must not outlive the sink
             await self._stop_timer()
+            self._last_records()
+            self._send_records()
             self._client = None
             self._drop_queued("shutdown")
         try:
@@ -1485,13 +1617,47 @@ class MqttSink(Sink):
             self._forget_pending()
 
     def _flush_all(self) -> None:
-        """Seal every partial payload, emit due accounting records, pump every queue."""
+        """Seal every partial payload, emit due accounting records, pump every queue.
+
+        Every topic is sealed before any record is made: sealing one topic can
+        push another topic's queued payloads out (``_make_room``), and those
+        drops belong in that topic's record."""
+        now, wall = self._clock.monotonic(), self._clock.time()
+        states = list(self._topics.values())
+        for state in states:
+            self._seal(state)
+        for state in states:
+            if self._accounting:
+                self._account(state, now, wall, pump=False)
+            self._pump(state)
+
+    def _last_records(self) -> None:
+        """At the close deadline, before ``_send_records``: a record for each topic that
+        lost events after its record from ``_flush_all`` (a payload pushed out of a
+        full queue or over a bucket while closing), so the records add up to the
+        metrics. Queues are not pumped: nothing may be counted after this."""
+        if not self._accounting:
+            return
         now, wall = self._clock.monotonic(), self._clock.time()
         for state in list(self._topics.values()):
-            self._seal(state)
-            if self._limits is not None and self._limits.accounting_interval_secs:
-                self._account(state, now, wall)
-            self._pump(state)
+            self._account(state, now, wall, pump=False)
+
+    def _send_records(self) -> None:
+        """At the close deadline: publish the accounting records still queued, whatever
+        the caps (charged to the buckets), so subscribers learn what they lost."""
+        if self._client is None or not self._connected:
+            return
+        for state in list(self._active.values()):
+            records = [payload for payload in state.ready if payload.accounting]
+            if not records:
+                continue
+            state.ready = deque(payload for payload in state.ready if not payload.accounting)
+            for record in records:
+                state.queued_bytes -= record.wire
+                self._total_queued -= record.wire
+                if state.limiter:
+                    state.limiter.charge(record.wire)
+                self._publish(state.name, record)
 
     def _drop_queued(self, reason: DropReason) -> None:
         for state in list(self._active.values()):
@@ -1681,6 +1847,10 @@ class MqttSink(Sink):
     def _where(self) -> str:
         scheme = "mqtts" if self.endpoint.tls else "mqtt"
         return f"{scheme}://{self.endpoint.host}:{self.endpoint.port}"
+
+
+def _head_severity(state: _Topic) -> int:
+    return state.ready[0].severity if state.ready else -1
 
 
 def _ssl_context(config: MqttSinkConfig) -> ssl.SSLContext:

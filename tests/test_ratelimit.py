@@ -228,3 +228,43 @@ def test_key_hash_is_stable_across_runs_and_spread_over_zero_to_one() -> None:
     hash_two = key_hasher(["a", "b"])
     assert hash_two({"a": 1, "b": {"x": [1]}}) == hash_two({"b": {"x": [1]}, "a": 1})
     assert hash_two({"a": 1, "b": 2}) != hash_two({"a": 2, "b": 1})
+
+
+def test_warning_and_above_are_kept_whole_under_a_tight_budget_despite_backlog_and_trim() -> None:
+    """WARNING+ alone fits (16 000 B/s of 20 000): DEBUG, INFO and NOTICE give up
+    everything first, and neither a backlog nor the trim makes WARNING sampled."""
+    flood = {**OFFERED, "NOTICE": 200}
+    BYTES["NOTICE"] = 28.0
+    controller = BudgetController(20_000.0)
+    for _ in range(10):
+        run_windows(controller, 1, offered=flood)
+        for name, rate in flood.items():
+            controller.offered[INDEX[name]] += int(rate)
+        controller.trim = 0.5  # as low as it goes
+        controller.update(1.0, backlog_bytes=40_000.0)
+        assert controller.ratios[INDEX["WARNING"]] == controller.ratios[INDEX["ERROR"]] == 1.0
+    assert controller.ratios[INDEX["DEBUG"]] == controller.ratios[INDEX["INFO"]] == 0.0
+
+
+def test_a_conservative_start_passes_only_protected_severities_until_a_window_saw_load() -> None:
+    controller = BudgetController(100_000.0, start_ratio=0.0)
+    assert controller.ratios[INDEX["WARNING"]] == 1.0 and controller.ratios[INDEX["INFO"]] == 0.0
+    controller.update(1.0)  # nothing offered yet: nothing learnt, nothing opened
+    assert controller.ratios[INDEX["INFO"]] == 0.0
+    run_windows(controller, 1)
+    # The first window with a load sets the targets at once (INFO: what is left).
+    assert 0.5 < controller.ratios[INDEX["INFO"]] < 1.0
+    assert controller.ratios[INDEX["DEBUG"]] == 0.0
+
+
+def test_a_charged_bucket_goes_into_debt_and_lets_nothing_through_until_it_is_repaid() -> None:
+    clock = ManualClock()
+    bucket = TokenBucket(100.0, 10.0, clock)
+    limiter = Limiter([bucket], [])
+    assert limiter.wait_full_secs() == 0.0
+    limiter.charge(60.0)  # over the capacity: a record that must go
+    assert bucket.tokens == pytest.approx(-50.0)
+    assert not limiter.allow(1.0)
+    assert limiter.wait_secs(10.0) == pytest.approx(0.6)
+    clock.advance(0.6)
+    assert limiter.allow(10.0)

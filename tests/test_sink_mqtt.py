@@ -1116,3 +1116,178 @@ def test_a_capped_topic_on_a_real_broker_stays_within_the_cap_and_uses_it(
     assert records, "accounting records arrived"
     sampled = sum(sum(r["logstream"]["sampled"].values()) for r in records)
     assert sampled == sink.metrics.dropped["sampled"]
+
+
+def fake_sink(clock: ManualClock, topic: str, **rate_limit: Any) -> tuple[MqttSink, FakeClient]:
+    cfg = MqttSinkConfig.model_validate(
+        {
+            "type": "mqtt",
+            "url": "mqtt://127.0.0.1:1",
+            "topic": topic,
+            "encoding": "lz4",
+            "protocol": "5",
+            "rate_limit": rate_limit,
+        }
+    )
+    sink = cfg.build("mqtt", BuildContext(clock=clock))
+    client = FakeClient(sink, clock)
+    sink._client, sink._connected = client, True  # type: ignore[assignment]
+    return sink, client
+
+
+def delivered_events(client: FakeClient) -> list[dict[str, Any]]:
+    return [
+        event
+        for _, _, payload, _, props in client.sent
+        for event in decode(payload, properties=dict(props.UserProperty)).events
+    ]
+
+
+def test_warning_and_above_are_all_kept_under_a_tight_cap_with_a_debug_and_info_flood() -> None:
+    """~10x the cap offered, 95% DEBUG/INFO, on per-host, per-level topics: every
+    WARNING and ERROR arrives, from the first event on (also while the first window
+    has measured nothing), and every 1-second window stays within cap + burst."""
+    clock = ManualClock()
+    cap = 40_000
+    sink, client = fake_sink(clock, "t/{host}/{level}", total_bytes_per_sec=cap)
+    offered = level_events(60_000, hosts=4)
+    start = clock.monotonic()
+
+    async def scenario() -> None:
+        for step in range(1400):  # 12 s in 10 ms steps, 100 events every 20 ms; 2 s more
+            if step % 2 == 0 and step < 1200:
+                at = (step // 2) * 100
+                await sink.write(offered[at : at + 100])
+            if step == 1300:
+                sink._flush_all()
+            sink._service(clock.monotonic())
+            sink._drain()
+            clock.advance(0.01)
+
+    asyncio.run(scenario())
+    events = [e for e in delivered_events(client) if not is_accounting(e)]
+    kept = {e["n"] for e in events}
+    important = {e["n"] for e in offered if e["level"] in ("WARNING", "ERROR")}
+    assert important <= kept, f"{len(important - kept)} WARNING+ events lost"
+    assert 0 < sum(e["level"] == "INFO" for e in events) < 0.5 * 21_000
+    assert max(window_totals(client.sent, start, start + 14)) <= cap * 1.02
+    assert sink.metrics.dropped["sampled"] > 0
+
+
+def test_a_full_queue_drops_the_lowest_severity_queued_payloads_first() -> None:
+    """Without sampling, a DEBUG flood fills the queue; WARNING payloads that come
+    later push DEBUG payloads out (counted rate_limited) instead of being dropped."""
+    clock = ManualClock()
+    sink, client = fake_sink(
+        clock, "t/{level}", total_bytes_per_sec=5_000, burst_secs=0.5, adaptive=False
+    )
+    sink.config = sink.config.model_copy(update={"payload_max_delay_secs": 0})
+    debug = [{**e, "level": "DEBUG"} for e in level_events(400)]
+    warning = [{**e, "level": "WARNING", "n": 1000 + e["n"]} for e in level_events(30)]
+
+    async def scenario() -> None:
+        await sink.write(debug)
+        assert sink.metrics.dropped.get("rate_limited", 0) > 0, "the queue overflowed"
+        for at in range(0, 30, 10):
+            await sink.write(warning[at : at + 10])
+        for _ in range(3000):
+            sink._service(clock.monotonic())
+            sink._drain()
+            clock.advance(0.01)
+        sink._flush_all()
+        for _ in range(300):
+            sink._service(clock.monotonic())
+            sink._drain()
+            clock.advance(0.01)
+
+    asyncio.run(scenario())
+    delivered = delivered_events(client)
+    levels = [e["level"] for e in delivered if not is_accounting(e)]
+    assert levels.count("WARNING") == 30, "no WARNING payload was dropped"
+    records = [e for e in delivered if is_accounting(e)]
+    rate_limited = sum(sum(r["logstream"]["rate_limited"].values()) for r in records)
+    assert {name for r in records for name in r["logstream"]["rate_limited"]} == {"DEBUG"}
+    assert rate_limited == sink.metrics.dropped["rate_limited"] == 400 - levels.count("DEBUG")
+
+
+@pytest.mark.integration
+def test_accounting_records_arrive_even_when_the_cap_is_smaller_than_a_record(
+    mosquitto: Mosquitto | ExternalBroker, mqtt_subscriber: Subscribe, mqtt_topic_root: str
+) -> None:
+    """A cap whose bucket holds less than any payload: every event is rate_limited,
+    and the accounting record still arrives (charged to the cap) and says so."""
+    subscriber = mqtt_subscriber(mosquitto.url, f"{mqtt_topic_root}/#")
+    sink = make_sink(
+        mosquitto.url,
+        f"{mqtt_topic_root}/x",
+        encoding="lz4",
+        rate_limit={"total_bytes_per_sec": 2_000},
+    )
+
+    async def scenario() -> None:
+        await sink.start()
+        await sink.write(level_events(50))
+        await sink.close()
+
+    run(scenario)
+    (message,) = subscriber.wait_for(1)
+    (record,) = decode(message.payload).events
+    assert is_accounting(record)
+    lost = record["logstream"]["suppressed"]
+    assert sum(lost.values()) == 50
+    assert sink.metrics.dropped_total == sink.metrics.dropped["rate_limited"] == 50
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_records_received_add_up_to_the_rate_limited_metric_after_a_flood_and_close(
+    mosquitto: Mosquitto | ExternalBroker,
+    mqtt_subscriber: Subscribe,
+    mqtt_topic_root: str,
+    adaptive: bool,
+) -> None:
+    """A DEBUG flood fills a tight cap's queue; at close, sealing the partial ERROR
+    payloads pushes queued DEBUG payloads out after DEBUG's record was made, and
+    the queue still waiting at the close deadline is given up: the records that
+    reach a subscriber still say exactly what the metrics say, per severity."""
+    subscriber = mqtt_subscriber(mosquitto.url, f"{mqtt_topic_root}/#")
+    sink = make_sink(
+        mosquitto.url,
+        mqtt_topic_root + "/{level}",
+        encoding="lz4",
+        payload_max_events=10,
+        payload_max_delay_secs=10,  # nothing is sealed by time: close seals it all
+        close_timeout_secs=1,
+        rate_limit={
+            "total_bytes_per_sec": 2_000,
+            "burst_secs": 0.5,
+            "queue_secs": 2,
+            "adaptive": adaptive,
+            "accounting_interval_secs": 60,  # no record on the way: only close's
+        },
+    )
+    debug = [{**event, "level": "DEBUG"} for event in level_events(400)]
+    errors = [{**event, "level": "ERROR", "n": 1000 + event["n"]} for event in level_events(8)]
+
+    async def scenario() -> None:
+        await sink.start()
+        await sink.write(debug)
+        await sink.write(errors)  # under payload_max_events: still a partial payload
+        await sink.close()
+
+    run(scenario)
+    messages = subscriber.wait_quiet()
+    events = [e for m in messages for e in decode(m.payload).events]
+    records = [e["logstream"] for e in events if is_accounting(e)]
+    delivered = [e for e in events if not is_accounting(e)]
+    dropped = sink.metrics.dropped
+    assert dropped["rate_limited"] > 0, "the queue overflowed"
+    for reason in ("sampled", "rate_limited"):
+        in_records: dict[str, int] = {}
+        for record in records:
+            for level, count in record[reason].items():
+                in_records[level] = in_records.get(level, 0) + count
+        assert sum(in_records.values()) == dropped.get(reason, 0), reason
+    assert {e["n"] for e in errors} <= {e["n"] for e in delivered}
+    assert len(delivered) == sink.metrics.events_out
+    assert len(delivered) + sink.metrics.dropped_total == len(debug) + len(errors)

@@ -48,15 +48,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Final, Literal, cast
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from logstream.buffer import BatchBuffer, BufferClosed
 from logstream.event import Batch, Event, decode_json, normalise
-from logstream.inputs.tcp import MIB, TcpInput, TcpInputConfig
+from logstream.inputs.tcp import MIB, StreamListenerConfig, TcpInput, TcpInputConfig
 from logstream.metrics import DecodeIssue, UnitMetrics
-from logstream.netaddr import parse_listen
-from logstream.tls import TlsServerSettings
-from logstream.units import BuildContext, InputConfig
+from logstream.units import BuildContext
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +227,7 @@ class FrameDecoder:
             out.error = "bad_compressed_frame"
 
 
-class BeatsInputConfig(InputConfig):
+class BeatsInputConfig(StreamListenerConfig):
     """Receive events from Filebeat and other Beats clients (Lumberjack v2)."""
 
     type: Literal["beats"]
@@ -243,30 +241,11 @@ class BeatsInputConfig(InputConfig):
         description="Largest declared frame, JSON or decompressed size; beyond it the "
         "connection is closed and counted.",
     )
-    max_connections: int = Field(
-        default=10_000,
-        ge=1,
-        description="Clients beyond this many open connections are refused (and counted).",
-    )
-    idle_timeout_secs: float | None = Field(
-        default=None,
-        gt=0,
-        description="Close a client that sent nothing for this long (default: never).",
-    )
     ack_keepalive_secs: float = Field(
         default=5.0,
         gt=0,
         description="While a window is incomplete, acknowledge the last safe event this often.",
     )
-    tls: TlsServerSettings | None = Field(
-        default=None, description="Serve TLS with this certificate (see logstream.tls)."
-    )
-
-    @field_validator("listen")
-    @classmethod
-    def _valid_listen(cls, value: str) -> str:
-        parse_listen(value)
-        return value
 
     def build(self, name: str, ctx: BuildContext) -> BeatsInput:
         return BeatsInput(self, name, ctx.registry.unit(name, "input"))

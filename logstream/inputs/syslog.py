@@ -39,7 +39,7 @@ import logging
 import re
 from typing import Any, Final, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from logstream.buffer import BatchBuffer
 from logstream.clock import Clock
@@ -53,12 +53,10 @@ from logstream.event import (
 )
 from logstream.inputs import tcp, udp
 from logstream.metrics import UnitMetrics
-from logstream.netaddr import parse_listen
 from logstream.parsers.common import Timestamps
 from logstream.parsers.syslog import Rfc5424Parser, SyslogParser, _program
 from logstream.severity import from_syslog
-from logstream.tls import TlsServerSettings
-from logstream.units import BuildContext, Input, InputConfig
+from logstream.units import BuildContext, Input
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +70,11 @@ _TRAILING: Final = b"\r\n\x00"
 _BETWEEN_FRAMES: Final = frozenset(b"\r\n\x00 ")
 
 
-class SyslogInputConfig(InputConfig):
-    """Receive syslog messages (RFC 3164, RFC 5424) over UDP, TCP or both."""
+class SyslogInputConfig(tcp.StreamListenerConfig):
+    """Receive syslog messages (RFC 3164, RFC 5424) over UDP, TCP or both.
+
+    ``max_connections``, ``idle_timeout_secs`` and ``tls`` apply to the TCP side.
+    """
 
     type: Literal["syslog"]
     listen: str = Field(
@@ -87,20 +88,6 @@ class SyslogInputConfig(InputConfig):
         le=16 * tcp.MIB,
         description="Longer messages are cut to this size and tagged _linetoolong.",
     )
-    max_connections: int = Field(default=10_000, ge=1, description="TCP clients at most.")
-    idle_timeout_secs: float | None = Field(
-        default=None, gt=0, description="Close a TCP client silent this long (default: never)."
-    )
-    tls: TlsServerSettings | None = Field(
-        default=None,
-        description="Serve TLS on the TCP side (RFC 5425; needs protocol: tcp).",
-    )
-
-    @field_validator("listen")
-    @classmethod
-    def _valid_listen(cls, value: str) -> str:
-        parse_listen(value)
-        return value
 
     @model_validator(mode="after")
     def _tls_needs_tcp(self) -> SyslogInputConfig:

@@ -102,18 +102,13 @@ def too_long_event(line: bytes, limit: int, metrics: UnitMetrics) -> Event:
         return failed_event(cut.decode("utf-8", "replace"), TAG_UTF8_ERROR, TAG_LINE_TOO_LONG)
 
 
-class TcpInputConfig(InputConfig):
-    """Receive newline-delimited JSON events over TCP."""
+class StreamListenerConfig(InputConfig):
+    """Settings of every input that listens on a TCP socket (tcp, beats, syslog):
+    where, how many clients, how long idle, TLS. Each sets its own default port."""
 
-    type: Literal["tcp"]
     listen: str = Field(
         default="127.0.0.1:5959",
         description="host:port to listen on; port 0 picks any free port.",
-    )
-    max_line_bytes: int = Field(
-        default=MIB,
-        ge=1,
-        description="Longer lines are cut to this size and tagged _linetoolong.",
     )
     max_connections: int = Field(
         default=10_000,
@@ -134,6 +129,17 @@ class TcpInputConfig(InputConfig):
     def _valid_listen(cls, value: str) -> str:
         parse_listen(value)
         return value
+
+
+class TcpInputConfig(StreamListenerConfig):
+    """Receive newline-delimited JSON events over TCP."""
+
+    type: Literal["tcp"]
+    max_line_bytes: int = Field(
+        default=MIB,
+        ge=1,
+        description="Longer lines are cut to this size and tagged _linetoolong.",
+    )
 
     def build(self, name: str, ctx: BuildContext) -> TcpInput:
         return TcpInput(self, name, ctx.registry.unit(name, "input"))

@@ -36,15 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from logstream.bench.throughput import (
-    build_lines,
-    es_count,
-    free_port,
-    metrics,
-    run_bulk_reference,
-    send,
-)
-from logstream.local.mosquitto import Mosquitto
+from logstream.bench.throughput import build_lines, es_count, metrics, run_bulk_reference, send
+from logstream.local.mosquitto import Mosquitto, free_port
 from logstream.local.noida import Noida
 
 

@@ -79,7 +79,6 @@ class BulkEncoder:
         self._op = self.op_type.encode()
         self._stream_fields: Callable[[Event], dict[str, str]] | None = None
         if data_stream is not None:
-            self._index_of = _data_stream_index(data_stream)
             self._stream_fields = _data_stream_fields(data_stream)
         else:
             self._index_of = compile_index_template(index).render
@@ -89,11 +88,15 @@ class BulkEncoder:
     def encode(self, event: Event) -> tuple[bytes, bytes]:
         """The action and document lines of ``event``; ``EncodeError`` if it has a value
         JSON cannot hold."""
-        source = event
-        if self._stream_fields is not None:
-            source = {**event, "data_stream": self._stream_fields(event)}
-        document = _dumps(source)
-        index = self._index_of(event)
+        stream_fields = self._stream_fields
+        if stream_fields is None:
+            document = _dumps(event)
+            index = self._index_of(event)
+        else:
+            # The data stream's fields name its index: rendered once per event.
+            stream = stream_fields(event)
+            document = _dumps({**event, "data_stream": stream})
+            index = f"{stream['type']}-{stream['dataset']}-{stream['namespace']}"
         prefix = self._prefixes.get(index)
         if prefix is None:
             if len(self._prefixes) >= _CACHE_MAX:
@@ -104,6 +107,12 @@ class BulkEncoder:
         if doc_id is None:
             return prefix + b"}}\n", document
         return prefix + b',"_id":' + orjson.dumps(doc_id) + b"}}\n", document
+
+
+def action_line(op_type: str, index: str, doc_id: str | None) -> bytes:
+    """The action line (with its newline) of one item, as ``BulkEncoder`` writes it."""
+    meta = {"_index": index} if doc_id is None else {"_index": index, "_id": doc_id}
+    return orjson.dumps({op_type: meta}, option=_NDJSON)
 
 
 def action_target(action: bytes) -> tuple[str, str | None, str]:
@@ -174,23 +183,6 @@ def _clean_part(text: str, default: str) -> str:
     if "%{" in text:  # a field the event lacks
         return default
     return _NOT_IN_DATASET.sub("_", text.lower())[:100] or default
-
-
-def _data_stream_index(settings: DataStreamSettings) -> Callable[[Event], str]:
-    fields = _data_stream_fields(settings)
-    names: dict[tuple[str, str], str] = {}
-
-    def index_of(event: Event) -> str:
-        stream = fields(event)
-        key = (stream["dataset"], stream["namespace"])
-        name = names.get(key)
-        if name is None:
-            if len(names) >= _CACHE_MAX:
-                names.clear()
-            name = names[key] = f"{settings.type}-{key[0]}-{key[1]}"
-        return name
-
-    return index_of
 
 
 def _data_stream_fields(settings: DataStreamSettings) -> Callable[[Event], dict[str, str]]:

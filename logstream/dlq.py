@@ -51,7 +51,6 @@ class DeadLetterQueue:
         self.max_bytes = max_bytes
         self._file: Any = None
         self._size = 0
-        self.written = 0
 
     def open(self) -> None:
         """Open (create) the file for appending; ``OSError`` if it cannot be."""
@@ -85,7 +84,6 @@ class DeadLetterQueue:
             log.error("dead-letter queue %s: cannot write: %s", self.path, error)
             return False
         self._size += len(line)
-        self.written += 1
         return True
 
     def close(self) -> None:

@@ -91,7 +91,7 @@ def template_pattern(index: str, data_stream: DataStreamSettings | None) -> str:
         dataset = data_stream.dataset if "%{" not in data_stream.dataset else "*"
         return f"{data_stream.type}-{dataset}-*"
     prefix = index.split("%{", 1)[0]
-    return (prefix or "") + "*" if prefix != index else index
+    return prefix + "*" if prefix != index else index
 
 
 _KEYWORD = {"type": "keyword", "ignore_above": 1024}

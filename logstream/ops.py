@@ -22,29 +22,43 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, cast
 
-from logstream.config import Config, ConfigError, build_pipeline
+from logstream.config import Config, ConfigError
 from logstream.dlq import DeadLetter, read_dead_letters
-from logstream.sinks.elasticsearch import ElasticsearchSink
-from logstream.sinks.mqtt import MqttSink
+from logstream.sinks.elasticsearch import ElasticsearchSink, ElasticsearchSinkConfig, SpoolConfig
+from logstream.sinks.mqtt import MqttSink, MqttSinkConfig
+from logstream.units import BuildContext, Sink, SinkConfig
 
 log = logging.getLogger(__name__)
 
 _REPLAY_BATCH = 500
 
 
+def _build_sink(config: Config, unit: SinkConfig, **changes: Any) -> Sink:
+    """The sink of ``unit`` (a sink of ``config``), with ``changes`` to its settings:
+    a command builds only the sink it needs, never the spool or the template."""
+    name = config.unit_names()[id(unit)]
+    settings = unit.model_copy(update=changes)
+    try:
+        return settings.build(name, BuildContext(state_dir=config.state_dir))
+    except (ValueError, OSError) as error:
+        raise ConfigError(str(error)) from None
+
+
 async def check_connections(config: Config, out: list[str]) -> bool:
     """Ask every sink's destination whether it answers; append one line per sink
     to ``out``. True when all answered."""
-    pipeline = build_pipeline(config)
     ok = True
-    for runner in pipeline.sinks:
-        sink = runner.sink
-        if isinstance(sink, ElasticsearchSink):
-            line, good = await _check_elasticsearch(sink)
-        elif isinstance(sink, MqttSink):
-            line, good = await _check_mqtt(sink)
+    for unit in config.sinks:
+        if isinstance(unit, ElasticsearchSinkConfig):
+            sink = _build_sink(config, unit, spool=SpoolConfig(), template=None)
+            line, good = await _check_elasticsearch(cast(ElasticsearchSink, sink))
+        elif isinstance(unit, MqttSinkConfig):
+            sink = _build_sink(config, unit)
+            line, good = await _check_mqtt(cast(MqttSink, sink))
         else:
+            sink = _build_sink(config, unit)
             line, good = "nothing to connect to", True
         ok = ok and good
         out.append(f"sink {sink.name} ({type(sink).__name__}): {line}")
@@ -53,8 +67,6 @@ async def check_connections(config: Config, out: list[str]) -> bool:
 
 async def _check_elasticsearch(sink: ElasticsearchSink) -> tuple[str, bool]:
     hosts = ", ".join(sink.config.hosts)
-    sink.spooled = False  # a check must not open (or lock) the spool
-    sink.config = sink.config.model_copy(update={"template": None})
     try:
         await sink.start()
         info = await sink.check()
@@ -78,19 +90,19 @@ async def _check_mqtt(sink: MqttSink) -> tuple[str, bool]:
 
 
 def pick_elasticsearch_sink(config: Config, name: str | None) -> ElasticsearchSink:
-    """The config's Elasticsearch sink named ``name`` (or its only one)."""
-    pipeline = build_pipeline(config)
-    sinks = [r.sink for r in pipeline.sinks if isinstance(r.sink, ElasticsearchSink)]
+    """The config's Elasticsearch sink named ``name`` (or its only one), built to send
+    directly (no spool) and to give up in the end (about 5 min) when unset."""
+    names = config.unit_names()
+    units = [unit for unit in config.sinks if isinstance(unit, ElasticsearchSinkConfig)]
     if name is not None:
-        sinks = [sink for sink in sinks if sink.name == name]
-    if len(sinks) != 1:
-        found = ", ".join(s.name for s in sinks) or "none"
+        units = [unit for unit in units if names[id(unit)] == name]
+    if len(units) != 1:
+        found = ", ".join(names[id(unit)] for unit in units) or "none"
         raise ConfigError(f"replay needs one elasticsearch sink (use --sink NAME); found: {found}")
-    sink = sinks[0]
-    sink.spooled = False  # replay sends directly, never through the spool
-    if sink.config.max_retries is None:  # a command gives up in the end (about 5 min)
-        sink.config = sink.config.model_copy(update={"max_retries": 8})
-    return sink
+    unit = units[0]
+    retries = 8 if unit.max_retries is None else unit.max_retries
+    sink = _build_sink(config, unit, spool=SpoolConfig(), max_retries=retries)
+    return cast(ElasticsearchSink, sink)
 
 
 async def replay(sink: ElasticsearchSink, path: Path, source: Path, out: list[str]) -> bool:

@@ -63,13 +63,19 @@ import ssl
 from collections import Counter
 from pathlib import Path
 from typing import Any, Final, Literal
+from urllib.parse import urlsplit
 
-import orjson
 from elastic_transport import NdjsonSerializer, OrjsonSerializer, TransportError
 from elasticsearch import AsyncElasticsearch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from logstream.bulk import BulkEncoder, DataStreamSettings, EncodeError, action_target
+from logstream.bulk import (
+    BulkEncoder,
+    DataStreamSettings,
+    EncodeError,
+    action_line,
+    action_target,
+)
 from logstream.dlq import DeadLetter, DeadLetterQueue
 from logstream.esadmin import ServerInfo, TemplateSettings, install_template, server_info
 from logstream.event import Batch
@@ -200,8 +206,7 @@ class ElasticsearchSinkConfig(SinkConfig):
     @classmethod
     def _valid_hosts(cls, hosts: list[str]) -> list[str]:
         for host in hosts:
-            parts = _split_url(host)
-            if parts is None:
+            if not _is_node_url(host):
                 raise ValueError(
                     f"{host!r} must be a URL with scheme, host and port, like http://127.0.0.1:9200"
                 )
@@ -243,17 +248,14 @@ class ElasticsearchSinkConfig(SinkConfig):
         return ElasticsearchSink(self, name, ctx)
 
 
-def _split_url(url: str) -> tuple[str, str, int] | None:
-    from urllib.parse import urlsplit
-
+def _is_node_url(url: str) -> bool:
+    """True for ``http(s)://host:port`` (a port the client can connect to)."""
     parts = urlsplit(url)
     try:
         port = parts.port
     except ValueError:
-        return None
-    if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
-        return None
-    return parts.scheme, parts.hostname, port
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and port is not None
 
 
 class _BytesNdjsonSerializer(NdjsonSerializer):
@@ -277,9 +279,8 @@ class ElasticsearchSink(Sink):
                     f"sink {name}: ca_file {str(config.ca_file)!r} cannot be used: {error}"
                 ) from None
         self.encoder = BulkEncoder(config.index, config.document_id, config.data_stream)
-        self._headers = {"content-type": "application/x-ndjson", "accept": "application/json"}
-        if config.compression == "gzip":
-            self._headers["content-encoding"] = "gzip"
+        # Headers of the three kinds of request: GET, JSON bodies, bulk (NDJSON) bodies.
+        self._headers = {"accept": "application/json"}
         if config.username is not None and config.password is not None:
             token = f"{config.username}:{config.password}".encode()
             self._headers["authorization"] = "Basic " + base64.b64encode(token).decode()
@@ -288,6 +289,10 @@ class ElasticsearchSink(Sink):
             if ":" in key:  # id:key -> the encoded form
                 key = base64.b64encode(key.encode()).decode()
             self._headers["authorization"] = "ApiKey " + key
+        self._json_headers = {**self._headers, "content-type": "application/json"}
+        self._bulk_headers = {**self._headers, "content-type": "application/x-ndjson"}
+        if config.compression == "gzip":
+            self._bulk_headers["content-encoding"] = "gzip"
         self._client: AsyncElasticsearch | None = None
         self._random = random.Random()  # noqa: S311 - backoff jitter, not cryptography
         self.info: ServerInfo | None = None
@@ -581,17 +586,19 @@ class ElasticsearchSink(Sink):
         client = self._client
         if client is None:
             raise RuntimeError(f"sink {self.name}: used before start()")
-        headers = dict(self._headers)
-        if not ndjson:
-            headers["content-type"] = "application/json"
-            headers.pop("content-encoding", None)
-        elif body is not None and self.config.compression == "gzip":
-            body = gzip.compress(body, compresslevel=1)
+        if body is None:
+            headers = self._headers
+        elif ndjson:
+            headers = self._bulk_headers
+            if self.config.compression == "gzip":
+                body = gzip.compress(body, compresslevel=1)
+        else:
+            headers = self._json_headers
         response = await client.transport.perform_request(
             method,
             path,
             body=body,
-            headers=headers if body is not None else _without_body(headers),
+            headers=headers,
             request_timeout=self.config.request_timeout_secs,
             max_retries=0,
             retry_on_status=(),
@@ -726,18 +733,11 @@ class ElasticsearchSink(Sink):
         """Send dead letters again, to their index with their id (``create``)."""
         items = []
         for letter in letters:
-            meta: dict[str, Any] = {"_index": letter.index}
-            if letter.id is not None:
-                meta["_id"] = letter.id
             op_type = "create" if letter.id is not None or letter.op_type == "create" else "index"
-            action = orjson.dumps({op_type: meta}, option=orjson.OPT_APPEND_NEWLINE)
+            action = action_line(op_type, letter.index, letter.id)
             items.append(action + letter.document + b"\n")
         for chunk in self._chunks(items):
             await self._deliver(chunk)
-
-
-def _without_body(headers: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in headers.items() if k not in ("content-type", "content-encoding")}
 
 
 def _summary(kinds: Counter[str]) -> str:

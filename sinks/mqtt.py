@@ -1238,38 +1238,11 @@ class MqttSink(Sink):
         self._total_queued += payload.wire
         self._active[state.name] = state
 
-    def _overflow(self, state: _Topic, payload: _Payload) -> tuple[bool, bool]:
-        """Whether ``payload`` overflows (its topic's queue, the total queue)."""
-        wire = payload.wire
-        topic_full = state.queued_bytes + wire > max(state.queue_limit, 2 * wire) or (
-            state.messages_cap is not None and len(state.ready) >= self._queue_messages(state)
-        )
-        total_full = self._total_queued + wire > max(self._total_queue_limit, 2 * wire)
-        return topic_full, total_full
-
     def _make_room(self, state: _Topic, payload: _Payload) -> bool:
         """True when ``payload`` fits in the queues, after dropping queued payloads of
         a lower severity if need be (only when that is enough to make it fit)."""
-        topic_full, total_full = self._overflow(state, payload)
-        if not topic_full and not total_full:
-            return True
-        severity = payload.severity
-        # Candidates, lowest severity first and the newest first within one.
-        owners = [state] if topic_full and not total_full else list(self._active.values())
-        if state not in owners:
-            owners.append(state)
-        candidates = sorted(
-            (
-                (queued.severity, -position, owner.name, queued)
-                for owner in owners
-                for position, queued in enumerate(owner.ready)
-                if queued.severity < severity and not queued.accounting
-            ),
-            key=lambda item: (item[0], item[1]),
-        )
-        if not candidates:
-            return False
         wire = payload.wire
+        # Room left in the topic's queue (bytes, messages) and in the total one.
         topic_free = max(state.queue_limit, 2 * wire) - state.queued_bytes - wire
         total_free = max(self._total_queue_limit, 2 * wire) - self._total_queued - wire
         messages_free = (
@@ -1277,11 +1250,27 @@ class MqttSink(Sink):
             if state.messages_cap is not None
             else math.inf
         )
+        topic_full = topic_free < 0 or messages_free < 0
+        if not topic_full and total_free >= 0:
+            return True
+        severity = payload.severity
+        # Candidates, lowest severity first and the newest first within one.
+        owners = [state] if total_free >= 0 else list(self._active.values())
+        if state not in owners:
+            owners.append(state)
+        candidates = sorted(
+            (
+                (queued.severity, -position, owner, queued)
+                for owner in owners
+                for position, queued in enumerate(owner.ready)
+                if queued.severity < severity and not queued.accounting
+            ),
+            key=lambda item: (item[0], item[1]),
+        )
         chosen: list[tuple[_Topic, _Payload]] = []
-        for _, _, name, queued in candidates:
+        for _, _, owner, queued in candidates:
             if topic_free >= 0 and total_free >= 0 and messages_free >= 0:
                 break
-            owner = self._topics[name]
             if owner is state:
                 topic_free += queued.wire
                 messages_free += 1

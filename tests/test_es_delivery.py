@@ -27,6 +27,7 @@ from logstream.sinks.elasticsearch import ElasticsearchSink, ElasticsearchSinkCo
 from logstream.spool import Spool, SpoolSettings
 from logstream.units import BuildContext
 from tests.support.elasticsearch import es_count, es_docs, es_request
+from tests.support.inputs import eventually
 
 integration = pytest.mark.integration
 REPO = Path(__file__).resolve().parent.parent
@@ -186,14 +187,14 @@ def test_spooled_sink_keeps_events_through_an_outage_and_delivers_each_once(
         await unit.start()
         try:
             await unit.write(events(1000))
-            await wait_for(lambda: unit.metrics.events_out == 1000)
+            await eventually(lambda: unit.metrics.events_out == 1000, 15)
             await asyncio.to_thread(server.stop)
             for start in range(1000, 5000, 500):  # written to disk while the server is down
                 await unit.write(events(500, start))
-            await wait_for(lambda: unit.metrics.retries >= 2)
+            await eventually(lambda: unit.metrics.retries >= 2, 15)
             assert unit.spool is not None and unit.spool.pending_entries >= 4000
             await asyncio.to_thread(server.start)
-            await wait_for(lambda: unit.metrics.events_out == 5000, 30)
+            await eventually(lambda: unit.metrics.events_out == 5000, 30)
         finally:
             await unit.close()
 
@@ -227,7 +228,7 @@ def test_a_damaged_last_spool_record_is_skipped_and_counted_and_the_rest_deliver
     async def drain() -> None:
         await second.start()
         try:
-            await wait_for(lambda: second.metrics.events_out == 200)
+            await eventually(lambda: second.metrics.events_out == 200, 15)
         finally:
             await second.close()
 
@@ -238,14 +239,6 @@ def test_a_damaged_last_spool_record_is_skipped_and_counted_and_the_rest_deliver
     spool = Spool.open(tmp_path / "spool" / "es", SpoolSettings())
     assert spool.pending_entries == 0  # nothing left, and the damage is gone
     asyncio.run(spool.close())
-
-
-async def wait_for(condition: Callable[[], bool], timeout_secs: float = 15) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_secs
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 @integration
@@ -459,9 +452,9 @@ def test_beats_windows_are_acked_once_on_disk_and_delivered_after_a_restart(
         unit = pipeline(elasticsearch_url)
         await unit.start()
         try:
-            await wait_for(lambda: unit.registry["elasticsearch"].events_out == 250)
+            await eventually(lambda: unit.registry["elasticsearch"].events_out == 250, 15)
             await asyncio.to_thread(ship, unit.inputs[0].address)  # Filebeat re-sends
-            await wait_for(lambda: unit.registry["elasticsearch"].already_indexed == 250)
+            await eventually(lambda: unit.registry["elasticsearch"].already_indexed == 250, 15)
         finally:
             await unit.stop(timeout_secs=5)
 

@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from logstream.metrics import UnitMetrics
 from logstream.sinks.elasticsearch import ElasticsearchSink, ElasticsearchSinkConfig
 from logstream.units import BuildContext
 from tests.support.elasticsearch import es_count, es_docs, es_indices
+from tests.support.inputs import eventually
 
 integration = pytest.mark.integration
 
@@ -179,7 +179,7 @@ def test_writes_retry_while_the_server_is_down_and_every_event_arrives_once(
             await sink.write(events(500, 0))
             await asyncio.to_thread(server.stop)
             second = asyncio.create_task(sink.write(events(500, 500)))
-            await wait_until(lambda: sink.metrics.retries >= down_for_retries)
+            await eventually(lambda: sink.metrics.retries >= down_for_retries, 10)
             assert not second.done()  # still retrying, nothing dropped
             await asyncio.to_thread(server.start)
             await asyncio.wait_for(second, 10)
@@ -293,11 +293,3 @@ def test_an_unreadable_ca_file_fails_the_build_naming_the_file(tmp_path: Path) -
     )
     with pytest.raises(ValueError, match=r"missing\.pem"):
         build(config)
-
-
-async def wait_until(condition: Callable[[], bool], timeout_secs: float = 10.0) -> None:
-    async def poll() -> None:
-        while not condition():  # noqa: ASYNC110 - polls a counter the sink updates, no event to wait on
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), timeout_secs)

@@ -33,6 +33,7 @@ from logstream.metrics import UnitMetrics
 from logstream.payload import CONTENT_TYPES, Decoded, decode, is_accounting
 from logstream.sinks.mqtt import JsonEncoder, MqttSink, MqttSinkConfig, compile_topic, wire_size
 from logstream.units import BuildContext
+from tests.support.inputs import eventually
 from tests.support.mqtt import BlackHole, ExternalBroker, Subscriber, _answer_connect
 
 T = TypeVar("T")
@@ -52,14 +53,6 @@ def make_sink(url: str, topic: str, **settings: Any) -> MqttSink:
 
 def run(scenario: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(scenario())  # type: ignore[arg-type]
-
-
-async def wait_until(condition: Callable[[], bool], timeout_secs: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_secs
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_secs} s")
-        await asyncio.sleep(0.01)
 
 
 async def timed_write(sink: MqttSink, batch: list[dict[str, Any]]) -> float:
@@ -407,7 +400,7 @@ def test_writes_while_the_broker_is_stopped_return_at_once_and_count_not_connect
         await sink.start()
         assert sink.connected
         local_mosquitto.stop()
-        await wait_until(lambda: not sink.connected)
+        await eventually(lambda: not sink.connected)
         durations = [await timed_write(sink, batch) for _ in range(20)]
         await sink.close()
         return durations
@@ -427,7 +420,7 @@ def test_delivery_resumes_after_the_broker_restarts_on_the_same_port(
     async def scenario() -> Subscriber:
         await sink.start()
         local_mosquitto.stop()
-        await wait_until(lambda: not sink.connected)
+        await eventually(lambda: not sink.connected)
         await sink.write([{"level": "INFO", "n": 0}])  # dropped: not connected
         local_mosquitto.start()
         assert await sink.wait_connected(10), "reconnected"
@@ -538,7 +531,7 @@ def test_qos0_messages_paho_had_not_written_when_the_connection_drops_count_as_n
         flood = await flood_until_stuck(sink, batch)
         outstanding = sink.outstanding_messages
         stalled_broker.drop_connections()
-        await wait_until(lambda: not sink.connected)
+        await eventually(lambda: not sink.connected)
         await sink.close()
         return flood.writes, outstanding
 

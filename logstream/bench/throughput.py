@@ -43,6 +43,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from logstream.local.mosquitto import free_port
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DEFAULT_TARGETS = ("discard", "orjson-loop", "file", "mqtt-lz4", "elasticsearch", "es-bulk")
 ALL_TARGETS = (*DEFAULT_TARGETS[:4], "mqtt", *DEFAULT_TARGETS[4:])
@@ -136,12 +138,6 @@ def send(port: int, lines: list[bytes], connections: int) -> float:
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def cpu_secs(pid: int) -> float:

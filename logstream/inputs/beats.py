@@ -50,9 +50,9 @@ from typing import Final, Literal, cast
 
 from pydantic import Field
 
-from logstream.buffer import BatchBuffer, BufferClosed
+from logstream.buffer import BatchBuffer
 from logstream.event import Batch, Event, decode_json, normalise
-from logstream.inputs.tcp import MIB, StreamListenerConfig, TcpInput, TcpInputConfig
+from logstream.inputs.tcp import MIB, StreamListenerConfig, TcpInput, TcpInputConfig, _Connection
 from logstream.metrics import DecodeIssue, UnitMetrics
 from logstream.units import BuildContext
 
@@ -301,21 +301,16 @@ class BeatsInput(TcpInput):
         log.warning("beats input %s: closing %s: %s", self.name, peer, reason)
 
 
-class _BeatsConnection(asyncio.Protocol):
-    """One Beats client: decoder, window state, flow control."""
+class _BeatsConnection(_Connection):
+    """One Beats client: the tcp input's connection (accepting, flow control, close)
+    with the Lumberjack decoder and window state instead of lines."""
+
+    __slots__ = ("_beats", "_decoder", "_last_pushed", "_last_safe", "_window", "_window_left")
 
     def __init__(self, owner: BeatsInput, ingest: BatchBuffer) -> None:
-        self._input = owner
-        self._ingest = ingest
-        self._metrics = owner.metrics
+        super().__init__(owner, ingest)
+        self._beats = owner
         self._decoder = FrameDecoder(owner.beats_config.max_frame_bytes)
-        self._transport: asyncio.Transport | None = None
-        self._peer = ""
-        self._waiting: list[bytes] = []
-        self._closed = False
-        self.paused = False
-        self._time = owner.loop_time
-        self.last_active = self._time()
         # Events of the current window still expected; its last sequence pushed.
         self._window_left = 0
         self._last_pushed: int | None = None
@@ -323,27 +318,6 @@ class _BeatsConnection(asyncio.Protocol):
         # (handed to every sink): what a keep-alive may acknowledge.
         self._window = 0
         self._last_safe: int | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        stream = cast(asyncio.Transport, transport)
-        if not self._input._accept(self):  # type: ignore[arg-type]  # same duck type
-            self._closed = True
-            stream.abort()
-            return
-        self._transport = stream
-        peer = transport.get_extra_info("peername")
-        self._peer = str(peer[0]) if peer else ""
-
-    def data_received(self, data: bytes) -> None:
-        if self._closed:
-            return
-        self._metrics.bytes_in += len(data)
-        self.last_active = self._time()
-        if self.paused or self._ingest.full:
-            self._waiting.append(data)
-            self._pause()
-            return
-        self._process(data)
 
     def _process(self, data: bytes) -> None:
         decoded = self._decoder.feed(data)
@@ -378,7 +352,7 @@ class _BeatsConnection(asyncio.Protocol):
                 self._ingest.accepted, partial(self._safe, self._window, self._last_pushed, acks)
             )
         if decoded.error is not None:
-            self._input.protocol_error(decoded.error, peer)
+            self._beats.protocol_error(decoded.error, peer)
             self._closed = True
             if self._transport is not None:
                 self._transport.abort()
@@ -400,58 +374,3 @@ class _BeatsConnection(asyncio.Protocol):
         if self._closed or self._window_left == 0 or self._last_safe is None:
             return
         self._send_ack(self._last_safe)
-
-    def _deliver(self, batch: Batch) -> bool:
-        try:
-            self._ingest.push(batch)
-        except BufferClosed:
-            self._metrics.drop(len(batch), "shutdown")
-            return False
-        self._metrics.events_in += len(batch)
-        if self._ingest.full:
-            self._pause()
-        return True
-
-    def _pause(self) -> None:
-        if self.paused or self._closed or self._transport is None:
-            return
-        self.paused = True
-        self._transport.pause_reading()
-        self._ingest.call_when_drained(self._resume)
-
-    def _resume(self) -> None:
-        if not self.paused:
-            return
-        self.paused = False
-        if self._closed or self._transport is None or self._transport.is_closing():
-            return
-        self.last_active = self._time()
-        while self._waiting:
-            self._process(self._waiting.pop(0))
-            if self.paused or self._closed:
-                return
-        self._transport.resume_reading()
-
-    def _finish(self) -> None:
-        """Decode (and deliver) chunks read but held while ingest was full."""
-        self._closed = True
-        waiting, self._waiting = self._waiting, []
-        for data in waiting:
-            self._process(data)
-
-    def close(self, why: str) -> None:
-        if self._closed:
-            return
-        self._finish()
-        log.debug("beats input %s: closing %s (%s)", self._input.name, self._peer, why)
-        if self._transport is not None:
-            self._transport.close()
-
-    def eof_received(self) -> bool | None:
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self._closed:
-            self._finish()
-        self._input._forget(self)  # type: ignore[arg-type]
-        self._transport = None

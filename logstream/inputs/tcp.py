@@ -286,8 +286,8 @@ class _Connection(asyncio.Protocol):
         self._partial_len = 0
         # True while skipping the rest of a line already cut at the limit.
         self._discarding = False
-        # A chunk read while ingest was full, processed once it drains.
-        self._waiting: bytes | None = None
+        # Chunks read while paused or while ingest was full, processed once it drains.
+        self._waiting: list[bytes] = []
         self._closed = False
         self.paused = False
         self._time = owner.loop_time
@@ -308,10 +308,11 @@ class _Connection(asyncio.Protocol):
             return
         self._metrics.bytes_in += len(data)
         self.last_active = self._time()
-        if self._ingest.full:
-            # Another client filled ingest: keep this chunk as it came (bytes are
-            # smaller than events) and stop reading until ingest drains.
-            self._waiting = data
+        if self.paused or self._ingest.full:
+            # Another client filled ingest (or a TLS transport delivered one more
+            # chunk after pause_reading): keep it as it came (bytes are smaller than
+            # events) and stop reading until ingest drains.
+            self._waiting.append(data)
             self._pause()
             return
         self._process(data)
@@ -390,7 +391,8 @@ class _Connection(asyncio.Protocol):
             self._discarding = True
             batch.append(self._too_long(line))
 
-    def _deliver(self, batch: Batch) -> None:
+    def _deliver(self, batch: Batch) -> bool:
+        """Push ``batch`` into ingest (pausing when it fills); False if ingest is closed."""
         ingest = self._ingest
         try:
             ingest.push(batch)
@@ -398,10 +400,11 @@ class _Connection(asyncio.Protocol):
             # Ingest closed under us: the pipeline stops inputs before closing it,
             # so this only happens when a caller does not; count, never raise.
             self._metrics.drop(len(batch), "shutdown")
-            return
+            return False
         self._metrics.events_in += len(batch)
         if ingest.full:
             self._pause()
+        return True
 
     def _pause(self) -> None:
         if self.paused or self._closed or self._transport is None:
@@ -419,10 +422,9 @@ class _Connection(asyncio.Protocol):
         if self._closed or self._transport is None or self._transport.is_closing():  # [1] [2]
             return
         self.last_active = self._time()
-        waiting, self._waiting = self._waiting, None
-        if waiting is not None:
-            self._process(waiting)
-            if self.paused:  # full again
+        while self._waiting:
+            self._process(self._waiting.pop(0))
+            if self.paused or self._closed:  # full again, or a protocol error
                 return
         self._transport.resume_reading()
 
@@ -441,9 +443,9 @@ class _Connection(asyncio.Protocol):
     def _finish(self) -> None:
         """Deliver everything read: a chunk waiting for room, then the unfinished line."""
         self._closed = True  # [2] and no pausing while delivering the rest
-        waiting, self._waiting = self._waiting, None
-        if waiting is not None:
-            self._process(waiting)
+        waiting, self._waiting = self._waiting, []
+        for data in waiting:
+            self._process(data)
         self._flush_partial()
 
     def close(self, why: str) -> None:
@@ -451,7 +453,7 @@ class _Connection(asyncio.Protocol):
         if self._closed:
             return
         self._finish()
-        log.debug("tcp input %s: closing %s (%s)", self._input.name, self._peer, why)
+        log.debug("input %s: closing %s (%s)", self._input.name, self._peer, why)
         if self._transport is not None:
             self._transport.close()
 

@@ -7,14 +7,13 @@ import contextlib
 import gc
 import logging
 import os
-import shutil
 import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from logstream import __version__
+from logstream.banner import banner
 from logstream.config import (
     Config,
     ConfigError,
@@ -24,16 +23,8 @@ from logstream.config import (
     read_yaml,
     substitute_env,
 )
-from logstream.inputs.beats import BeatsInputConfig
-from logstream.inputs.file import FileInputConfig
-from logstream.inputs.http import HttpInputConfig
-from logstream.inputs.syslog import SyslogInputConfig
-from logstream.inputs.tcp import TcpInputConfig
-from logstream.inputs.udp import UdpInputConfig
 from logstream.monitor import Monitor
 from logstream.pipeline import Pipeline, ShutdownReport
-from logstream.sinks.elasticsearch import ElasticsearchSinkConfig
-from logstream.sinks.mqtt import MqttSinkConfig
 from logstream.units import BuildContext
 
 log = logging.getLogger("logstream")
@@ -75,71 +66,6 @@ def local_servers(needs: set[str], state_dir: Path) -> Iterator[dict[str, str]]:
                 server.stop()
             except Exception:
                 log.exception("stopping a local server failed")
-
-
-def _command() -> str:
-    """How the user can run logstream again: plain ``logstream`` when it is on PATH."""
-    argv0 = sys.argv[0]
-    if os.path.basename(argv0) == "logstream" and shutil.which("logstream") != argv0:
-        return os.path.relpath(argv0) if os.path.isabs(argv0) else argv0
-    return "logstream"
-
-
-def banner(config: Config, monitor: Monitor | None, local: dict[str, str], out: TextIO) -> None:
-    """Tell the user where to send logs and how to watch them."""
-    lines = [f"logstream {__version__} is running. Send logs to:"]
-    for unit in config.inputs:
-        if isinstance(unit, TcpInputConfig):
-            host, _, port = unit.listen.rpartition(":")
-            lines.append(
-                f"  TCP json_lines  {unit.listen}   python-logstash: "
-                f"logstash.TCPLogstashHandler('{host}', {port}, version=1)"
-            )
-        elif isinstance(unit, UdpInputConfig):
-            lines.append(f"  UDP json        {unit.listen}")
-        elif isinstance(unit, BeatsInputConfig):
-            lines.append(f"  Beats (lumberjack v2)  {unit.listen}")
-        elif isinstance(unit, SyslogInputConfig):
-            lines.append(f"  syslog          {unit.listen} ({unit.protocol})")
-        elif isinstance(unit, HttpInputConfig):
-            scheme = "https" if unit.tls is not None else "http"
-            lines.append(
-                f"  HTTP POST       {scheme}://{unit.listen}{unit.path}   "
-                "(JSON, JSON array or NDJSON)"
-            )
-        elif isinstance(unit, FileInputConfig):
-            lines.append(f"  files           {', '.join(unit.paths)} (tailed)")
-    lines.append("Watch them:")
-    names = config.unit_names()
-    for sink in config.sinks:
-        if isinstance(sink, ElasticsearchSinkConfig):
-            where = " (local noida-db)" if "elasticsearch" in local else ""
-            host = sink.hosts[0]
-            lines.append(f"  Elasticsearch   {host}{where}")
-            lines.append(
-                f"      curl -s -XPOST '{host}/_refresh' >/dev/null; "
-                f"curl -s '{host}/_search?q=*&size=5'"
-            )
-            if sink.dead_letters.enabled:
-                name = names[id(sink)]
-                dlq = sink.dead_letters.path or config.state_dir / "dead-letters" / f"{name}.ndjson"
-                lines.append(f"      refused events: {dlq} ({_command()} replay --dlq {dlq})")
-        elif isinstance(sink, MqttSinkConfig):
-            where = " (local mosquitto)" if "mqtt" in local else ""
-            hostport = sink.url.split("://", 1)[-1].rsplit("@", 1)[-1]
-            host, _, port = hostport.partition(":")
-            root = sink.topic.split("{", 1)[0].rstrip("/") or "#"
-            topic = f"{root}/#" if root != "#" else "#"
-            lines.append(f"  MQTT            {sink.url}{where}, {sink.encoding} payloads")
-            lines.append(f"      {_command()} tail --url {sink.url} '{topic}'")
-            if sink.encoding == "json":
-                lines.append(f"      mosquitto_sub -h {host} -p {port or 1883} -t '{topic}' -v")
-        else:
-            lines.append(f"  {sink.type:<15} {getattr(sink, 'path', '')}")
-    if monitor is not None:
-        lines.append(f"Metrics: {monitor.url}/metrics   Health: {monitor.url}/health")
-    lines.append("Stop with Ctrl-C (SIGINT) or SIGTERM.")
-    print("\n".join(lines), file=out, flush=True)
 
 
 async def serve(config: Config, local: dict[str, str], out: TextIO) -> ShutdownReport:

@@ -38,6 +38,18 @@ class BuildContext:
     clock: Clock = field(default_factory=SystemClock)
     # Where units keep state (spools, checkpoints, local servers' data).
     state_dir: Path = field(default_factory=lambda: Path(".logstream"))
+    # Worker processes (``pipeline.workers``): this process's index and how many run
+    # on the host. With several workers, ``state_dir`` is the worker's own directory
+    # and ``shared_dir`` is one directory every worker of the host sees (host-wide
+    # budgets, locks). With one worker both are the configured state_dir.
+    worker: int = 0
+    workers: int = 1
+    shared_dir: Path | None = None
+
+    @property
+    def host_dir(self) -> Path:
+        """The directory shared by every worker of this host."""
+        return self.shared_dir if self.shared_dir is not None else self.state_dir
 
 
 class UnitConfig(BaseModel):

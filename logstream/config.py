@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from logstream.filters.drop import DropFilterConfig
 from logstream.filters.multiline import MultilineFilterConfig
@@ -91,6 +98,29 @@ class PipelineSettings(_Strict):
     shutdown_timeout_secs: float = Field(
         default=10.0, gt=0, description="How long shutdown may spend flushing sinks."
     )
+    workers: int | Literal["auto"] = Field(
+        default=1,
+        description="Worker processes running this pipeline behind shared listening ports "
+        "(SO_REUSEPORT); auto: one per CPU.",
+    )
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _valid_workers(cls, value: Any) -> Any:
+        if value == "auto" or (
+            isinstance(value, int) and not isinstance(value, bool) and value > 0
+        ):
+            return value
+        raise ValueError("must be a positive integer or auto")
+
+    def worker_count(self) -> int:
+        """How many worker processes run: ``workers``, or the CPUs this process may use."""
+        if self.workers != "auto":
+            return self.workers
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # pragma: no cover - not Linux
+            return max(1, os.cpu_count() or 1)
 
 
 class MonitorSettings(_Strict):
@@ -140,6 +170,96 @@ class Config(_Strict):
                 name += "_"
             names[id(unit)] = name
         return names
+
+
+WORKER = "{worker}"
+
+
+def _per_worker_paths(config: Config) -> list[tuple[str, str | None]]:
+    """Each (key path, value) naming a file or directory that every worker would
+    share unless it contains ``{worker}``."""
+    found: list[tuple[str, str | None]] = []
+    for i, sink in enumerate(config.sinks):
+        where = f"sinks[{i}] ({sink.type})"
+        if isinstance(sink, FileSinkConfig):
+            found.append((f"{where}.path", str(sink.path)))
+        elif isinstance(sink, MqttSinkConfig) and sink.client_id is not None:
+            found.append((f"{where}.client_id", sink.client_id))
+        elif isinstance(sink, ElasticsearchSinkConfig):
+            if sink.spool.enabled and sink.spool.path is not None:
+                found.append((f"{where}.spool.path", str(sink.spool.path)))
+            if sink.dead_letters.enabled and sink.dead_letters.path is not None:
+                found.append((f"{where}.dead_letters.path", str(sink.dead_letters.path)))
+    for i, unit in enumerate(config.inputs):
+        if isinstance(unit, FileInputConfig) and unit.checkpoint_file is not None:
+            found.append((f"inputs[{i}] (file).checkpoint_file", str(unit.checkpoint_file)))
+    return found
+
+
+def check_workers(config: Config) -> None:
+    """What ``workers > 1`` needs: SO_REUSEPORT, fixed ports, one file per worker."""
+    count = config.pipeline.worker_count()
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise ValueError(
+            f"pipeline.workers: {count} workers need SO_REUSEPORT, which this platform "
+            "lacks; use workers: 1"
+        )
+    for i, unit in enumerate(config.inputs):
+        listen = getattr(unit, "listen", None)
+        if isinstance(listen, str) and parse_listen(listen)[1] == 0:
+            raise ValueError(
+                f"inputs[{i}] ({unit.type}).listen: port 0 would give each of the {count} "
+                f"workers a port of its own; give a fixed port (value: {listen})"
+            )
+    for key, value in _per_worker_paths(config):
+        if value is not None and WORKER not in value:
+            raise ValueError(
+                f"{key}: with pipeline.workers {count}, each worker needs its own; "
+                f"put {WORKER} in it (value: {value})"
+            )
+
+
+def for_worker(data: Any, worker: int) -> Any:
+    """The raw config as worker ``worker`` runs it: ``{worker}`` replaced by its index
+    in file sink paths, MQTT client ids, spool, dead-letter and checkpoint paths."""
+    if not isinstance(data, dict):
+        return data
+    index = str(worker)
+
+    def sub(unit: Any, *keys: str) -> Any:
+        if not isinstance(unit, dict) or len(keys) == 0:
+            return unit
+        key, rest = keys[0], keys[1:]
+        value = unit.get(key)
+        if rest:
+            return {**unit, key: sub(value, *rest)} if isinstance(value, dict) else unit
+        if isinstance(value, str) and WORKER in value:
+            return {**unit, key: value.replace(WORKER, index)}
+        return unit
+
+    sinks = []
+    for sink in data.get("sinks") or []:
+        if isinstance(sink, dict):
+            kind = sink.get("type")
+            if kind == "file":
+                sink = sub(sink, "path")
+            elif kind == "mqtt":
+                sink = sub(sink, "client_id")
+            elif kind == "elasticsearch":
+                sink = sub(sub(sink, "spool", "path"), "dead_letters", "path")
+        sinks.append(sink)
+    inputs = [
+        sub(unit, "checkpoint_file")
+        if isinstance(unit, dict) and unit.get("type") == "file"
+        else unit
+        for unit in data.get("inputs") or []
+    ]
+    out = dict(data)
+    if "sinks" in data:
+        out["sinks"] = sinks
+    if "inputs" in data:
+        out["inputs"] = inputs
+    return out
 
 
 _ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -233,22 +353,37 @@ def _resolve_local(data: dict[str, Any], urls: dict[str, str]) -> dict[str, Any]
 
 
 def parse_config(
-    data: Any, env: dict[str, str] | None = None, local_urls: dict[str, str] | None = None
+    data: Any,
+    env: dict[str, str] | None = None,
+    local_urls: dict[str, str] | None = None,
+    worker: int = 0,
 ) -> Config:
     """Validate an already-loaded YAML document. Raises :class:`ConfigError`.
 
     ``local_urls`` replaces sinks set to ``local`` (default: placeholders, for checking).
+    The config is checked as written (``pipeline.workers`` and what it needs), then
+    returned as worker ``worker`` runs it (``{worker}`` in paths replaced).
     """
     if not isinstance(data, dict):
         raise ConfigError("config: the top level must be a mapping with inputs and sinks")
     data = substitute_env(data, os.environ if env is None else env)
     data = _resolve_local(data, local_urls or LOCAL_PLACEHOLDERS)
+    config = _validate(data)
+    config.unit_names()  # checks ids
+    if config.pipeline.worker_count() > 1:
+        try:
+            check_workers(config)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+    mine = for_worker(data, worker)
+    return config if mine == data else _validate(mine)
+
+
+def _validate(data: dict[str, Any]) -> Config:
     try:
-        config = Config.model_validate(data)
+        return Config.model_validate(data)
     except ValidationError as error:
         raise ConfigError(_format_errors(error, data)) from None
-    config.unit_names()  # checks ids
-    return config
 
 
 def read_yaml(path: str | Path) -> Any:

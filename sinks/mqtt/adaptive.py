@@ -12,7 +12,7 @@ Kept events that stand for others carry ``sample_rate``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from logstream.event import Event
 from logstream.metrics import UnitMetrics
@@ -23,14 +23,27 @@ from logstream.severity import Severity
 from .config import RateLimitConfig
 from .state import TopicState
 
+Share = Callable[[str, float, float], float]
+
 
 class Sampler:
     """The sink's samplers: one controller per capped topic (on its state) and the total."""
 
     def __init__(
-        self, limits: RateLimitConfig, batched: bool, metrics: UnitMetrics, now: float
+        self,
+        limits: RateLimitConfig,
+        batched: bool,
+        metrics: UnitMetrics,
+        now: float,
+        share: Share | None = None,
+        parts: int = 1,
     ) -> None:
         self.limits = limits
+        # With a budget shared by several processes: (cap key, cap, this process's
+        # demand in bytes/s) -> the part of the cap this process may count on.
+        self.share = share
+        # Until the first shares are known, each of ``parts`` processes aims at its part.
+        self.parts = parts if share is not None else 1
         self.batched = batched
         self.metrics = metrics
         self.level_of = LevelIndexer(limits.level_field, Severity[limits.unknown_level])
@@ -43,7 +56,12 @@ class Sampler:
         if limits.adaptive:
             budget = self.budget(limits.total_bytes_per_sec, limits.total_messages_per_sec, 0.0)
             if budget is not None:
-                self.total = BudgetController(budget)
+                self.total = BudgetController(budget / self.parts)
+            cap = limits.total_bytes_per_sec
+            if share is not None and cap is not None:
+                # Here from now on: until a window measured what this process wants,
+                # it counts as wanting the whole cap, so the others leave it its part.
+                share("total/bytes", cap, cap)
             # The first window starts with the first events (begin_windows).
             self.first_window = True
 
@@ -62,7 +80,9 @@ class Sampler:
         if self.limits.adaptive:
             budget = self.budget(state.bytes_cap, state.messages_cap, 0.0)
             if budget is not None:
-                state.controller = BudgetController(budget)
+                state.controller = BudgetController(budget / self.parts)
+            if self.share is not None and state.bytes_cap is not None:
+                self.share(f"topic/bytes/{state.name}", state.bytes_cap, state.bytes_cap)
         # A new topic samples as the samplers do now, not everything until the next window.
         own = state.controller.ratios if state.controller is not None else None
         total = self.total.ratios if self.total is not None else None
@@ -83,7 +103,12 @@ class Sampler:
         Returns when the window ends."""
         self.first_window = False
         self.window_start = now
-        self.window_end = now + self.limits.window_secs
+        window = self.limits.window_secs
+        if self.share is not None:
+            # Other processes fill the same cap: measure the load soon, before the
+            # shared queues overflow.
+            window = min(window, 0.25)
+        self.window_end = now + window
         for state in topics:
             state.created = now
         return self.window_end
@@ -175,6 +200,10 @@ class Sampler:
             if controller is not None:
                 controller.offered[:] = state.offered
                 budget = self.budget(state.bytes_cap, state.messages_cap, state.message_wire)
+                if self.share is not None and state.bytes_cap is not None and budget:
+                    demand = _demand(controller, state.offered, elapsed)
+                    shared = self.share(f"topic/bytes/{state.name}", state.bytes_cap, demand)
+                    budget = min(budget, max(shared, 0.01 * state.bytes_cap))
                 controller.bytes_per_sec = budget or controller.bytes_per_sec
                 # A topic that came during the window offered over less than all of it.
                 own_elapsed = max(now - max(window_start, state.created), 0.25 * elapsed)
@@ -190,6 +219,10 @@ class Sampler:
             budget = self.budget(
                 limits.total_bytes_per_sec, limits.total_messages_per_sec, self.total_message_wire
             )
+            cap = limits.total_bytes_per_sec
+            if self.share is not None and cap is not None and budget:
+                shared = self.share("total/bytes", cap, _demand(total, total_offered, elapsed))
+                budget = min(budget, max(shared, 0.01 * cap))
             total.bytes_per_sec = budget or total.bytes_per_sec
             total_ratios = total.update(elapsed, total_queued)
         for state in states:
@@ -216,3 +249,15 @@ def set_ratios(state: TopicState, ratios: list[float]) -> None:
         else:
             state.factors[index] = 1.0
             state.rates[index] = None
+
+
+def _demand(controller: BudgetController, offered: Sequence[float], elapsed: float) -> float:
+    """Bytes/s the events offered in the window would cost if all were kept."""
+    if elapsed <= 0:
+        return 0.0
+    known = [cost for cost in controller.bytes_per_event if cost is not None]
+    fallback = sum(known) / len(known) if known else controller.default_bytes_per_event
+    return sum(
+        count / elapsed * (controller.bytes_per_event[index] or fallback)
+        for index, count in enumerate(offered)
+    )

@@ -19,17 +19,19 @@ import logging
 import math
 from collections.abc import Callable
 
+from logstream.budget import HostBudget
 from logstream.clock import Clock
 from logstream.event import Batch, Event
 from logstream.payload import framer, serialise
 from logstream.sampling import LEVEL_NAMES, LEVELS
 from logstream.units import BuildContext, Sink
 
-from .adaptive import Sampler
+from .adaptive import Sampler, Share
 from .config import MqttSinkConfig, parse_url
 from .connection import Connection
 from .payloads import PayloadBuilder, Sealed
 from .scheduler import BucketFactory, Scheduler
+from .shared import budget_path, host_buckets
 from .state import TopicState, head_severity
 from .topics import compile_topic
 
@@ -68,6 +70,12 @@ class MqttSink(Sink):
         # Bandwidth control, chosen here: without caps nothing is sampled or tracked.
         limits = config.rate_limit if config.rate_limit and config.rate_limit.any_caps else None
         self._limits = limits
+        share: Share | None = None
+        self.budget: HostBudget | None = None
+        if limits is not None and buckets is None and ctx.workers > 1:
+            # Several worker processes on this host: one budget for all of them.
+            self.budget = HostBudget(budget_path(ctx.host_dir, name), ctx.worker)
+            buckets, share = host_buckets(self.budget, self._clock), self.budget.share
         self.scheduler = Scheduler(
             limits,
             self._clock,
@@ -79,7 +87,11 @@ class MqttSink(Sink):
             buckets=buckets,
         )
         now = self._clock.monotonic()
-        self.sampler = Sampler(limits, self.builder.batched, self.metrics, now) if limits else None
+        self.sampler = (
+            Sampler(limits, self.builder.batched, self.metrics, now, share, ctx.workers)
+            if limits
+            else None
+        )
         self._add: Callable[[TopicState, list[Event], float], None] = (
             self._add_tracked if self.sampler is not None else self._add_plain
         )
@@ -281,6 +293,8 @@ class MqttSink(Sink):
                 self.config.close_timeout_secs,
             )
             connection.forget_pending()
+        if self.budget is not None:
+            self.budget.close()
 
     @property
     def _accounting(self) -> bool:

@@ -49,14 +49,14 @@ def test_fair_shares_give_nobody_more_than_it_wants_and_split_the_rest() -> None
 
 def _take_for(path: str, worker: int, rate: float, secs: float, out: Any) -> None:
     budget = HostBudget(Path(path), worker)
-    bucket = LeasedBucket(budget, "total/bytes", rate, rate * 0.02, SystemClock())
+    bucket = LeasedBucket(budget, "total/bytes", rate, rate * 0.05, SystemClock())
     stamps = []
     end = time.monotonic() + secs
     while (now := time.monotonic()) < end:
         if bucket.try_take(400):
             stamps.append((now, 400.0))
         else:
-            time.sleep(0.001)
+            time.sleep(0.0005)
     out.put((worker, stamps, bucket.leases))
 
 

@@ -61,6 +61,38 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SharedBudgetConfig(_Strict):
+    """One budget for every instance using the same Redis ``key`` (``rate_limit.shared``)."""
+
+    redis: SecretStr = Field(
+        description="redis://[user:password@]host:6379/0 (rediss:// for TLS); never logged "
+        "with its password."
+    )
+    key: str = Field(min_length=1, max_length=200, description="Name of the shared budget.")
+    expected_instances: int = Field(
+        default=2, ge=1, le=10_000, description="How many instances share it, roughly."
+    )
+    fallback_share: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Part of each cap an instance uses alone while Redis is unreachable "
+        "(default: 1 / expected_instances).",
+    )
+
+    @field_validator("redis")
+    @classmethod
+    def _check_redis(cls, value: SecretStr) -> SecretStr:
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
+            raise ValueError("redis must be a redis://host[:port][/db] or rediss:// URL")
+        return value
+
+    @property
+    def local_share(self) -> float:
+        return self.fallback_share or 1.0 / self.expected_instances
+
+
 class TopicCaps(_Strict):
     """Caps of the topics an MQTT topic filter matches (``rate_limit.topics``)."""
 
@@ -108,6 +140,11 @@ class RateLimitConfig(_Strict):
     window_secs: float = Field(default=1.0, gt=0, le=60, description="How often ratios change.")
     accounting_interval_secs: float = Field(
         default=10.0, ge=0, description="How often a topic that lost events is told (0: never)."
+    )
+    shared: SharedBudgetConfig | None = Field(
+        default=None,
+        description="Draw the byte/message caps from one budget in Redis shared with other "
+        "instances (default: this instance's own, shared by its worker processes).",
     )
     level_field: str = Field(default="level", description="The field holding the severity.")
     unknown_level: str = Field(

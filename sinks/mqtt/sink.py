@@ -23,6 +23,7 @@ from logstream.budget import HostBudget
 from logstream.clock import Clock
 from logstream.event import Batch, Event
 from logstream.payload import framer, serialise
+from logstream.redis_budget import RedisBudget
 from logstream.sampling import LEVEL_NAMES, LEVELS
 from logstream.units import BuildContext, Sink
 
@@ -71,10 +72,23 @@ class MqttSink(Sink):
         limits = config.rate_limit if config.rate_limit and config.rate_limit.any_caps else None
         self._limits = limits
         share: Share | None = None
-        self.budget: HostBudget | None = None
-        if limits is not None and buckets is None and ctx.workers > 1:
+        parts = 1
+        self.budget: HostBudget | RedisBudget | None = None
+        if limits is not None and buckets is None and limits.shared is not None:
+            # Every instance using the same Redis key: one budget for the fleet.
+            shared = limits.shared
+            self.budget = RedisBudget(
+                shared.redis.get_secret_value(),
+                shared.key,
+                self.metrics,
+                fallback_share=shared.local_share,
+            )
+            parts = shared.expected_instances
+        elif limits is not None and buckets is None and ctx.workers > 1:
             # Several worker processes on this host: one budget for all of them.
             self.budget = HostBudget(budget_path(ctx.host_dir, name), ctx.worker)
+            parts = ctx.workers
+        if self.budget is not None:
             buckets, share = host_buckets(self.budget, self._clock), self.budget.share
         self.scheduler = Scheduler(
             limits,
@@ -88,7 +102,7 @@ class MqttSink(Sink):
         )
         now = self._clock.monotonic()
         self.sampler = (
-            Sampler(limits, self.builder.batched, self.metrics, now, share, ctx.workers)
+            Sampler(limits, self.builder.batched, self.metrics, now, share, parts)
             if limits
             else None
         )

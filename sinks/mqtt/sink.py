@@ -19,11 +19,9 @@ import logging
 import math
 from collections.abc import Callable
 
-from logstream.budget import HostBudget
 from logstream.clock import Clock
 from logstream.event import Batch, Event
 from logstream.payload import framer, serialise
-from logstream.redis_budget import RedisBudget
 from logstream.sampling import LEVEL_NAMES, LEVELS
 from logstream.units import BuildContext, Sink
 
@@ -32,7 +30,7 @@ from .config import MqttSinkConfig, parse_url
 from .connection import Connection
 from .payloads import PayloadBuilder, Sealed
 from .scheduler import BucketFactory, Scheduler
-from .shared import budget_path, host_buckets
+from .shared import host_buckets, open_budget
 from .state import TopicState, head_severity
 from .topics import compile_topic
 
@@ -72,22 +70,9 @@ class MqttSink(Sink):
         limits = config.rate_limit if config.rate_limit and config.rate_limit.any_caps else None
         self._limits = limits
         share: Share | None = None
-        parts = 1
-        self.budget: HostBudget | RedisBudget | None = None
-        if limits is not None and buckets is None and limits.shared is not None:
-            # Every instance using the same Redis key: one budget for the fleet.
-            shared = limits.shared
-            self.budget = RedisBudget(
-                shared.redis.get_secret_value(),
-                shared.key,
-                self.metrics,
-                fallback_share=shared.local_share,
-            )
-            parts = shared.expected_instances
-        elif limits is not None and buckets is None and ctx.workers > 1:
-            # Several worker processes on this host: one budget for all of them.
-            self.budget = HostBudget(budget_path(ctx.host_dir, name), ctx.worker)
-            parts = ctx.workers
+        self.budget, parts = (
+            open_budget(limits, ctx, name, self.metrics) if buckets is None else (None, 1)
+        )
         if self.budget is not None:
             buckets, share = host_buckets(self.budget, self._clock), self.budget.share
         self.scheduler = Scheduler(

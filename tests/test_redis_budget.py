@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from logstream.config import ConfigError, parse_config
 from logstream.local.mosquitto import Mosquitto
 from logstream.metrics import Registry, UnitMetrics
 from logstream.payload import decode, is_accounting
@@ -32,6 +33,34 @@ def test_mask_url_hides_the_password_only() -> None:
     assert mask_url("redis://u:pw@h:6379/0") == "redis://u:***@h:6379/0"
     assert mask_url("redis://:pw@h/0") == "redis://:***@h/0"
     assert mask_url("redis://h:6379/0") == "redis://h:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("shared", "message"),
+    [
+        ({"redis": "http://:pw-9f3@h/0", "key": "k"}, "redis must be a redis://"),
+        ({"redis": "redis://:pw-9f3@h/0", "key": "k", "fallback_share": 2}, "less than"),
+        ({"redis": "redis://:pw-9f3@h/0"}, "required key"),
+    ],
+)
+def test_shared_budget_config_errors_name_the_key_and_never_show_the_password(
+    shared: dict[str, Any], message: str
+) -> None:
+    data = {
+        "inputs": [{"type": "tcp", "listen": "127.0.0.1:0"}],
+        "sinks": [
+            {
+                "type": "mqtt",
+                "url": "mqtt://h",
+                "topic": "t",
+                "rate_limit": {"total_bytes_per_sec": 1000, "shared": shared},
+            }
+        ],
+    }
+    with pytest.raises(ConfigError) as error:
+        parse_config(data)
+    assert "shared" in str(error.value) and message in str(error.value)
+    assert "pw-9f3" not in str(error.value)
 
 
 def test_leases_are_allow_at_most_and_a_stopped_redis_falls_back_to_the_local_share(

@@ -80,13 +80,16 @@ class SharedBudgetConfig(_Strict):
         "(default: 1 / expected_instances).",
     )
 
-    @field_validator("redis")
-    @classmethod
-    def _check_redis(cls, value: SecretStr) -> SecretStr:
-        parts = urlsplit(value.get_secret_value())
+    @model_validator(mode="after")
+    def _check_redis(self) -> SharedBudgetConfig:
+        # Checked here, not in a field validator: a field's error shows its value,
+        # and this one may hold a password.
+        parts = urlsplit(self.redis.get_secret_value())
         if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
-            raise ValueError("redis must be a redis://host[:port][/db] or rediss:// URL")
-        return value
+            raise ValueError(
+                "redis must be a redis://[user:password@]host[:port][/db] or rediss:// URL"
+            )
+        return self
 
     @property
     def local_share(self) -> float:

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import redis
 
 from logstream.config import ConfigError, parse_config
 from logstream.local.mosquitto import Mosquitto
@@ -194,6 +195,10 @@ def test_three_instances_share_one_cap_in_redis_and_keep_publishing_while_it_is_
         results = [out.get(timeout=60)[1] for _ in instances]
         for process in instances:
             process.join(10)
+        # The restarted Redis began empty: the budget's keys show the sharing resumed.
+        client = redis.Redis.from_url(redis_server.url)
+        resumed = client.keys("fleet:*")
+        client.close()
         time.sleep(0.5)
     finally:
         receiver.terminate()
@@ -216,6 +221,7 @@ def test_three_instances_share_one_cap_in_redis_and_keep_publishing_while_it_is_
     assert max(totals) <= cap * 1.05, max(totals)
     assert min(totals) >= cap * 0.85, min(totals)
     assert all(fallback > 0 for _, fallback, _ in results), "the outage was counted"
+    assert b"fleet:total/bytes" in resumed and b"fleet:demand:total/bytes" in resumed
     events = [e for m in subscriber.messages for e in decode(m.payload).events]
     delivered = {e["n"] for e in events if not is_accounting(e)}
     important = {

@@ -255,6 +255,8 @@ class MqttSink(Sink):
         connection = self.connection
         client = connection.client
         if client is None:
+            if self.budget is not None:
+                self.budget.close()
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.close_timeout_secs

@@ -184,3 +184,20 @@ def test_nothing_is_published_while_not_connected_and_the_queue_is_counted_dropp
     scheduler.pump(state)
     assert not sender.sent and metrics.dropped["not_connected"] == 10
     assert "t/x" not in scheduler.active
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_websockets_url_is_optional_and_a_ws_url_without_credentials() -> None:
+    assert config().websockets_url is None
+    assert config(websockets_url="wss://b.example:8443/mqtt").websockets_url == (
+        "wss://b.example:8443/mqtt"
+    )
+    for bad, message in [
+        ("http://b.example/mqtt", "ws://"),
+        ("ws://user:pw@b.example/mqtt", "credentials"),
+        ("ws://b.example:99999/", "port"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            config(websockets_url=bad)

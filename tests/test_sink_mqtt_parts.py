@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
+from pydantic import ValidationError
 
 from logstream.clock import ManualClock
 from logstream.metrics import UnitMetrics
@@ -199,5 +200,8 @@ def test_websockets_url_is_optional_and_a_ws_url_without_credentials() -> None:
         ("ws://user:pw@b.example/mqtt", "credentials"),
         ("ws://b.example:99999/", "port"),
     ]:
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(ValidationError, match=message) as error:
             config(websockets_url=bad)
+        # Reported on the sink (whose settings the config errors never print), not the field.
+        ((item),) = error.value.errors()
+        assert ":pw@" not in item["msg"] and isinstance(item["input"], dict)

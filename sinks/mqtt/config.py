@@ -294,24 +294,10 @@ class MqttSinkConfig(SinkConfig):
         parse_url(value)
         return value
 
-    @field_validator("websockets_url")
+    @field_validator("websockets_url", mode="before")
     @classmethod
-    def _check_websockets_url(cls, value: str | None) -> str | None:
-        if value is None or value == "":
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("ws", "wss") or not parts.hostname:
-            raise ValueError(
-                f"websockets_url must be ws://host[:port][/path] or wss://..., value: {value!r}"
-            )
-        if parts.username is not None or parts.password is not None:
-            # The page hands this URL to every browser: it may not hold a secret.
-            raise ValueError("websockets_url may not hold credentials (browsers see it)")
-        try:
-            parts.port  # noqa: B018 - raises on a bad port
-        except ValueError:
-            raise ValueError("websockets_url port must be a number from 1 to 65535") from None
-        return value
+    def _no_websockets_url(cls, value: Any) -> Any:
+        return None if value == "" else value
 
     @field_validator("topic")
     @classmethod
@@ -326,6 +312,8 @@ class MqttSinkConfig(SinkConfig):
 
     @model_validator(mode="after")
     def _check_combinations(self) -> MqttSinkConfig:
+        if self.websockets_url is not None:
+            _check_websockets_url(self.websockets_url)
         if self.ca_file is not None and not self.url.startswith("mqtts://"):
             raise ValueError(f"ca_file is only used with an mqtts:// url, value: {self.url!r}")
         if self.password is not None and self.username is None:
@@ -348,3 +336,18 @@ class MqttSinkConfig(SinkConfig):
         from .sink import MqttSink  # the sink imports this module
 
         return MqttSink(self, name, ctx)
+
+
+def _check_websockets_url(value: str) -> None:
+    """Checked on the model, not the field: a field's error shows its value, and a
+    mistaken one may hold a password."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError("websockets_url must be ws://host[:port][/path] or wss://...")
+    if parts.username is not None or parts.password is not None:
+        # The page hands this URL to every browser: it may not hold a secret.
+        raise ValueError("websockets_url may not hold credentials (browsers see it)")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValueError("websockets_url port must be a number from 1 to 65535") from None

@@ -107,6 +107,10 @@ METRICS: dict[str, str] = {
     "logstream_buffer_events": "Events waiting in a unit's buffer.",
     "logstream_connections": "Open client connections of an input.",
     "logstream_file_changes_total": "Rotated, truncated, deleted or unreadable files, by reason.",
+    "logstream_budget_fallback_leases_total": (
+        "Token leases a sink served from its local fallback share because the shared "
+        "budget (Redis) was unreachable."
+    ),
 }
 
 DROP_REASONS: tuple[str, ...] = get_args(DropReason)
@@ -148,6 +152,8 @@ class UnitMetrics:
         self.spool_events: Callable[[], int] | None = None
         self.spool_bytes: Callable[[], int] | None = None
         self.spool_corrupt_records = 0
+        # A shared budget (mqtt rate_limit.shared): leases served locally while Redis was down.
+        self.budget_fallback_leases = 0
 
     def drop(self, count: int, reason: DropReason) -> None:
         """Count ``count`` events dropped for ``reason``."""
@@ -232,6 +238,7 @@ class Registry(Collector):
         files = counter("logstream_file_changes_total", ["reason"])
         already = counter("logstream_already_indexed_total")
         corrupt = counter("logstream_spool_corrupt_records_total")
+        fallback = counter("logstream_budget_fallback_leases_total")
         spool_events = GaugeMetricFamily(
             "logstream_spool_events", METRICS["logstream_spool_events"], labels=labels
         )
@@ -277,6 +284,8 @@ class Registry(Collector):
                 corrupt.add_metric(key, m.spool_corrupt_records)
             if m.kind == "input":
                 conns.add_metric(key, m.connections)
+            if m.budget_fallback_leases:
+                fallback.add_metric(key, m.budget_fallback_leases)
         yield from (events_in, events_out, bytes_in, bytes_out, dropped, issues, blocked)
         yield from (retries, errors, unselected, redactions, refused, protocol, files)
-        yield from (depth, conns, already, corrupt, spool_events, spool_bytes)
+        yield from (depth, conns, already, corrupt, spool_events, spool_bytes, fallback)

@@ -754,13 +754,13 @@ def test_the_bytes_the_rate_limiter_counts_are_the_bytes_on_the_wire(
         close_timeout_secs=0.5,
     )
     counted: list[int] = []
-    publish = sink._publish
+    publish = sink.connection.publish
 
     def counting(topic: str, payload: Any) -> None:
         counted.append(payload.wire)
         publish(topic, payload)
 
-    sink._publish = counting  # type: ignore[method-assign]
+    sink.connection.publish = counting  # type: ignore[method-assign]
 
     async def scenario() -> None:
         await sink.start()
@@ -942,7 +942,7 @@ class FakeClient:
         wire = wire_size(len(topic.encode()), len(payload), qos, props)
         self.sent.append((self.clock.monotonic(), topic, payload, wire, properties))
         mid = len(self.sent)
-        self.sink._inbox.append((0, mid, False, ""))  # _PUBLISHED
+        self.sink.connection.inbox.append((0, mid, False, ""))  # PUBLISHED
         return SimpleNamespace(rc=MQTTErrorCode.MQTT_ERR_SUCCESS, mid=mid)
 
 
@@ -983,7 +983,7 @@ def test_caps_hold_ratios_converge_and_errors_are_kept_on_an_injected_clock() ->
     )
     sink = cfg.build("mqtt", BuildContext(clock=clock))
     client = FakeClient(sink, clock)
-    sink._client, sink._connected = client, True  # type: ignore[assignment]
+    sink.connection.client, sink.connection.connected = client, True  # type: ignore[assignment]
     offered = level_events(125_000, hosts=3)
     start = clock.monotonic()
     ratios: dict[str, float] = {}
@@ -998,7 +998,7 @@ def test_caps_hold_ratios_converge_and_errors_are_kept_on_an_injected_clock() ->
             if step == 1100:
                 sink._flush_all()  # as close() does: last payloads, accounting records
             sink._service(clock.monotonic())
-            sink._drain()
+            sink.connection.drain()
             clock.advance(0.01)
 
     asyncio.run(scenario())
@@ -1111,7 +1111,9 @@ def test_a_capped_topic_on_a_real_broker_stays_within_the_cap_and_uses_it(
     assert sampled == sink.metrics.dropped["sampled"]
 
 
-def fake_sink(clock: ManualClock, topic: str, **rate_limit: Any) -> tuple[MqttSink, FakeClient]:
+def fake_sink(
+    clock: ManualClock, topic: str, settings: dict[str, Any] | None = None, **rate_limit: Any
+) -> tuple[MqttSink, FakeClient]:
     cfg = MqttSinkConfig.model_validate(
         {
             "type": "mqtt",
@@ -1120,11 +1122,12 @@ def fake_sink(clock: ManualClock, topic: str, **rate_limit: Any) -> tuple[MqttSi
             "encoding": "lz4",
             "protocol": "5",
             "rate_limit": rate_limit,
+            **(settings or {}),
         }
     )
     sink = cfg.build("mqtt", BuildContext(clock=clock))
     client = FakeClient(sink, clock)
-    sink._client, sink._connected = client, True  # type: ignore[assignment]
+    sink.connection.client, sink.connection.connected = client, True  # type: ignore[assignment]
     return sink, client
 
 
@@ -1154,7 +1157,7 @@ def test_warning_and_above_are_all_kept_under_a_tight_cap_with_a_debug_and_info_
             if step == 1300:
                 sink._flush_all()
             sink._service(clock.monotonic())
-            sink._drain()
+            sink.connection.drain()
             clock.advance(0.01)
 
     asyncio.run(scenario())
@@ -1172,9 +1175,13 @@ def test_a_full_queue_drops_the_lowest_severity_queued_payloads_first() -> None:
     later push DEBUG payloads out (counted rate_limited) instead of being dropped."""
     clock = ManualClock()
     sink, client = fake_sink(
-        clock, "t/{level}", total_bytes_per_sec=5_000, burst_secs=0.5, adaptive=False
+        clock,
+        "t/{level}",
+        {"payload_max_delay_secs": 0},
+        total_bytes_per_sec=5_000,
+        burst_secs=0.5,
+        adaptive=False,
     )
-    sink.config = sink.config.model_copy(update={"payload_max_delay_secs": 0})
     debug = [{**e, "level": "DEBUG"} for e in level_events(400)]
     warning = [{**e, "level": "WARNING", "n": 1000 + e["n"]} for e in level_events(30)]
 
@@ -1185,12 +1192,12 @@ def test_a_full_queue_drops_the_lowest_severity_queued_payloads_first() -> None:
             await sink.write(warning[at : at + 10])
         for _ in range(3000):
             sink._service(clock.monotonic())
-            sink._drain()
+            sink.connection.drain()
             clock.advance(0.01)
         sink._flush_all()
         for _ in range(300):
             sink._service(clock.monotonic())
-            sink._drain()
+            sink.connection.drain()
             clock.advance(0.01)
 
     asyncio.run(scenario())

@@ -1,0 +1,234 @@
+"""The fleet-wide budget in Redis (logstream/redis_budget.py) against a real
+redis-server, and three sink processes sharing one cap on a real mosquitto,
+with Redis stopped mid-run."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+
+from logstream.config import ConfigError, parse_config
+from logstream.local.mosquitto import Mosquitto
+from logstream.metrics import Registry, UnitMetrics
+from logstream.payload import decode, is_accounting
+from logstream.redis_budget import RedisBudget, mask_url
+from logstream.sinks.mqtt import MqttSinkConfig, wire_size
+from logstream.units import BuildContext
+from tests.support.mqtt import ExternalBroker, Subscriber
+from tests.support.redis import RedisServer
+
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def test_mask_url_hides_the_password_only() -> None:
+    assert mask_url("redis://u:pw@h:6379/0") == "redis://u:***@h:6379/0"
+    assert mask_url("redis://:pw@h/0") == "redis://:***@h/0"
+    assert mask_url("redis://h:6379/0") == "redis://h:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("shared", "message"),
+    [
+        ({"redis": "http://:pw-9f3@h/0", "key": "k"}, "redis must be a redis://"),
+        ({"redis": "redis://:pw-9f3@h/0", "key": "k", "fallback_share": 2}, "less than"),
+        ({"redis": "redis://:pw-9f3@h/0"}, "required key"),
+    ],
+)
+def test_shared_budget_config_errors_name_the_key_and_never_show_the_password(
+    shared: dict[str, Any], message: str
+) -> None:
+    data = {
+        "inputs": [{"type": "tcp", "listen": "127.0.0.1:0"}],
+        "sinks": [
+            {
+                "type": "mqtt",
+                "url": "mqtt://h",
+                "topic": "t",
+                "rate_limit": {"total_bytes_per_sec": 1000, "shared": shared},
+            }
+        ],
+    }
+    with pytest.raises(ConfigError) as error:
+        parse_config(data)
+    assert "shared" in str(error.value) and message in str(error.value)
+    assert "pw-9f3" not in str(error.value)
+
+
+def test_leases_are_allow_at_most_and_a_stopped_redis_falls_back_to_the_local_share(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    metrics = UnitMetrics("mqtt", "sink")
+    budget = RedisBudget(redis_server.url, "fleet", metrics, fallback_share=0.25, retry_secs=0.2)
+    assert budget.lease("total/bytes", 1000, 100, 60) == 60
+    assert budget.lease("total/bytes", 1000, 100, 60) == pytest.approx(40, abs=1)
+    assert budget.lease("total/bytes", 1000, 100, 60) < 5, "nothing more than is there"
+    assert budget.share("total/bytes", 1000, 5000) == 1000, "alone: the whole cap"
+    assert metrics.budget_fallback_leases == 0
+    redis_server.stop()
+    with caplog.at_level(logging.WARNING):
+        granted = budget.lease("total/bytes", 1000, 100, 60)
+    assert not budget.sharing
+    assert granted == 25, "a quarter of the 100-token bucket"
+    assert budget.share("total/bytes", 1000, 5000) == 250
+    assert metrics.budget_fallback_leases == 1
+    assert "unreachable" in caplog.text and "***" in caplog.text
+    assert redis_server.password is not None and redis_server.password not in caplog.text
+    registry = Registry()
+    registry.unit("mqtt", "sink").budget_fallback_leases = metrics.budget_fallback_leases
+    assert b"logstream_budget_fallback_leases_total" in registry.exposition()
+    redis_server.start()
+    time.sleep(0.25)
+    budget.lease("total/bytes", 1000, 100, 10)
+    assert budget.sharing, "sharing again once Redis answers"
+    assert metrics.budget_fallback_leases == 1
+    budget.close()
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def level_events(count: int, offset: int) -> list[dict[str, Any]]:
+    levels = ["DEBUG"] * 60 + ["INFO"] * 35 + ["WARNING"] * 4 + ["ERROR"]
+    return [
+        {
+            "host": "web-0",
+            "level": levels[(n * 37) % 100],
+            "message": f"GET /api/items/{n} 200 {n * 7 % 900} ms user={n % 50}",
+            "n": offset + n,
+        }
+        for n in range(count)
+    ]
+
+
+SECS, BATCH, EVERY = 8, 200, 0.05  # 4000 events/s per instance, about 3x the cap in all
+
+
+def _instance(url: str, topic: str, redis_url: str, index: int, cap: float, out: Any) -> None:
+    config = MqttSinkConfig.model_validate(
+        {
+            "type": "mqtt",
+            "url": url,
+            "topic": topic,
+            "encoding": "lz4",
+            "protocol": "3.1.1",
+            "connect_wait_secs": 5,
+            "rate_limit": {
+                "total_bytes_per_sec": cap,
+                "accounting_interval_secs": 2,
+                "shared": {"redis": redis_url, "key": "fleet", "expected_instances": 3},
+            },
+        }
+    )
+    sink = config.build("mqtt", BuildContext())
+    offset = index * 1_000_000
+    batches = [level_events(BATCH, offset + BATCH * i) for i in range(int(SECS / EVERY))]
+    sent: list[tuple[float, float]] = []
+    publish = sink.connection.publish
+
+    def recording(topic: str, payload: Any) -> None:
+        sent.append((time.monotonic(), float(payload.wire)))
+        publish(topic, payload)
+
+    sink.connection.publish = recording  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        await sink.start()
+        out.put(("ready", index))
+        started = time.monotonic()
+        for i, batch in enumerate(batches):
+            await sink.write(batch)
+            await asyncio.sleep(max(0.0, started + (i + 1) * EVERY - time.monotonic()))
+        await sink.close()
+
+    asyncio.run(scenario())
+    out.put(("done", (index, sink.metrics.budget_fallback_leases, sent)))
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("mosquitto_sub") is None, reason="mosquitto_sub is not installed")
+def test_three_instances_share_one_cap_in_redis_and_keep_publishing_while_it_is_down(
+    mosquitto: Mosquitto | ExternalBroker,
+    mqtt_topic_root: str,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    """Three instances, ~3x the cap offered in all: every 2-second window the broker
+    delivers is within cap + 5% and above 85% of it; Redis stopped for 2 s mid-run:
+    each instance goes on within its local share (counted), then shares again;
+    every WARNING+ arrives."""
+    cap = 60_000
+    topic = f"{mqtt_topic_root}/fleet"
+    host, port = urlsplit(mosquitto.url).hostname, urlsplit(mosquitto.url).port
+    receiver = subprocess.Popen(
+        [
+            *("mosquitto_sub", "-h", str(host), "-p", str(port), "-V", "311", "-t", topic),
+            *("-F", "%U %l", "-W", "40"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    subscriber = Subscriber(mosquitto.url, topic, protocol="3.1.1")
+    out = SPAWN.Queue()
+    instances = [
+        SPAWN.Process(target=_instance, args=(mosquitto.url, topic, redis_server.url, i, cap, out))
+        for i in range(3)
+    ]
+    try:
+        for process in instances:
+            process.start()
+        for _ in instances:
+            assert out.get(timeout=60)[0] == "ready"
+        time.sleep(3.5)
+        redis_server.stop()
+        time.sleep(2)
+        redis_server.start()
+        results = [out.get(timeout=60)[1] for _ in instances]
+        for process in instances:
+            process.join(10)
+        # The restarted Redis began empty: the budget's keys show the sharing resumed.
+        client = redis.Redis.from_url(redis_server.url)
+        resumed = client.keys("fleet:*")
+        client.close()
+        time.sleep(0.5)
+    finally:
+        receiver.terminate()
+        stdout, _ = receiver.communicate(timeout=5)
+        subscriber.close()
+    arrivals = []
+    for line in stdout.splitlines():
+        stamp, length = line.split(" ")
+        arrivals.append((float(stamp), float(wire_size(len(topic), int(length), 0, None))))
+    start = max(sent[0][0] for _, _, sent in results)
+    end = min(sent[-1][0] for _, _, sent in results) - 0.5
+    shift = time.time() - time.monotonic()
+    totals = []
+    at = start + shift + 1
+    while at + 2 <= end + shift:
+        totals.append(sum(size for stamp, size in arrivals if at <= stamp < at + 2) / 2)
+        at += 0.1
+    assert len(totals) >= 20
+    print(f"broker-counted bytes/s per 2-s window: min {min(totals):.0f} max {max(totals):.0f}")
+    assert max(totals) <= cap * 1.05, max(totals)
+    assert min(totals) >= cap * 0.85, min(totals)
+    assert all(fallback > 0 for _, fallback, _ in results), "the outage was counted"
+    assert b"fleet:total/bytes" in resumed and b"fleet:demand:total/bytes" in resumed
+    events = [e for m in subscriber.messages for e in decode(m.payload).events]
+    delivered = {e["n"] for e in events if not is_accounting(e)}
+    important = {
+        e["n"]
+        for index in range(3)
+        for i in range(int(SECS / EVERY))
+        for e in level_events(BATCH, index * 1_000_000 + BATCH * i)
+        if e["level"] in ("WARNING", "ERROR")
+    }
+    assert important <= delivered, f"{len(important - delivered)} WARNING+ events lost"

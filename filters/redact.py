@@ -107,6 +107,23 @@ _QUOTED: Final = r"(?P<q>[\"'])(?P<secret>[^\n]{1,1024}?)(?P=q)"
 _WORD: Final = r"(?:" + _QUOTED + r"|(?P<bare>[^\s\"']+))"
 
 
+# Words that follow "password is" in prose and are no password.
+_PROSE_NOT: Final = (
+    "not|incorrect|invalid|wrong|required|empty|missing|too|expired|correct|valid|the|a|an"
+    "|being|changed|ok|weak|strong|short|long|blank|unset|null|none|needed|mandatory|different"
+    "|same|stored|saved|updated|reset|generated|ignored|used|given|provided|known|unknown"
+    "|present|absent|disabled|enabled|locked|in|at|for|now|still|also|only|supplied|accepted"
+    "|rejected|protected|set|about|going|due|older|shorter|longer|from|hidden|masked|encrypted"
+    "|hashed|sent|stored|configured|defined|specified|of|to|on|off|case|change|changing"
+)
+_PROSE: Final = (
+    rf"(?P<kw>{_PW_WORDS})(?:[ \t]+for[ \t]+(?:user[ \t]+|account[ \t]+)?[^\s:]{{1,64}})?"
+    r"(?:[ \t]+(?:is|was|set[ \t]+to|changed[ \t]+to|reset[ \t]+to)[ \t]*:?|:)[ \t]+"
+    rf"(?!(?:{_PROSE_NOT})\b)"
+    r"(?:(?P<q>\\?[\"'])(?P<secret>[^\n\\\"']{1,1024}?)(?P=q)|(?P<bare>[^\s\"',;\\]+))"
+)
+
+
 def _key_value(words: str) -> str:
     """``name = value`` in the forms logs use: ``k=v``, ``k: v``, ``"k": "v"``, ``k => v``."""
     return rf"(?P<kw>{words}){_Q}?[ \t]*(?:=>|[:=])[ \t]*{_VALUE}"
@@ -136,7 +153,8 @@ _GROUPS: Final[tuple[tuple[tuple[str, ...], tuple[_Spec, ...]], ...]] = (
             ),
         ),
     ),
-    (("://",), (("url_credentials", r"://[^\s:/@\"'<>]*:(?P<secret>[^\s@/\"'<>]+)@", False),)),
+    # The password runs to the last "@" before the host (an unencoded "@" in it).
+    (("://",), (("url_credentials", r"://[^\s:/@\"'<>]*:(?P<secret>[^\s/\"'<>]+)@", False),)),
     (
         ("authoriz", "bearer"),
         (
@@ -161,8 +179,12 @@ _GROUPS: Final[tuple[tuple[tuple[str, ...], tuple[_Spec, ...]], ...]] = (
             ("passwords", _key_value(_PW_WORDS), _LOWER),
             ("passwords", _flag(_PW_WORDS), _LOWER),
             ("passwords", r"password[ \t]+" + _QUOTED, _LOWER),  # SQL: ... PASSWORD 'x'
+            # Prose, as scripts and tasks print it: "The postgres password is X",
+            # "Generated password for user admin: X", "Password for admin set to X".
+            ("passwords", _PROSE, _LOWER),
         ),
     ),
+    (("vault_",), (("passwords", _key_value(r"vault_[a-z0-9_]+"), _LOWER),)),
     (
         ("token", "secret", "key", "credential"),
         (
@@ -186,13 +208,16 @@ _GROUPS: Final[tuple[tuple[tuple[str, ...], tuple[_Spec, ...]], ...]] = (
         ),
     ),
     (
-        ("mysql",),
+        ("mysql", "mariadb"),
         (
-            # The mysql command (not a path ending in mysql), then -pSECRET (not gcc's -pthread).
+            # The mysql/mariadb commands (not a path ending in mysql), then -pSECRET
+            # (not gcc's -pthread) or -p SECRET (taken as the password too: mysql
+            # would read it as a database name, but scripts mean a password).
             (
                 "passwords",
-                r"(?<![\w/.-])mysql(?:admin|dump|check|import|show)?[ \t][^\n|;&]*?[ \t]-p"
-                r"(?!thread\b|edantic\b|ipe\b|ie\b|g\b)" + _WORD,
+                r"(?<![\w/.-])(?:mysql(?:admin|dump|check|import|show|sh|pump)?|mariadb(?:-[a-z]+)?)"
+                r"[ \t][^\n|;&]*?[ \t]-p(?:[ \t]+(?![-<>|])|(?!thread\b|edantic\b|ipe\b|ie\b|g\b))"
+                + _WORD,
                 False,
             ),
         ),

@@ -235,7 +235,11 @@ class LogParser:
             text = text.lstrip(" ")
         if "\x1b" in text:
             text = strip_ansi(text)
-        fields: Fields = {"@timestamp": f"{prefix}.{millis}Z", "format": ANSIBLE_LOG, "message": text}
+        fields: Fields = {
+            "@timestamp": f"{prefix}.{millis}Z",
+            "format": ANSIBLE_LOG,
+            "message": text,
+        }
         if pid and len(pid) <= 10:
             fields["pid"] = int(pid)
         if user:

@@ -62,11 +62,11 @@ from typing import Final
 from logstream.event import Event
 from logstream.parsers import oslo
 from logstream.parsers.common import (
+    MONTHS,
     Continues,
     Fields,
     LevelMap,
     Timestamps,
-    MONTHS,
     frac3,
     is_number,
     leading_level,
@@ -162,9 +162,7 @@ class SyslogParser:
             if self._journal and line.startswith("-- "):
                 return self._meta(line)
             return None
-        pri, month, day, year, clock, fraction, iso, iso_fraction, zone, host, rest = (
-            match.groups()
-        )
+        pri, month, day, year, clock, fraction, iso, iso_fraction, zone, host, rest = match.groups()
         if month is not None:
             if self._journal and (fraction is None or pri is not None):
                 return None

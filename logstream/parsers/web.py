@@ -49,7 +49,8 @@ NGINX_ERROR: Final = "nginx_error"
 # "...", backslash escapes allowed (written unrolled: no alternation per character).
 _QUOTED: Final = r'"([^"\\]*(?:\\.[^"\\]*)*)"'
 _ACCESS: Final = re.compile(
-    r"(?:([^\s,\[\]\"]+):(\d{1,5}) )?(\S+(?:, \S+)*) (\S+) (\S+) \[(\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d) ([+-]\d{4})\] "
+    r"(?:([^\s,\[\]\"]+):(\d{1,5}) )?(\S+(?:, \S+)*) (\S+) (\S+) "
+    r"\[(\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d) ([+-]\d{4})\] "
     + _QUOTED
     + r" (\d{3}|-) (\d{1,18}|-)(?: "
     + _QUOTED
@@ -95,7 +96,9 @@ class AccessParser:
         match = self._match(line)
         if match is None:
             return None
-        (vhost, port, client, _ident, user, stamp, zone, request, status, size) = match.groups()[:10]
+        (vhost, port, client, _ident, user, stamp, zone, request, status, size) = match.groups()[
+            :10
+        ]
         referrer, agent = match.group(11), match.group(12)
         prefix = self._stamps.with_offset(f"{stamp} {zone}", _access_time)
         if prefix is None:

@@ -49,7 +49,7 @@ NGINX_ERROR: Final = "nginx_error"
 # "...", backslash escapes allowed (written unrolled: no alternation per character).
 _QUOTED: Final = r'"([^"\\]*(?:\\.[^"\\]*)*)"'
 _ACCESS: Final = re.compile(
-    r"(?:([^\s,\[\]\"]++):(\d{1,5}) )?(\S+(?:, \S+)*) (\S+) (\S+) "
+    r"(?:([^\s,:\[\]\"]++):(\d{1,5}) )?(\S+(?:, \S+)*) (\S+) (\S+) "
     r"\[(\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d) ([+-]\d{4})\] "
     + _QUOTED
     + r" (\d{3}|-) (\d{1,18}|-)(?: "

@@ -70,6 +70,11 @@ tagged ``_multilinesplit`` (as do continuation lines that arrive after a
 record's timeout). Formats whose records are one line (syslog, web, JSON
 events) are never held. ``multiline: false`` lets every event go at once.
 
+**Already structured.** An event whose ``format`` field names a format
+(the syslog input parses RFC 3164/5424 itself and sets ``format``,
+``syslog_*``, ``program``...; or a parse filter ran before) is passed on
+untouched: not parsed again, never tagged ``_parsefailure``.
+
 **Failures.** A line no parser knows (or that the stream's format does not
 know, when there is no record to continue) is passed on as it came, tagged
 ``on_failure`` and counted as decode issue ``unparsed``; its ``level`` is
@@ -125,6 +130,9 @@ _MAX_SCOPES: Final = 256
 _NO_SCOPE: Final = (None, None)
 # Formats that can read an event whose source field is not text.
 _EVENT_FORMATS: Final = frozenset(("awx_event", "ansible_logstash"))
+# A `format` field naming one of these: the event was structured before (the
+# syslog input parses its messages; a parse filter ran already).
+_PARSED: Final = frozenset(FORMATS)
 
 
 class ParseFilterConfig(FilterConfig):
@@ -293,6 +301,7 @@ class ParseFilter(GroupingFilter[_Stream]):
         record = self._record
         last_key: Any = None
         stream: _Stream | None = None
+        parsed_formats = _PARSED
         for event in batch:
             line = get_line(event)
             key = key_of(event)
@@ -301,6 +310,9 @@ class ParseFilter(GroupingFilter[_Stream]):
                 last_key = key
                 if table.evicted:
                     self._release_evicted(out)
+            if event.get("format") in parsed_formats:
+                self._already_parsed(stream, event, out)
+                continue
             if type(line) is not str:
                 line = self._coerce(line, event)
                 if line is None:
@@ -427,6 +439,13 @@ class ParseFilter(GroupingFilter[_Stream]):
             if fields is not None and (not strong or "@timestamp" in fields):
                 return parser, fields
         return None
+
+    def _already_parsed(self, stream: _Stream, event: Event, out: Batch) -> None:
+        """An event an input (or an earlier parse filter) already structured: passed on."""
+        if stream.event is not None:
+            out.append(self._finish(stream))  # keeps the stream's order
+            self._open.pop(stream.key, None)
+        out.append(event)
 
     def _no_text(self, stream: _Stream, event: Event, out: Batch) -> None:
         """An event whose source field is not text: only event-shaped formats may read it."""

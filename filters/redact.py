@@ -45,9 +45,10 @@ each secret once.
 
 ``patterns`` adds regexes (Python syntax, validated at build time): the group
 named ``secret`` is replaced when the pattern has one, else the whole match.
-They run on every value of ``fields``; the built-in rules first check cheap
-substrings (``pass``, ``token``, ``://``, ``PRIVATE KEY``...) and skip text
-that has none of them.
+They run on every value of ``fields``; the built-in rules first look for
+their trigger words (``pass``, ``token``, ``://``, ``private key``...) in one
+Aho-Corasick pass over the text and run only the rules whose words it holds
+(most lines hold none).
 
 ``by_field_name`` masks the string value of any field, at any depth of the
 event's objects, whose name is a secret by the rules above (``password``,
@@ -62,6 +63,7 @@ import re
 from collections.abc import Callable
 from typing import Any, Final, Literal
 
+import ahocorasick
 from pydantic import Field, field_validator
 
 from logstream.event import Batch, Event
@@ -107,6 +109,23 @@ _QUOTED: Final = r"(?P<q>[\"'])(?P<secret>[^\n]{1,1024}?)(?P=q)"
 _WORD: Final = r"(?:" + _QUOTED + r"|(?P<bare>[^\s\"']+))"
 
 
+# Words that follow "password is" in prose and are no password.
+_PROSE_NOT: Final = (
+    "not|incorrect|invalid|wrong|required|empty|missing|too|expired|correct|valid|the|a|an"
+    "|being|changed|ok|weak|strong|short|long|blank|unset|null|none|needed|mandatory|different"
+    "|same|stored|saved|updated|reset|generated|ignored|used|given|provided|known|unknown"
+    "|present|absent|disabled|enabled|locked|in|at|for|now|still|also|only|supplied|accepted"
+    "|rejected|protected|set|about|going|due|older|shorter|longer|from|hidden|masked|encrypted"
+    "|hashed|sent|stored|configured|defined|specified|of|to|on|off|case|change|changing"
+)
+_PROSE: Final = (
+    rf"(?P<kw>{_PW_WORDS})(?:[ \t]+for[ \t]+(?:user[ \t]+|account[ \t]+)?[^\s:]{{1,64}})?"
+    r"(?:[ \t]+(?:is|was|set[ \t]+to|changed[ \t]+to|reset[ \t]+to)[ \t]*:?|:)[ \t]+"
+    rf"(?!(?:{_PROSE_NOT})\b)"
+    r"(?:(?P<q>\\?[\"'])(?P<secret>[^\n\\\"']{1,1024}?)(?P=q)|(?P<bare>[^\s\"',;\\]+))"
+)
+
+
 def _key_value(words: str) -> str:
     """``name = value`` in the forms logs use: ``k=v``, ``k: v``, ``"k": "v"``, ``k => v``."""
     return rf"(?P<kw>{words}){_Q}?[ \t]*(?:=>|[:=])[ \t]*{_VALUE}"
@@ -136,7 +155,8 @@ _GROUPS: Final[tuple[tuple[tuple[str, ...], tuple[_Spec, ...]], ...]] = (
             ),
         ),
     ),
-    (("://",), (("url_credentials", r"://[^\s:/@\"'<>]*:(?P<secret>[^\s@/\"'<>]+)@", False),)),
+    # The password runs to the last "@" before the host (an unencoded "@" in it).
+    (("://",), (("url_credentials", r"://[^\s:/@\"'<>]*:(?P<secret>[^\s/\"'<>]+)@", False),)),
     (
         ("authoriz", "bearer"),
         (
@@ -161,8 +181,12 @@ _GROUPS: Final[tuple[tuple[tuple[str, ...], tuple[_Spec, ...]], ...]] = (
             ("passwords", _key_value(_PW_WORDS), _LOWER),
             ("passwords", _flag(_PW_WORDS), _LOWER),
             ("passwords", r"password[ \t]+" + _QUOTED, _LOWER),  # SQL: ... PASSWORD 'x'
+            # Prose, as scripts and tasks print it: "The postgres password is X",
+            # "Generated password for user admin: X", "Password for admin set to X".
+            ("passwords", _PROSE, _LOWER),
         ),
     ),
+    (("vault_",), (("passwords", _key_value(r"vault_[a-z0-9_]+"), _LOWER),)),
     (
         ("token", "secret", "key", "credential"),
         (
@@ -186,13 +210,16 @@ _GROUPS: Final[tuple[tuple[tuple[str, ...], tuple[_Spec, ...]], ...]] = (
         ),
     ),
     (
-        ("mysql",),
+        ("mysql", "mariadb"),
         (
-            # The mysql command (not a path ending in mysql), then -pSECRET (not gcc's -pthread).
+            # The mysql/mariadb commands (not a path ending in mysql), then -pSECRET
+            # (not gcc's -pthread) or -p SECRET (taken as the password too: mysql
+            # would read it as a database name, but scripts mean a password).
             (
                 "passwords",
-                r"(?<![\w/.-])mysql(?:admin|dump|check|import|show)?[ \t][^\n|;&]*?[ \t]-p"
-                r"(?!thread\b|edantic\b|ipe\b|ie\b|g\b)" + _WORD,
+                r"(?<![\w/.-])(?:mysql(?:admin|dump|check|import|show|sh|pump)?|mariadb(?:-[a-z]+)?)"
+                r"[ \t][^\n|;&]*?[ \t]-p(?:[ \t]+(?![-<>|])|(?!thread\b|edantic\b|ipe\b|ie\b|g\b))"
+                + _WORD,
                 False,
             ),
         ),
@@ -221,7 +248,7 @@ _GROUPS: Final[tuple[tuple[tuple[str, ...], tuple[_Spec, ...]], ...]] = (
     (("mii",), (("tokens", r"MII[A-Za-z0-9+/=_-]{200,}", False),)),  # Keystone PKI tokens
     (("akia", "asia"), (("cloud_keys", r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b", False),)),
     (
-        ("gh", "github_pat_"),
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
         (
             ("cloud_keys", r"gh[pousr]_[A-Za-z0-9]{36,}", False),
             ("cloud_keys", r"github_pat_[A-Za-z0-9_]{22,}", False),
@@ -372,6 +399,18 @@ class RedactFilter(Filter):
             if masks:
                 groups.append((triggers, masks))
         self._groups = tuple(groups)
+        # Every trigger -> the groups it opens: one pass over the lowered text
+        # finds the groups to run (most texts open none).
+        self._triggers = ahocorasick.Automaton(ahocorasick.STORE_ANY, ahocorasick.KEY_STRING)
+        opens: dict[str, list[int]] = {}
+        for index, (triggers, _masks) in enumerate(self._groups):
+            for trigger in triggers:
+                opens.setdefault(trigger, []).append(index)
+        for trigger, indexes in opens.items():
+            self._triggers.add_word(trigger, tuple(indexes))
+        self._screen = self._triggers.iter if opens else None
+        if opens:
+            self._triggers.make_automaton()
         self._always = tuple(
             _masker(_user_pattern(pattern, index), False, replacement, self._counter)
             for index, pattern in enumerate(config.patterns)
@@ -380,7 +419,9 @@ class RedactFilter(Filter):
             (getter(parse_path(field)), setter(parse_path(field))) for field in config.fields
         )
         self._replacement = replacement
-        self._names: dict[str, bool] = {}
+        # Keys seen in events, and those of them that name a secret.
+        self._known: set[str] = set()
+        self._secret_names: set[str] = set()
         self._mask_named: Callable[[dict[str, Any], int], None] = (
             self._walk if config.by_field_name else _no_names
         )
@@ -388,14 +429,18 @@ class RedactFilter(Filter):
     def redact_text(self, text: str) -> str:
         """``text`` with every secret the rules find masked (counted)."""
         lowered = _lower(text)
-        for triggers, masks in self._groups:
-            for trigger in triggers:
-                if trigger in lowered:
-                    for mask in masks:
+        screen = self._screen
+        if screen is not None:
+            found: set[int] = set()
+            for _end, indexes in screen(lowered):
+                found.update(indexes)
+            if found:
+                groups = self._groups
+                for index in sorted(found):  # in _GROUPS order: private keys first
+                    for mask in groups[index][1]:
                         masked = mask(text, lowered)
                         if masked is not text:
                             text, lowered = masked, _lower(masked)
-                    break
         for mask in self._always:
             text = mask(text, lowered)
         return text
@@ -415,33 +460,47 @@ class RedactFilter(Filter):
         return batch
 
     def _walk(self, node: dict[str, Any], depth: int) -> None:
-        """Mask string values of secret-named keys in ``node`` and the objects inside it."""
-        names = self._names
-        for key, value in node.items():
-            kind = type(value)
-            if kind is str:
-                secret = names.get(key)
-                if secret is None:
-                    secret = self._is_secret_name(key)
-                if secret and _hides_something(value, self._replacement):
-                    node[key] = self._replacement
-                    self._counter.hits += 1
-            elif kind is dict and depth < _MAX_DEPTH:
-                self._walk(value, depth + 1)
-            elif kind is list and depth < _MAX_DEPTH:
-                for item in value:
-                    if type(item) is dict:
-                        self._walk(item, depth + 1)
+        """Mask string values of secret-named keys in ``node`` and the objects inside it.
+
+        Set operations in C do the per-key work: the keys not seen before are
+        classified once, the secret-named ones are found by intersection, and
+        the values are looked into only when one of them is an object or a list.
+        """
+        known = self._known
+        if not known.issuperset(node):
+            for key in node.keys() - known:
+                self._classify(key)
+        for key in self._secret_names.intersection(node):
+            value = node[key]
+            if type(value) is str and _hides_something(value, self._replacement):
+                node[key] = self._replacement
+                self._counter.hits += 1
+        if depth >= _MAX_DEPTH:
+            return
+        kinds = set(map(type, node.values()))
+        if dict in kinds or list in kinds:
+            for value in node.values():
+                kind = type(value)
+                if kind is dict:
+                    self._walk(value, depth + 1)
+                elif kind is list:
+                    for item in value:
+                        if type(item) is dict:
+                            self._walk(item, depth + 1)
+
+    def _classify(self, key: str) -> None:
+        """Remember whether ``key`` names a secret (at most _NAME_CACHE_MAX names)."""
+        if len(self._known) >= _NAME_CACHE_MAX:
+            self._known.clear()
+            self._secret_names.clear()
+        self._known.add(key)
+        if self._is_secret_name(key):
+            self._secret_names.add(key)
 
     def _is_secret_name(self, key: object) -> bool:
         name = key.lower() if isinstance(key, str) else ""
         match = _SECRET_NAME.fullmatch(name)
-        secret = match is not None and _starts_name(name, match.start("kw"), match.group("kw"))
-        if isinstance(key, str):
-            if len(self._names) >= _NAME_CACHE_MAX:
-                self._names.clear()
-            self._names[key] = secret
-        return secret
+        return match is not None and _starts_name(name, match.start("kw"), match.group("kw"))
 
 
 def _hides_something(value: str, replacement: str) -> bool:

@@ -203,6 +203,20 @@ SECRET_LINES = [
      "-----BEGIN OPENSSH PRIVATE KEY-----***-----END OPENSSH PRIVATE KEY-----"),
     ("key: -----BEGIN RSA PRIVATE KEY-----\\nMIIEowIBAAKCAQEA (cut)",
      "key: -----BEGIN RSA PRIVATE KEY-----***"),
+    # What Ansible tasks and shells print (issue 12).
+    ('ok: [db] => {"stdout": "The postgres password is 0a1b2c3d4e5f", '
+     '"stdout_lines": ["The postgres password is 0a1b2c3d4e5f"]}',
+     'ok: [db] => {"stdout": "The postgres password is ***", '
+     '"stdout_lines": ["The postgres password is ***"]}'),
+    ('    "msg": "Generated password for user admin: Zq8fT2kLw9"',
+     '    "msg": "Generated password for user admin: ***"'),
+    ("Password for admin set to Zq8fT2kLw9", "Password for admin set to ***"),
+    ("vault_mysql_root: Zq8fT2kLw9", "vault_mysql_root: ***"),
+    ("+ PGPASSWORD=Zq8fT2kLw9 psql -h db -U app", "+ PGPASSWORD=*** psql -h db -U app"),
+    ("mysql -h db -u root -p Zq8fT2kLw9 -e 'select 1'",
+     "mysql -h db -u root -p *** -e 'select 1'"),
+    ("mariadb -uroot -pZq8fT2kLw9 app", "mariadb -uroot -p*** app"),
+    ("amqp://guest:Zq8f@T2kLw9@mq:5672/", "amqp://guest:***@mq:5672/"),
 ]
 
 CLEAN_LINES = [
@@ -219,6 +233,10 @@ CLEAN_LINES = [
     "the bearer of bad news asked for bearer authentication",
     "Authenticating user token __call__",
     "http://example.com:8080/path@anchor",
+    "ERROR: password is incorrect for user bob",
+    "The password is required; password was not changed",
+    "mysql -u root -p -e 'select 1'",
+    "high throughput, ghost key lookups",
 ]
 
 

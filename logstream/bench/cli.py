@@ -69,8 +69,8 @@ def add_parser(commands: Any) -> None:
     throughput.add_argument(
         "--targets",
         default=None,
-        help="comma-separated: discard, orjson-loop, file, mqtt-lz4, mqtt, elasticsearch, "
-        "es-bulk (default: all but mqtt)",
+        help="comma-separated: discard, orjson-loop, file, mqtt-lz4, mqtt, parse, parse+redact, "
+        "elasticsearch, es-bulk (default: all but mqtt, parse, parse+redact)",
     )
     throughput.add_argument("--events", type=int, default=None, help="lines (default 500000)")
     throughput.add_argument(

@@ -14,6 +14,10 @@ process for:
 - ``mqtt-lz4``: ``logstream run`` with a tcp input and an mqtt sink
   (``encoding: lz4``, QoS 0, ``when_full: block``) to a local mosquitto;
 - ``mqtt``: the same with one JSON message per event (not in the defaults);
+- ``parse`` and ``parse+redact``: ``file`` with the ``parse`` filter (and the
+  ``redact`` filter after it) in the pipeline, read against ``file`` of the
+  same run: their CPU per event over ``file``'s is the filters' cost (not in
+  the defaults: ``--targets file,parse,parse+redact``);
 - ``elasticsearch``: ``logstream run`` with a tcp input and an elasticsearch
   sink to a local noida-db;
 - ``es-bulk``: the reference for ``elasticsearch``: the same documents,
@@ -47,13 +51,20 @@ from logstream.local.mosquitto import free_port
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DEFAULT_TARGETS = ("discard", "orjson-loop", "file", "mqtt-lz4", "elasticsearch", "es-bulk")
-ALL_TARGETS = (*DEFAULT_TARGETS[:4], "mqtt", *DEFAULT_TARGETS[4:])
+# Targets that are `file` with filters in the pipeline.
+FILTER_TARGETS: dict[str, list[dict[str, object]]] = {
+    "parse": [{"type": "parse"}],
+    "parse+redact": [{"type": "parse"}, {"type": "redact"}],
+}
+ALL_TARGETS = (*DEFAULT_TARGETS[:4], "mqtt", *FILTER_TARGETS, *DEFAULT_TARGETS[4:])
 ES_TARGETS = ("elasticsearch", "es-bulk")
 # Which reference each target is read against.
 REFERENCE_OF = {
     "file": "orjson-loop",
     "mqtt-lz4": "orjson-loop",
     "mqtt": "orjson-loop",
+    "parse": "file",
+    "parse+redact": "file",
     "orjson-loop": "discard",
     "elasticsearch": "es-bulk",
 }
@@ -253,13 +264,19 @@ def metrics(url: str) -> dict[tuple[str, str], float]:
 
 
 def run_logstream(
-    target: str, sink: Mapping[str, object], lines: list[bytes], connections: int, workdir: Path
+    target: str,
+    sink: Mapping[str, object],
+    lines: list[bytes],
+    connections: int,
+    workdir: Path,
+    filters: list[dict[str, object]] | None = None,
 ) -> Result:
     """``logstream run`` in its own process (tcp input -> ``sink``), fed over TCP; done
     when the sink has delivered or dropped every event (read from /metrics)."""
     port, monitor = free_port(), free_port()
     config = {
         "inputs": [{"type": "tcp", "listen": f"127.0.0.1:{port}"}],
+        "filters": filters or [],
         "sinks": [{"id": "out", **sink}],
         "monitor": {"listen": f"127.0.0.1:{monitor}"},
         "state_dir": str(workdir / "state"),
@@ -287,7 +304,12 @@ def run_logstream(
         while True:
             values = metrics(url)
             delivered = values.get(("logstream_events_out_total", "out"), 0)
-            dropped = values.get(("logstream_events_dropped_total", "out"), 0)
+            # Every unit's counted drops: a filter's too (parse folds lines: "merged").
+            dropped = sum(
+                value
+                for (name, _unit), value in values.items()
+                if name == "logstream_events_dropped_total"
+            )
             if delivered + dropped >= len(lines):
                 break
             time.sleep(0.02)
@@ -398,12 +420,19 @@ def run(options: Options) -> dict[str, Any]:
                 count = len(es_lines) if target in ES_TARGETS else len(lines)
                 if target in ("discard", "orjson-loop"):
                     result = run_reference(target, lines, options.connections)
-                elif target == "file":
+                elif target == "file" or target in FILTER_TARGETS:
                     file_sink: dict[str, object] = {
                         "type": "file",
-                        "path": str(workdir / "out.ndjson"),
+                        "path": str(workdir / f"{target}.ndjson"),
                     }
-                    result = run_logstream(target, file_sink, lines, options.connections, workdir)
+                    result = run_logstream(
+                        target,
+                        file_sink,
+                        lines,
+                        options.connections,
+                        workdir,
+                        FILTER_TARGETS.get(target),
+                    )
                 elif target in ("mqtt", "mqtt-lz4"):
                     from logstream.local.mosquitto import Mosquitto
 
@@ -464,6 +493,12 @@ def _with_ratio(result: Result, results: list[Result]) -> dict[str, Any]:
     data["ratio_to_reference"] = (
         result.events_per_sec / ref.events_per_sec if ref is not None and ref.secs else None
     )
+    # CPU per event over the reference's (the filter targets' cost over `file`).
+    data["cpu_ratio_to_reference"] = (
+        (result.cpu_secs / result.events) / (ref.cpu_secs / ref.events)
+        if ref is not None and ref.cpu_secs and ref.events and result.events
+        else None
+    )
     return data
 
 
@@ -486,6 +521,8 @@ def markdown(summary: dict[str, Any]) -> str:
             if r["ratio_to_reference"] is not None
             else "-"
         )
+        if r.get("cpu_ratio_to_reference") is not None:
+            ratio += f", CPU/event {r['cpu_ratio_to_reference']:.2f}x"
         lines.append(
             f"| {r['target']} | {r['events_per_sec']:,.0f} | {r['mib_per_sec']:.1f} "
             f"| {r['cpu_secs']:.2f} | {r['cpu_us_per_event']:.2f} | {r['peak_rss_mib']:.0f} "

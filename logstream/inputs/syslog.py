@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 TAG_SYSLOG_FAILURE: Final = "_syslogparsefailure"
 # Digits of an octet-counting length: 10 covers any length we could accept.
 MAX_LENGTH_DIGITS: Final = 10
-_IS_5424: Final = re.compile(rb"<\d{1,3}>[1-9]\d? ")
+_IS_5424: Final = re.compile(rb"<\d{1,3}>[1-9]\d{0,2} ")
 _BARE_PRI: Final = re.compile(r"<(\d{1,3})>(.*)\Z", re.DOTALL)
 _DIGITS: Final = frozenset(b"0123456789")
 _TRAILING: Final = b"\r\n\x00"

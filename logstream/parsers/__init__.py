@@ -36,10 +36,12 @@ The default field set (Logstash style; ``fields: ecs`` renames them, see
 ``request_id``    oslo request id (``req-...``); ``user_id``, ``project_id``,
                   ``instance_id`` from the oslo context
 ``function``, ``file``, ``line``  source location (oslo DEBUG suffix)
-``syslog_facility``, ``syslog_severity``, ``syslog_msgid``, ``syslog_sd``
-                  ``<PRI>`` numbers, RFC 5424 MSGID and structured data
+``syslog_facility``, ``syslog_severity``, ``syslog_msgid``, ``syslog_sd``,
+``syslog_procid``  ``<PRI>`` numbers, RFC 5424 MSGID, structured data and a
+                  PROCID that is not a number
 ``client``, ``user``, ``method``, ``url``, ``http_version``, ``status``,
-``bytes``, ``referrer``, ``user_agent``, ``error_code``   web logs
+``bytes``, ``referrer``, ``user_agent``, ``error_code``, ``error_message``,
+``vhost``, ``vhost_port``, ``forwarded_for``   web logs
 ``command``       the command of a bash xtrace line
 ``ansible_*``     ``ansible_host``, ``ansible_task``, ``ansible_play``,
                   ``ansible_playbook``, ``ansible_event``, ``ansible_job``,

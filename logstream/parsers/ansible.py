@@ -9,7 +9,11 @@
     fatal: [web-1]: FAILED! => {"changed": false, "msg": "no package"}
 
 ``ansible.log`` (``log_path``) is playbook output with a timestamp, PID,
-user and logger in front; the text after ``| `` is read like stdout.
+user and logger in front; the text after ``| `` is read like stdout. Every
+version's prefix is read (see ``_LOG_LINE``): ``p=PID u=USER |`` (up to 2.7),
+``p=USER u=PID |`` (2.8, 2.9), ``p=PID u=USER n=LOGGER |`` (2.10 to 2.16) and
+``p=PID u=USER n=LOGGER LEVEL|`` (2.17 on, whose level a line without a
+result word takes).
 Lines of playbook output and their severity:
 
 ==========================================  ======================================
@@ -40,7 +44,6 @@ JSON object in the message.
 
 from __future__ import annotations
 
-import contextlib
 import re
 from typing import Any, Final
 
@@ -181,15 +184,28 @@ class StdoutParser:
         return fields
 
 
+# ansible.log as lib/ansible/utils/display.py has written it (``%(asctime)s`` is
+# ``YYYY-MM-DD HH:MM:SS,mmm``):
+#   1.x - 2.7    '%(asctime)s %(name)s %(message)s', logger "p=<pid> u=<user> | "
+#                -> "... p=4284 u=root |  text"
+#   2.8 - 2.9    '%(asctime)s p=%(user)s u=%(process)d | %(message)s'
+#                -> "... p=root u=4284 | text" (user and pid the other way round)
+#   2.10 - 2.16  '%(asctime)s p=%(process)d u=%(user)s n=%(name)s | %(message)s'
+#   2.17 -       '%(asctime)s p=%(process)d u=%(user)s n=%(name)s %(levelname)s| %(message)s'
+# The PID is whichever of p= and u= is a number (p= when both are).
 _LOG_LINE: Final = re.compile(
-    r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) p=(\d{1,10}) u=(\S*)(?: n=(\S*))?"
+    r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) p=(\S*) u=(\S*)(?: n=(\S*))?"
     r"(?: ([A-Z]{3,8}))? ?\| ?(.*)\Z",
     re.DOTALL | re.ASCII,
 )
+_LOGGING_LEVELS: Final = {
+    name: parse_name(name).name
+    for name in ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL")
+}
 
 
 class LogParser:
-    """ansible.log (``log_path``)."""
+    """ansible.log (``log_path``), every version's prefix."""
 
     name: str = ANSIBLE_LOG
     folds: bool = True
@@ -199,33 +215,44 @@ class LogParser:
     def __init__(self, stamps: Timestamps) -> None:
         self._match = _LOG_LINE.match
         self._stamps = stamps
+        self._known_stamps = stamps.known_local
 
     def parse(self, line: str, event: Event) -> Fields | None:
         match = self._match(line)
         if match is None:
             return None
-        stamp, millis, pid, user, logger, logged_level, text = match.groups()
-        prefix = self._stamps.local(stamp)
+        stamp, millis, first, second, logger, logged_level, text = match.groups()
+        prefix = self._known_stamps.get(stamp) or self._stamps.local(stamp)
         if prefix is None:
             return None
-        text = text.lstrip(" ")
+        if first.isdigit() and first.isascii():
+            pid, user = first, second
+        elif second.isdigit() and second.isascii():
+            pid, user = second, first  # Ansible 2.8 and 2.9
+        else:
+            pid, user = "", second
+        if text[:1] == " ":
+            text = text.lstrip(" ")
         if "\x1b" in text:
             text = strip_ansi(text)
         fields: Fields = {
             "@timestamp": f"{prefix}.{millis}Z",
             "format": ANSIBLE_LOG,
-            "pid": int(pid),
             "message": text,
         }
+        if pid and len(pid) <= 10:
+            fields["pid"] = int(pid)
         if user:
             fields["user"] = user
         if logger:
             fields["logger"] = logger
-        classify(text, fields)
+        if text:
+            classify(text, fields)
         if logged_level and "level" not in fields:
             # ansible-core 2.17+ writes its logging level ("n=ansible INFO| ...").
-            with contextlib.suppress(ValueError):
-                fields["level"] = parse_name(logged_level).name
+            level = _LOGGING_LEVELS.get(logged_level)
+            if level is not None:
+                fields["level"] = level
         return fields
 
 

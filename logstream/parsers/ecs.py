@@ -25,6 +25,11 @@ default                ECS
 ``syslog_severity``    ``log.syslog.severity.code``
 ``syslog_msgid``       ``log.syslog.msgid``
 ``syslog_sd``          ``log.syslog.structured_data``
+``syslog_procid``      ``log.syslog.procid`` (a PROCID that is not a number)
+``vhost``              ``url.domain``
+``vhost_port``         ``url.port``
+``forwarded_for``      ``network.forwarded_for`` (not in ECS: the X-Forwarded-For list)
+``error_message``      ``error.message`` (Apache's APR error)
 ``client``             ``source.address``
 ``user``               ``user.name``
 ``method``             ``http.request.method``
@@ -77,6 +82,11 @@ ECS: Final[dict[str, Path]] = {
     "syslog_severity": ("log", "syslog", "severity", "code"),
     "syslog_msgid": ("log", "syslog", "msgid"),
     "syslog_sd": ("log", "syslog", "structured_data"),
+    "syslog_procid": ("log", "syslog", "procid"),
+    "vhost": ("url", "domain"),
+    "vhost_port": ("url", "port"),
+    "forwarded_for": ("network", "forwarded_for"),
+    "error_message": ("error", "message"),
     "client": ("source", "address"),
     "user": ("user", "name"),
     "method": ("http", "request", "method"),

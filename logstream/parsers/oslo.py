@@ -75,7 +75,7 @@ def _message(fields: Fields, message: str) -> None:
         if end > 0:
             fields["instance_id"] = message[11:end]
             message = message[end + 2 :]
-    if message[-1:] in _DIGITS:
+    if message[-1:] in _DIGITS and ".py:" in message[-300:]:
         # "... funcName /path/file.py:123", maybe "... from (pid=123) funcName /path:123"
         # (oslo's debug suffix; some services put it on every level)
         rest, space, location = message.rpartition(" ")

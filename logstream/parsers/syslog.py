@@ -11,6 +11,20 @@ systemd journal as text.
     Mar 28 12:20:44.172534 node-1 cinder-api[8526]: DEBUG cinder.api [-] Loading ...
                                                                           (journal)
 
+The variants read (each with or without ``<PRI>``), as their writers define them:
+
+- RFC 3164 / BSD: ``Mmm dd hh:mm:ss`` with the day space-padded (``Jun  9``) or
+  not (``Apr 4``), optionally with a year (``Jun  9 2021 15:41:36``) and a
+  fraction of a second;
+- rsyslog's ``RSYSLOG_FileFormat`` / ``RSYSLOG_SyslogProtocol23Format`` time
+  (RFC 3339, high precision): ``2018-08-14T14:30:02.203151+02:00`` (``Z``,
+  ``+hh:mm`` or ``+hhmm``; no zone = the configured zone);
+- journalctl ``-o short`` (the BSD shape), ``short-precise`` (microseconds),
+  ``short-iso`` and ``short-iso-precise`` (``2017-03-28T12:20:44+0000``);
+- the hostname may be missing (``Jun  9 15:50:06 tgtd: msg``); the tag is
+  ``prog[pid]:`` or ``prog:``, and may itself hold colons (``app:worker[7]:``);
+  a non-numeric ``[id]`` is kept as ``syslog_procid``.
+
 Severity comes from ``<PRI>`` when there is one (``syslog_facility`` and
 ``syslog_severity`` keep its numbers), else from the message: an oslo body
 (``LEVEL logger [context] ...``, as devstack's services write to the journal)
@@ -18,13 +32,25 @@ gives its level and logger, request id and source location; a message that
 starts with a level word (``ERROR ...``, ``warning: ...``) gives that word.
 Other lines state no level (they take the previous one of the same program).
 
-RFC 3164 timestamps have no year and no zone (see
-:class:`~logstream.parsers.common.Timestamps`). The journal's text form is
-``journalctl -o short-precise``: the same shape with microseconds, so a
-line with a fraction of a second is a journal line and one without is a
-syslog line; the journal's ``-- Logs begin at ... --`` and ``-- Reboot --``
-lines belong to it too. In the journal, oslo tracebacks (ERROR lines of the
-same process and logger) fold into the ERROR record they follow.
+Year-less timestamps get a year (see
+:class:`~logstream.parsers.common.Timestamps`). A line without ``<PRI>``
+whose time has a fraction of a second in the BSD shape (``short-precise``)
+or a ``+hhmm`` zone (journalctl's ``short-iso``) is a ``journal`` line;
+others are ``syslog`` lines (the same fields; journal ``short`` output is
+exactly syslog's shape). The journal's ``-- Logs begin at ... --`` and
+``-- Reboot --`` lines belong to it too. In the journal, oslo tracebacks
+(ERROR lines of the same process and logger) fold into the ERROR record
+they follow.
+
+RFC 5424 (``<PRI>VERSION TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD MSG``):
+VERSION is 1 to 3 digits; a leap second (``:60``) loses only the time (no
+``@timestamp``), another invalid time refuses the line; PROCID is a string
+(``pid`` when it is a number, else ``syslog_procid``); structured data
+becomes ``syslog_sd`` (``{SD-ID: {name: value}}``); a repeated SD-ID or
+parameter name keeps every value (the values of a repeated name become a
+list); ``\\"``, ``\\\\`` and ``\\]`` are unescaped, other backslashes kept
+as written, and an unescaped ``]`` or ``"`` inside a value refuses the line
+(RFC 5424 section 6.3.3).
 """
 
 from __future__ import annotations
@@ -36,6 +62,7 @@ from typing import Final
 from logstream.event import Event
 from logstream.parsers import oslo
 from logstream.parsers.common import (
+    MONTHS,
     Continues,
     Fields,
     LevelMap,
@@ -54,12 +81,16 @@ JOURNAL: Final = "journal"
 RFC5424: Final = "rfc5424"
 
 _RFC3164: Final = re.compile(
-    r"(?:<(\d{1,3})>)?([A-Z][a-z]{2}) ([ \d]\d) (\d\d:\d\d:\d\d)(?:\.(\d{1,9}))? (\S*) (.*)\Z",
+    r"(?:<(\d{1,3})>)?"
+    r"(?:([A-Z][a-z]{2}) {1,2}(\d{1,2}) (?:(\d{4}) )?(\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?"
+    r"|(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:?\d\d)?)"
+    r" (\S*)(?: (.*))?\Z",
     re.DOTALL | re.ASCII,
 )
-# "tag[pid]: message" or "tag: message" (the tag is the program).
+# "tag[pid]: message" or "tag: message" (the tag is the program; it may hold
+# colons: the shortest tag followed by ": " or the end wins).
 _TAG: Final = re.compile(
-    r"([^\s\[\]:]{1,64})(?:\[(\d{1,10})\])?:(?: (.*))?\Z", re.DOTALL | re.ASCII
+    r"([^\s\[\]]{1,128}?)(?:\[([^\s\[\]]{1,128})\])?:(?: (.*))?\Z", re.DOTALL | re.ASCII
 )
 _JOURNAL_META: Final = re.compile(
     r"-- (?:Logs begin at \w{3} (\S+ \S+) (\w+),.*|[^-].*) --\Z", re.ASCII
@@ -74,7 +105,10 @@ def _program(fields: Fields, rest: str) -> str:
     program, pid, message = match.groups()
     fields["program"] = program
     if pid is not None:
-        fields["pid"] = int(pid)
+        if is_number(pid, 10):
+            fields["pid"] = int(pid)
+        else:
+            fields["syslog_procid"] = pid
     return message or ""
 
 
@@ -128,13 +162,30 @@ class SyslogParser:
             if self._journal and line.startswith("-- "):
                 return self._meta(line)
             return None
-        pri, month, day, clock, fraction, host, rest = match.groups()
-        if self._journal and fraction is None:
-            return None
-        prefix = self._stamps.yearless(month, day, clock)
+        pri, month, day, year, clock, fraction, iso, iso_fraction, zone, host, rest = match.groups()
+        if month is not None:
+            if self._journal and (fraction is None or pri is not None):
+                return None
+            if year is None:
+                prefix = self._stamps.yearless(month, day, clock)
+            else:
+                number = MONTHS.get(month)
+                if number is None:
+                    return None
+                prefix = self._stamps.local(f"{year}-{number:02d}-{int(day):02d} {clock}")
+        else:
+            fraction = iso_fraction
+            if self._journal and (pri is not None or zone is None or zone[-3] == ":"):
+                return None  # journalctl's short-iso writes +hhmm
+            if zone is None:
+                prefix = self._stamps.local(iso)
+            else:
+                prefix = self._stamps.with_offset(iso + zone, _parse_iso)
         if prefix is None:
             return None
         fields: Fields = {"@timestamp": f"{prefix}.{frac3(fraction)}Z", "format": self.name}
+        if rest is None:
+            rest = ""
         if host.endswith(":") or (host.endswith("]:") and "[" in host):
             rest = f"{host} {rest}"  # no hostname: "Jun  9 15:50:06 tgtd: ..."
         elif host:
@@ -168,33 +219,59 @@ class SyslogParser:
 # --------------------------------------------------------------------------- RFC 5424
 
 _HEADER: Final = re.compile(
-    r"<(\d{1,3})>(\d{1,2}) (\S+) (\S+) (\S+) (\S+) (\S+) (.*)\Z", re.DOTALL | re.ASCII
+    r"<(\d{1,3})>([1-9]\d{0,2}) (\S+) (\S+) (\S+) (\S+) (\S+)(?: (.*))?\Z", re.DOTALL | re.ASCII
 )
-_SD_ELEMENT: Final = re.compile(
-    r"\[([^\s\]=\"]{1,32})((?:\s+[^\s=\]\"]{1,32}=\"[^\"\\]*(?:\\.[^\"\\]*)*\")*)\s*\]"
-)
-_SD_PARAM: Final = re.compile(r"\s+([^\s=\]\"]{1,32})=\"([^\"\\]*(?:\\.[^\"\\]*)*)\"")
+# SD-NAME: printable US-ASCII but '=', ' ', ']', '"'; 1 to 32 of them.
+_SD_ID: Final = re.compile(r"\[([!#-<>-\\^-~]{1,32})")
+# PARAM-VALUE: '"', '\' and ']' only escaped (a backslash before another
+# character is kept as written: it matches "\\." too).
+_SD_PARAM: Final = re.compile(r" ([!#-<>-\\^-~]{1,32})=\"((?:[^\"\\\]]|\\.)*)\"", re.DOTALL)
 _SD_ESCAPE: Final = re.compile(r"\\([\"\\\]])")
 
+SdData = dict[str, dict[str, str | list[str]]]
 
-def _structured_data(text: str) -> tuple[dict[str, dict[str, str]] | None, str] | None:
+
+def _add(params: dict[str, str | list[str]], name: str, value: str) -> None:
+    """A parameter; a repeated name keeps every value, as a list."""
+    old = params.get(name)
+    if old is None:
+        params[name] = value
+    elif type(old) is list:
+        old.append(value)
+    else:
+        params[name] = [old, value]  # type: ignore[list-item]
+
+
+def _structured_data(text: str) -> tuple[SdData | None, str] | None:
     """``-`` or ``[id k="v"]...`` at the start of ``text`` -> (data, the rest), or ``None``."""
-    if text.startswith("-"):
+    if text[:1] == "-":
         if len(text) > 1 and text[1] != " ":
             return None
         return None, text[2:]
-    data: dict[str, dict[str, str]] = {}
+    data: SdData = {}
     position = 0
-    while position < len(text) and text[position] == "[":
-        match = _SD_ELEMENT.match(text, position)
-        if match is None:
+    size = len(text)
+    id_match = _SD_ID.match
+    param_match = _SD_PARAM.match
+    while position < size and text[position] == "[":
+        element = id_match(text, position)
+        if element is None:
             return None
-        params = {
-            name: _SD_ESCAPE.sub(r"\1", value) for name, value in _SD_PARAM.findall(match.group(2))
-        }
-        data[match.group(1)] = params
-        position = match.end()
-    if position == 0 or (position < len(text) and text[position] != " "):
+        params = data.setdefault(element.group(1), {})  # a repeated SD-ID adds to the first
+        position = element.end()
+        while True:
+            param = param_match(text, position)
+            if param is None:
+                break
+            value = param.group(2)
+            if "\\" in value:
+                value = _SD_ESCAPE.sub(r"\1", value)
+            _add(params, param.group(1), value)
+            position = param.end()
+        if text[position : position + 1] != "]":
+            return None
+        position += 1
+    if position == 0 or (position < size and text[position] != " "):
         return None
     return data, text[position + 1 :]
 
@@ -217,6 +294,14 @@ def _split_stamp(stamp: str) -> tuple[str, str] | None:
     return stamp[:19] + rest, fraction
 
 
+def _parse_iso(text: str) -> dt.datetime | None:
+    """``2018-08-14T14:30:02+02:00`` or ``...+0200`` or ``...Z`` (aware)."""
+    if text[-1] != "Z" and text[-3] != ":":
+        text = f"{text[:-2]}:{text[-2:]}"
+    when = dt.datetime.fromisoformat(text)
+    return when if when.tzinfo is not None else None
+
+
 def _parse_5424_time(text: str) -> dt.datetime | None:
     when = dt.datetime.fromisoformat(text)
     return when if when.tzinfo is not None else None
@@ -236,11 +321,11 @@ class Rfc5424Parser:
         match = self._match(line)
         if match is None:
             return None
-        pri, version, stamp, host, app, procid, msgid, rest = match.groups()
+        pri, _version, stamp, host, app, procid, msgid, rest = match.groups()
         number = int(pri)
-        if number > 191 or version == "0":
+        if number > 191:
             return None
-        sd = _structured_data(rest)
+        sd = _structured_data(rest or "-")
         if sd is None:
             return None
         data, message = sd
@@ -256,16 +341,23 @@ class Rfc5424Parser:
             if stamp_fields is None:
                 return None
             key, fraction = stamp_fields
-            prefix = self._stamps.with_offset(key, _parse_5424_time)
-            if prefix is None:
-                return None
-            fields["@timestamp"] = f"{prefix}.{frac3(fraction)}Z"
+            if key[17:19] == "60":
+                # A leap second: datetime has no :60; the line keeps no time of its own.
+                if self._stamps.with_offset(key[:17] + "59" + key[19:], _parse_5424_time) is None:
+                    return None
+            else:
+                prefix = self._stamps.with_offset(key, _parse_5424_time)
+                if prefix is None:
+                    return None
+                fields["@timestamp"] = f"{prefix}.{frac3(fraction)}Z"
         if host != "-":
             fields["host"] = host
         if app != "-":
             fields["program"] = app
         if is_number(procid, 10):
             fields["pid"] = int(procid)
+        elif procid != "-":
+            fields["syslog_procid"] = procid
         if msgid != "-":
             fields["syslog_msgid"] = msgid
         if data:

@@ -15,7 +15,10 @@ INFO (a line whose status is ``-`` states none). Its ``message`` is left as
 the whole line; the parts go to ``client``, ``user``, ``method``, ``url``,
 ``http_version``, ``status``, ``bytes``, ``referrer``, ``user_agent``.
 nginx's ``combined`` format is Apache's; extra fields after the user agent
-are allowed and left in the message. Error logs give their level word
+are allowed and left in the message. Variants: ``vhost_combined``
+(``%v:%p`` first: ``vhost``, ``vhost_port``); an ``X-Forwarded-For`` list
+in place of the client (``203.0.113.9, 10.0.0.1 - - [...]``: ``client`` is
+its first address, ``forwarded_for`` the whole list); IPv6 clients. Error logs give their level word
 (Apache's ``trace1``..``trace8`` are TRACE), the module as ``logger``, the
 process and thread, the client and Apache's ``AH01234`` code (``error_code``).
 Times without a zone (error logs) are read in the configured zone.
@@ -46,7 +49,8 @@ NGINX_ERROR: Final = "nginx_error"
 # "...", backslash escapes allowed (written unrolled: no alternation per character).
 _QUOTED: Final = r'"([^"\\]*(?:\\.[^"\\]*)*)"'
 _ACCESS: Final = re.compile(
-    r"(\S+) (\S+) (\S+) \[(\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d) ([+-]\d{4})\] "
+    r"(?:([^\s,:\[\]\"]++):(\d{1,5}) )?(\S+(?:, \S+)*) (\S+) (\S+) "
+    r"\[(\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d) ([+-]\d{4})\] "
     + _QUOTED
     + r" (\d{3}|-) (\d{1,18}|-)(?: "
     + _QUOTED
@@ -92,13 +96,23 @@ class AccessParser:
         match = self._match(line)
         if match is None:
             return None
-        client, _ident, user, stamp, zone, request, status, size, referrer, agent, _rest = (
-            match.groups()
-        )
+        (vhost, port, client, _ident, user, stamp, zone, request, status, size) = match.groups()[
+            :10
+        ]
+        referrer, agent = match.group(11), match.group(12)
         prefix = self._stamps.with_offset(f"{stamp} {zone}", _access_time)
         if prefix is None:
             return None
-        fields: Fields = {"@timestamp": f"{prefix}.000Z", "format": ACCESS, "client": client}
+        fields: Fields = {"@timestamp": f"{prefix}.000Z", "format": ACCESS}
+        if vhost is not None:
+            fields["vhost"] = vhost
+            fields["vhost_port"] = int(port)
+        if "," in client:  # $http_x_forwarded_for first: the client, then the proxies
+            addresses = [part.strip() for part in client.split(",") if part.strip()]
+            fields["client"] = addresses[0] if addresses else client
+            fields["forwarded_for"] = addresses
+        else:
+            fields["client"] = client
         if user != "-":
             fields["user"] = user
         method, space, target = request.partition(" ")
@@ -128,10 +142,16 @@ class AccessParser:
 
 # --------------------------------------------------------------------------- error logs
 
+# Apache 2.2: "[%t] [%l] [client %a] %M"; 2.4's default ErrorLogFormat:
+# "[%{u}t] [%-m:%l] [pid %P:tid %T] %7F: %E: [client\ %a] %M% ,\ referer\ %{Referer}i"
+# (the module may be empty: "[:error]"; %F, the source file, only at debug
+# levels; %E, the APR error, only when there is one: "(13)Permission denied: ").
 _APACHE_ERROR: Final = re.compile(
-    r"\[(\w{3} (\w{3}) ([ \d]\d) (\d\d:\d\d:\d\d)(?:\.(\d{1,9}))? (\d{4}))\] "
-    r"\[(?:([\w.-]{1,64}):)?([a-z]{1,8}\d?)\] "
+    r"\[(\w{3} (\w{3}) ([ \d]?\d) (\d\d:\d\d:\d\d)(?:\.(\d{1,9}))? (\d{4}))\] "
+    r"\[(?:([\w.-]{0,64}):)?([a-z]{1,8}\d?)\] "
     r"(?:\[pid (\d{1,10})(?::tid (\d{1,20}))?\] )?"
+    r"(?:([\w.-]{1,64}\.[ch])\((\d{1,9})\): )?"
+    r"(?:(\(-?\d{1,9}\)[^:\[\]]{0,200}): )?"
     r"(?:\[client ([^\]]{1,300})\] )?"
     r"(?:(AH\d{5}): )?(.*)\Z",
     re.DOTALL | re.ASCII,
@@ -164,9 +184,8 @@ class ApacheErrorParser:
         match = self._match(line)
         if match is None:
             return None
-        (_, month, day, clock, fraction, year, module, word, pid, tid, client, code, message) = (
-            match.groups()
-        )
+        (_, month, day, clock, fraction, year, module, word, pid, tid) = match.groups()[:10]
+        source, source_line, apr, client, code, message = match.groups()[10:]
         info = self._levels.get(word)
         number = MONTHS.get(month)
         if info is None or number is None:
@@ -180,7 +199,7 @@ class ApacheErrorParser:
             "message": message,
         }
         set_level(fields, info)
-        if module is not None:
+        if module:
             fields["logger"] = module
         if pid is not None:
             fields["pid"] = int(pid)
@@ -190,6 +209,17 @@ class ApacheErrorParser:
             fields["client"] = client
         if code is not None:
             fields["error_code"] = code
+        if apr is not None:
+            fields["error_message"] = apr
+        if source is not None:
+            fields["file"] = source
+            fields["line"] = int(source_line)
+        if ", referer" in message:
+            text, _, referrer = message.rpartition(", referer")
+            referrer = referrer.removeprefix(":").strip()
+            if referrer and " " not in referrer:
+                fields["message"] = text
+                fields["referrer"] = referrer
         return fields
 
 

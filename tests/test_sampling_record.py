@@ -3,7 +3,17 @@ small helpers around it: gaps mutation testing (scripts/mutate) found in the uni
 
 from __future__ import annotations
 
-from logstream.sampling import accounting_record, sum_by_name, timestamp
+import datetime
+
+from logstream.sampling import (
+    _CACHE_MAX,
+    LEVEL_NAMES,
+    LevelIndexer,
+    accounting_record,
+    key_hasher,
+    sum_by_name,
+    timestamp,
+)
 
 # Severity order: TRACE, DEBUG, INFO, NOTICE, WARNING, ERROR, CRITICAL.
 
@@ -70,3 +80,22 @@ def test_timestamp_has_milliseconds_and_utc() -> None:
     assert timestamp(1_700_000_000.0) == "2023-11-14T22:13:20.000Z"
     assert timestamp(1_700_000_000.9999) == "2023-11-14T22:13:20.999Z"
     assert timestamp(86_400.007) == "1970-01-02T00:00:00.007Z"
+
+
+def test_key_hashes_are_stable_for_several_fields_and_for_values_json_cannot_hold() -> None:
+    assert key_hasher(["a", "b"])({"a": 1, "b": 2}) == 0.7705729840557047
+    one = key_hasher(["k"])
+    assert one({"k": {1: "x"}}) == 0.3711570735774161  # a non-string key
+    assert one({"k": datetime.date(2026, 1, 1)}) == 0.8859386247845895  # str() of the value
+    assert one({}) == 0.4510299442281778  # a missing field hashes as null
+
+
+def test_the_level_cache_stays_bounded_and_keeps_answering_after_a_reset() -> None:
+    index = LevelIndexer(field="severity")
+    assert index({"severity": "ERROR", "level": "DEBUG"}) == LEVEL_NAMES.index("ERROR")
+    for n in range(_CACHE_MAX * 2):
+        assert index({"severity": f"custom-{n}"}) == LEVEL_NAMES.index("INFO")
+        assert len(index._cache) <= _CACHE_MAX
+    assert index({"severity": "warn"}) == LEVEL_NAMES.index("WARNING")
+    assert index._cache["warn"] == LEVEL_NAMES.index("WARNING")  # remembered
+    assert index({"severity": "ERROR"}) == LEVEL_NAMES.index("ERROR")

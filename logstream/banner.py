@@ -6,6 +6,7 @@ import os
 import shutil
 import sys
 from typing import TYPE_CHECKING, TextIO
+from urllib.parse import unquote
 
 from logstream import __version__
 from logstream.inputs.beats import BeatsInputConfig
@@ -14,6 +15,7 @@ from logstream.inputs.http import HttpInputConfig
 from logstream.inputs.syslog import SyslogInputConfig
 from logstream.inputs.tcp import TcpInputConfig
 from logstream.inputs.udp import UdpInputConfig
+from logstream.secrets import mask_text, mask_url
 from logstream.sinks.elasticsearch import ElasticsearchSinkConfig
 from logstream.sinks.mqtt import MqttSinkConfig
 
@@ -28,6 +30,21 @@ def _command() -> str:
     if os.path.basename(argv0) == "logstream" and shutil.which("logstream") != argv0:
         return os.path.relpath(argv0) if os.path.isabs(argv0) else argv0
     return "logstream"
+
+
+def _user(url: str) -> str | None:
+    """The user name in ``url``'s userinfo, if any."""
+    netloc = url.partition("://")[2].partition("/")[0]
+    userinfo, at, _ = netloc.rpartition("@")
+    if not at:
+        return None
+    return unquote(userinfo.partition(":")[0]) or None
+
+
+def _without_userinfo(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    return f"{scheme}{sep}{netloc.rpartition('@')[2]}{slash}{tail}"
 
 
 def banner(config: Config, monitor: Monitor | None, local: dict[str, str], out: TextIO) -> None:
@@ -59,11 +76,14 @@ def banner(config: Config, monitor: Monitor | None, local: dict[str, str], out: 
     for sink in config.sinks:
         if isinstance(sink, ElasticsearchSinkConfig):
             where = " (local noida-db)" if "elasticsearch" in local else ""
-            host = sink.hosts[0]
+            host = mask_url(sink.hosts[0])  # the curl line asks for the password (-u)
+            user = _user(sink.hosts[0]) or sink.username
+            auth = f"-u '{user}' " if user else ""
             lines.append(f"  Elasticsearch   {host}{where}")
+            bare = _without_userinfo(sink.hosts[0])
             lines.append(
-                f"      curl -s -XPOST '{host}/_refresh' >/dev/null; "
-                f"curl -s '{host}/_search?q=*&size=5'"
+                f"      curl -s {auth}-XPOST '{bare}/_refresh' >/dev/null; "
+                f"curl -s {auth}'{bare}/_search?q=*&size=5'"
             )
             if sink.dead_letters.enabled:
                 name = names[id(sink)]
@@ -75,8 +95,10 @@ def banner(config: Config, monitor: Monitor | None, local: dict[str, str], out: 
             host, _, port = hostport.partition(":")
             root = sink.topic.split("{", 1)[0].rstrip("/") or "#"
             topic = f"{root}/#" if root != "#" else "#"
-            lines.append(f"  MQTT            {sink.url}{where}, {sink.encoding} payloads")
-            lines.append(f"      {_command()} tail --url {sink.url} '{topic}'")
+            url = mask_url(sink.url)
+            lines.append(f"  MQTT            {url}{where}, {sink.encoding} payloads")
+            user = f" --username '{sink.username}'" if sink.username else ""
+            lines.append(f"      {_command()} tail --url {url}{user} '{topic}'")
             if sink.encoding == "json":
                 lines.append(f"      mosquitto_sub -h {host} -p {port or 1883} -t '{topic}' -v")
         else:
@@ -84,4 +106,5 @@ def banner(config: Config, monitor: Monitor | None, local: dict[str, str], out: 
     if monitor is not None:
         lines.append(f"Metrics: {monitor.url}/metrics   Health: {monitor.url}/health")
     lines.append("Stop with Ctrl-C (SIGINT) or SIGTERM.")
-    print("\n".join(lines), file=out, flush=True)
+    # Whatever a URL setting held, no password reaches the terminal.
+    print(mask_text("\n".join(lines)), file=out, flush=True)

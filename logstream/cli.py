@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from logstream import __version__
+from logstream.secrets import install_log_masking, mask_text
 
 DEFAULT_CONFIG = Path("config/local.yaml")
 
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    install_log_masking()  # no URL password in any log record, ours or a library's
     # elastic_transport logs every request at INFO; keep its warnings only.
     logging.getLogger("elastic_transport").setLevel(max(logging.WARNING, logging.root.level))
     if args.command == "tail":  # needs no config (nor its imports)
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             from logstream.ops import run_check_connect
 
             ok, lines = run_check_connect(config)
-            print("\n".join(lines))
+            print(mask_text("\n".join(lines)))
             return 0 if ok else 1
         if args.command == "replay":
             from logstream.ops import run_replay
@@ -157,10 +159,10 @@ def main(argv: list[str] | None = None) -> int:
 
             return run(args.config)
     except ConfigError as error:
-        print(f"logstream: invalid configuration: {error}", file=sys.stderr)
+        print(f"logstream: invalid configuration: {mask_text(str(error))}", file=sys.stderr)
         return 2
     except OSError as error:
-        print(f"logstream: {error}", file=sys.stderr)
+        print(f"logstream: {mask_text(str(error))}", file=sys.stderr)
         return 1
     return 2  # pragma: no cover - argparse rejects unknown commands
 

@@ -25,6 +25,9 @@ DropReason = Literal[
     "buffer_full",
     # A UDP datagram arrived while the ingest buffer was full.
     "ingest_full",
+    # The kernel dropped UDP datagrams: the socket's receive buffer was full (a burst
+    # faster than logstream read it). Counted from /proc/net/udp; see SO_RCVBUF.
+    "receive_buffer",
     # A TCP client refused at max_connections (one per client; its events are never read).
     "too_many_connections",
     # The MQTT client is not connected to its broker.

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from logstream import __version__
 from logstream.netaddr import parse_listen
 from logstream.pipeline import Pipeline
+from logstream.secrets import mask_text
 
 
 class Monitor:
@@ -55,7 +56,7 @@ class Monitor:
             "units": [m.snapshot() for m in self.pipeline.registry.units()],
         }
         return web.Response(
-            body=orjson.dumps(body),
+            body=mask_text(orjson.dumps(body).decode()).encode(),  # no URL password, ever
             status=200 if running else 503,
             content_type="application/json",
         )

@@ -26,6 +26,7 @@ from typing import Any, cast
 
 from logstream.config import Config, ConfigError
 from logstream.dlq import DeadLetter, read_dead_letters
+from logstream.secrets import mask_text, mask_url
 from logstream.sinks.elasticsearch import ElasticsearchSink, ElasticsearchSinkConfig, SpoolConfig
 from logstream.sinks.mqtt import MqttSink, MqttSinkConfig
 from logstream.units import BuildContext, Sink, SinkConfig
@@ -61,24 +62,24 @@ async def check_connections(config: Config, out: list[str]) -> bool:
             sink = _build_sink(config, unit)
             line, good = "nothing to connect to", True
         ok = ok and good
-        out.append(f"sink {sink.name} ({type(sink).__name__}): {line}")
+        out.append(mask_text(f"sink {sink.name} ({type(sink).__name__}): {line}"))
     return ok
 
 
 async def _check_elasticsearch(sink: ElasticsearchSink) -> tuple[str, bool]:
-    hosts = ", ".join(sink.config.hosts)
+    hosts = ", ".join(mask_url(host) for host in sink.config.hosts)
     try:
         await sink.start()
         info = await sink.check()
     except (ConnectionError, PermissionError, ValueError) as error:
-        return f"{hosts}: FAILED: {error}", False
+        return f"{hosts}: FAILED: {mask_text(str(error))}", False
     finally:
         await sink.close()
     return f"{hosts}: OK, {info.describe()}", True
 
 
 async def _check_mqtt(sink: MqttSink) -> tuple[str, bool]:
-    url = sink.config.url
+    url = mask_url(sink.config.url)
     try:
         await sink.start()
         connected = sink.connected or await sink.wait_connected(5.0)

@@ -45,7 +45,7 @@ def test_config_defaults() -> None:
     config = UdpInputConfig.model_validate({"type": "udp"})
     assert config.listen == "127.0.0.1:5959"
     assert config.max_datagram_bytes == 65_535
-    assert config.receive_buffer_bytes is None
+    assert config.receive_buffer_bytes == 8 * 1024 * 1024
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@
       - type: udp
         listen: "127.0.0.1:5959"
         max_datagram_bytes: 65535
-        receive_buffer_bytes: 8388608   # SO_RCVBUF; default: the system's
+        receive_buffer_bytes: 8388608   # SO_RCVBUF to ask for (the default)
 
 A trailing newline is optional (python-logstash sends none,
 python-logstash-async sends one). Bad datagrams are kept the way the ``tcp``
@@ -16,7 +16,13 @@ longer than ``max_datagram_bytes`` -> cut, ``_linetoolong``. Empty datagrams
 are skipped. Events without ``host`` get the sender's IP address.
 
 UDP has no flow control: when the ingest buffer is full the events are
-refused and counted as ``ingest_full`` drops. Datagrams that arrive within one
+refused and counted as ``ingest_full`` drops. Datagrams the kernel dropped
+because the socket's receive buffer was full (a burst faster than logstream
+reads) are counted as ``receive_buffer`` drops: Linux keeps a running count per
+socket (the ``drops`` column of ``/proc/net/udp``), read every second and at
+stop. The input asks for an 8 MiB receive buffer; the kernel caps it at
+``net.core.rmem_max`` (logged once at start when it did; raise it with
+``sysctl -w net.core.rmem_max=16777216``). Datagrams that arrive within one
 turn of the event loop (uvloop reads up to 32 per wakeup) are offered as one
 batch, so the per-batch costs downstream are not paid per datagram.
 """
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from typing import Any, Literal, cast
 
@@ -38,6 +45,12 @@ from logstream.netaddr import parse_listen
 from logstream.units import BuildContext, Input, InputConfig
 
 log = logging.getLogger(__name__)
+
+# SO_RCVBUF asked for by default: about 8 s of 1 kB datagrams at 1k/s, or a 30k burst
+# of 250-byte ones. Linux caps it at net.core.rmem_max.
+DEFAULT_RECEIVE_BUFFER = 8 * 1024 * 1024
+# How often the kernel's drop count of the socket is read (and at stop).
+DROPS_POLL_SECS = 1.0
 
 
 class UdpInputConfig(InputConfig):
@@ -55,10 +68,10 @@ class UdpInputConfig(InputConfig):
         description="Longer datagrams are cut to this size and tagged _linetoolong.",
     )
     receive_buffer_bytes: int | None = Field(
-        default=None,
+        default=DEFAULT_RECEIVE_BUFFER,
         ge=1024,
         description="Socket receive buffer (SO_RCVBUF) to ask for; the kernel caps it at "
-        "net.core.rmem_max. Larger absorbs bursts. Default: the system's.",
+        "net.core.rmem_max. Larger absorbs bursts. null: the system's default.",
     )
 
     @field_validator("listen")
@@ -81,6 +94,8 @@ class UdpInput(Input):
         self._transport: asyncio.DatagramTransport | None = None
         self._protocol: _Receiver | None = None
         self._address: tuple[str, int] | None = None
+        self._drops = _KernelDrops(None, 0)
+        self._drops_task: asyncio.Task[None] | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -118,9 +133,43 @@ class UdpInput(Input):
         self._protocol = protocol
         host, port = sock.getsockname()[:2]
         self._address = (host, port)
+        self._check_receive_buffer()
+        self._drops = _KernelDrops.of(sock)
+        if self._drops.table is not None:
+            self._drops_task = asyncio.create_task(self._poll_drops(), name=f"drops:{self.name}")
         log.info("udp input %s listening on %s:%d", self.name, *self.address)
 
+    def _check_receive_buffer(self) -> None:
+        wanted = self.config.receive_buffer_bytes
+        granted = self.receive_buffer_bytes // 2  # Linux reports twice the usable size
+        if wanted is not None and granted < wanted:
+            log.warning(
+                "udp input %s: receive buffer %d bytes asked, %d granted (capped by the "
+                "net.core.rmem_max sysctl; raise it to absorb larger bursts)",
+                self.name,
+                wanted,
+                granted,
+            )
+
+    def count_receive_drops(self) -> int:
+        """Read the kernel's drop count of the socket now and count what is new as
+        ``receive_buffer`` drops; the total counted so far."""
+        new = self._drops.read()
+        if new:
+            self.metrics.drop(new, "receive_buffer")
+        return self._drops.counted
+
+    async def _poll_drops(self) -> None:
+        while True:
+            await asyncio.sleep(DROPS_POLL_SECS)
+            self.count_receive_drops()
+
     async def stop(self) -> None:
+        if self._drops_task is not None:
+            self._drops_task.cancel()
+            self._drops_task = None
+        if self._transport is not None:
+            self.count_receive_drops()  # the last ones, while the socket still exists
         transport, self._transport = self._transport, None
         try:
             if self._protocol is not None:
@@ -145,6 +194,43 @@ def _bind(info: tuple[Any, ...], receive_buffer_bytes: int | None) -> socket.soc
         sock.close()
         raise
     return sock
+
+
+class _KernelDrops:
+    """The kernel's running count of datagrams dropped on one socket (receive buffer
+    full), from the ``drops`` column of ``/proc/net/udp`` or ``udp6`` for its inode.
+    ``table`` is None where there is no such file (not Linux): nothing is counted."""
+
+    def __init__(self, table: str | None, inode: int) -> None:
+        self.table = table
+        self.inode = inode
+        self.counted = 0
+
+    @classmethod
+    def of(cls, sock: socket.socket) -> _KernelDrops:
+        table = "/proc/net/udp6" if sock.family == socket.AF_INET6 else "/proc/net/udp"
+        if not os.path.exists(table):
+            log.debug("no %s: kernel receive-buffer drops are not counted", table)
+            return cls(None, 0)
+        return cls(table, os.fstat(sock.fileno()).st_ino)
+
+    def read(self) -> int:
+        """Drops since the last read."""
+        if self.table is None:
+            return 0
+        inode = str(self.inode)
+        try:
+            with open(self.table, encoding="ascii") as rows:
+                next(rows, None)  # the header
+                for row in rows:
+                    fields = row.split()
+                    if len(fields) > 12 and fields[9] == inode:
+                        total = int(fields[-1])
+                        new, self.counted = total - self.counted, total
+                        return max(new, 0)
+        except (OSError, ValueError) as error:
+            log.debug("reading %s: %s", self.table, error)
+        return 0
 
 
 class _Receiver(asyncio.DatagramProtocol):

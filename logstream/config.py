@@ -283,7 +283,11 @@ def build_pipeline(config: Config, ctx: BuildContext | None = None) -> Pipeline:
     names = config.unit_names()
     try:
         inputs = [unit.build(names[id(unit)], ctx) for unit in config.inputs]
-        filters = [unit.build(names[id(unit)], ctx) for unit in config.filters]
+        filters = []
+        for unit in config.filters:
+            built = unit.build(names[id(unit)], ctx)
+            built.when = unit.selector()
+            filters.append(built)
         sinks = [
             SinkRunner(
                 unit.build(names[id(unit)], ctx),
@@ -310,4 +314,5 @@ def build_pipeline(config: Config, ctx: BuildContext | None = None) -> Pipeline:
         filter_batch_max_events=settings.filter_batch_max_events,
         tick_secs=settings.tick_secs,
         clock=ctx.clock,
+        dead_letter_dir=ctx.state_dir / "dead-letters",
     )

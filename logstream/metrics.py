@@ -53,6 +53,9 @@ DropReason = Literal[
     "dead_letter",
     # The disk spool reached max_bytes with when_full: drop_oldest; its oldest events went.
     "spool_full",
+    # A fail-closed filter (redact, drop) raised on the batch: the batch went to the
+    # filter's dead-letter file (<state_dir>/dead-letters/filter-<name>.ndjson), not to a sink.
+    "filter_error",
 ]
 
 DecodeIssue = Literal[

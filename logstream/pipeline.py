@@ -25,9 +25,11 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from logstream.buffer import BatchBuffer, Batcher, BufferClosed
 from logstream.clock import Clock, SystemClock
+from logstream.dlq import FilterDeadLetters
 from logstream.event import Batch, Event
 from logstream.metrics import Registry, UnitMetrics
 from logstream.units import Filter, Input, Sink, WhenFull
@@ -187,6 +189,7 @@ class Pipeline:
         filter_batch_max_events: int = 1_024,
         tick_secs: float = 0.1,
         clock: Clock | None = None,
+        dead_letter_dir: Path | None = None,
     ) -> None:
         if not sinks:
             raise ValueError("a pipeline needs at least one sink")
@@ -200,6 +203,8 @@ class Pipeline:
         self.metrics.buffer_depth = lambda: len(self.ingest)
         self._filter_batch_max_events = filter_batch_max_events
         self._tick_secs = tick_secs
+        # Batches of fail-closed filters that raised (None: counted and logged only).
+        self.dead_letters = FilterDeadLetters(dead_letter_dir) if dead_letter_dir else None
         self._filter_task: asyncio.Task[None] | None = None
         self._started_inputs: list[Input] = []
         self._started_sinks: list[SinkRunner] = []
@@ -253,21 +258,73 @@ class Pipeline:
 
     def _apply_filters(self, batch: Batch, first: int) -> Batch:
         for unit in self.filters[first:]:
-            unit.metrics.events_in += len(batch)
-            batch = self._call_filter(unit, unit.process, batch)
-            unit.metrics.events_out += len(batch)
+            if unit.when is None:
+                unit.metrics.events_in += len(batch)
+                batch = self._call_filter(unit, unit.process, batch)
+                unit.metrics.events_out += len(batch)
+            else:
+                batch = self._apply_selected(unit, unit.when, batch)
             if not batch:
                 break
         return batch
 
-    @staticmethod
-    def _call_filter(unit: Filter, method: Callable[..., Batch], batch: Batch | None) -> Batch:
+    def _apply_selected(self, unit: Filter, when: Callable[[Event], bool], batch: Batch) -> Batch:
+        """A filter with ``when``: each run of consecutive matching events goes through
+        it as one batch, the events between runs pass it by, and the output keeps
+        the stream's order (a run's output takes the run's place). Events a filter
+        holds back (multiline) come out with a later run, as without ``when``."""
+        metrics = unit.metrics
+        out: Batch = []
+        run: Batch = []
+        skipped = 0
+        for event in batch:
+            if when(event):
+                run.append(event)
+                continue
+            if run:
+                out.extend(self._call_selected(unit, run))
+                run = []
+            out.append(event)
+            skipped += 1
+        if not skipped:  # every event matched: the batch is one run
+            return self._call_selected(unit, batch)
+        if run:
+            out.extend(self._call_selected(unit, run))
+        metrics.events_unselected += skipped
+        return out
+
+    def _call_selected(self, unit: Filter, run: Batch) -> Batch:
+        unit.metrics.events_in += len(run)
+        result = self._call_filter(unit, unit.process, run)
+        unit.metrics.events_out += len(result)
+        return result
+
+    def _call_filter(
+        self, unit: Filter, method: Callable[..., Batch], batch: Batch | None
+    ) -> Batch:
         try:
             return method() if batch is None else method(batch)
-        except Exception:
-            log.exception("filter %s failed; batch passed on unfiltered", unit.name)
+        except Exception as error:
             unit.metrics.errors += 1
-            return batch or []
+            if not unit.fails_closed:
+                log.exception("filter %s failed; batch passed on unfiltered", unit.name)
+                return batch or []
+            if not batch:  # tick or flush: nothing was handed to the filter
+                log.exception("filter %s failed in tick/flush; it fails closed", unit.name)
+                return []
+            unit.metrics.drop(len(batch), "filter_error")
+            if self.dead_letters is None:
+                log.exception(
+                    "filter %s failed and fails closed: %d events dropped (no dead-letter "
+                    "directory), never passed on", unit.name, len(batch),
+                )  # fmt: skip
+                return []
+            log.exception(
+                "filter %s failed and fails closed: %d events go to %s, not to the sinks",
+                unit.name, len(batch), self.dead_letters.path(unit.name),
+            )  # fmt: skip
+            self.dead_letters.add(unit.name, batch, error)
+            return []
 
     async def _tick(self, now: float) -> None:
         for index, unit in enumerate(self.filters):
@@ -319,6 +376,8 @@ class Pipeline:
             if lost:
                 report.unflushed[runner.name] = lost
         await asyncio.gather(*(runner.close() for runner in sinks))
+        if self.dead_letters is not None:
+            self.dead_letters.close()
         if not report.clean:
             log.warning(
                 "shutdown: events not flushed: %s%s",

@@ -169,10 +169,29 @@ class ShutdownReport:
 
     unflushed: dict[str, int] = field(default_factory=dict)
     timed_out: bool = False
+    # Events kept on disk for the next start (a sink's spool, the ingest queue): not lost,
+    # not delivered either.
+    on_disk: dict[str, int] = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
         return not self.timed_out and not any(self.unflushed.values())
+
+    def summary(self) -> str:
+        """One line for the log: what was lost, else what waits on disk, else all flushed."""
+        kept = ", ".join(f"{name} {count}" for name, count in self.on_disk.items() if count)
+        if not self.clean:
+            lost = ", ".join(f"{name} {count}" for name, count in self.unflushed.items() if count)
+            text = f"shutdown: events not flushed (dropped, reason shutdown): {lost or 'none'}"
+            if self.timed_out:
+                text += " (deadline passed)"
+            return text + (f"; kept on disk for the next start: {kept}" if kept else "")
+        if kept:
+            return (
+                f"shutdown complete: nothing dropped; events kept on disk, delivered at "
+                f"the next start: {kept}"
+            )
+        return "shutdown complete: every event flushed"
 
 
 class Pipeline:
@@ -375,13 +394,12 @@ class Pipeline:
             lost = await runner.abort()
             if lost:
                 report.unflushed[runner.name] = lost
+        spools = [(runner.name, getattr(runner.sink, "spool", None)) for runner in sinks]
         await asyncio.gather(*(runner.close() for runner in sinks))
+        for name, spool in spools:
+            left = getattr(spool, "pending_entries", 0)
+            if isinstance(left, int) and left > 0:
+                report.on_disk[name] = left
         if self.dead_letters is not None:
             self.dead_letters.close()
-        if not report.clean:
-            log.warning(
-                "shutdown: events not flushed: %s%s",
-                report.unflushed or "none",
-                " (deadline passed)" if report.timed_out else "",
-            )
         return report

@@ -34,6 +34,7 @@ from logstream.inputs.tcp import TcpInputConfig
 from logstream.inputs.udp import UdpInputConfig
 from logstream.netaddr import parse_listen
 from logstream.pipeline import Pipeline, SinkRunner, SinkSettings
+from logstream.queue import DiskQueue, QueueConfig
 from logstream.sinks.elasticsearch import ElasticsearchSinkConfig
 from logstream.sinks.file import FileSinkConfig
 from logstream.sinks.mqtt import MqttSinkConfig
@@ -90,6 +91,10 @@ class PipelineSettings(_Strict):
     tick_secs: float = Field(default=0.1, gt=0, description="How often time-driven filters run.")
     shutdown_timeout_secs: float = Field(
         default=10.0, gt=0, description="How long shutdown may spend flushing sinks."
+    )
+    queue: QueueConfig = Field(
+        default_factory=QueueConfig,
+        description="memory, or disk: events are on disk before they count as accepted.",
     )
 
 
@@ -305,6 +310,14 @@ def build_pipeline(config: Config, ctx: BuildContext | None = None) -> Pipeline:
     except (ValueError, OSError) as error:
         raise ConfigError(str(error)) from None
     settings = config.pipeline
+    queue = None
+    if settings.queue.type == "disk":
+        queue = DiskQueue(
+            settings.queue.path or ctx.state_dir / "queue",
+            settings.queue.spool_settings(),
+            ctx.registry.unit("queue", "pipeline"),
+            settings.filter_batch_max_events,
+        )
     return Pipeline(
         inputs,
         filters,
@@ -315,4 +328,5 @@ def build_pipeline(config: Config, ctx: BuildContext | None = None) -> Pipeline:
         tick_secs=settings.tick_secs,
         clock=ctx.clock,
         dead_letter_dir=ctx.state_dir / "dead-letters",
+        queue=queue,
     )

@@ -32,6 +32,7 @@ from logstream.clock import Clock, SystemClock
 from logstream.dlq import FilterDeadLetters
 from logstream.event import Batch, Event
 from logstream.metrics import Registry, UnitMetrics
+from logstream.queue import DiskQueue
 from logstream.units import Filter, Input, Sink, WhenFull
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,10 @@ class SinkRunner:
         self.metrics.buffer_depth = lambda: len(self.buffer) + len(self._batcher)
         self._task: asyncio.Task[None] | None = None
         self._in_write = 0  # events inside the current write(), for shutdown reports
+        # Positions for the disk queue: events offered to this sink, and events whose
+        # write() returned or that were counted dropped (both in the sink's own order).
+        self.offered = 0
+        self.done = 0
         # Pick the offer path once (no per-batch branch on the policy or the condition).
         offer = self._offer_blocking if settings.when_full == "block" else self._offer_dropping
         if sink.spooled:
@@ -87,16 +92,20 @@ class SinkRunner:
     async def _offer_blocking(self, batch: Batch) -> None:
         self.metrics.events_in += len(batch)
         await self.buffer.put(batch)
+        self.offered += len(batch)
         self.metrics.blocked_secs = self.buffer.blocked_secs
 
     async def _offer_spooled(self, batch: Batch) -> None:
         self.metrics.events_in += len(batch)
+        self.offered += len(batch)
         await self._write(batch)
 
     async def _offer_dropping(self, batch: Batch) -> None:
         self.metrics.events_in += len(batch)
+        self.offered += len(batch)
         if not self.buffer.offer(batch):
             self.metrics.drop(len(batch), "buffer_full")
+            self.done += len(batch)
 
     def _selecting(
         self, offer: Callable[[Batch], Awaitable[None]], when: Callable[[Event], bool]
@@ -137,6 +146,7 @@ class SinkRunner:
             self.metrics.drop(len(batch), "sink_error")
         finally:
             self._in_write = 0
+        self.done += len(batch)
 
     async def drain(self) -> None:
         """Close the buffer and wait until everything in it has been written."""
@@ -209,6 +219,7 @@ class Pipeline:
         tick_secs: float = 0.1,
         clock: Clock | None = None,
         dead_letter_dir: Path | None = None,
+        queue: DiskQueue | None = None,
     ) -> None:
         if not sinks:
             raise ValueError("a pipeline needs at least one sink")
@@ -222,6 +233,8 @@ class Pipeline:
         self.metrics.buffer_depth = lambda: len(self.ingest)
         self._filter_batch_max_events = filter_batch_max_events
         self._tick_secs = tick_secs
+        # The persisted ingest queue (pipeline.queue.type: disk), between ingest and filters.
+        self.queue = queue
         # Batches of fail-closed filters that raised (None: counted and logged only).
         self.dead_letters = FilterDeadLetters(dead_letter_dir) if dead_letter_dir else None
         self._filter_task: asyncio.Task[None] | None = None
@@ -238,7 +251,14 @@ class Pipeline:
             for runner in self.sinks:
                 await runner.start()
                 self._started_sinks.append(runner)
-            self._filter_task = asyncio.create_task(self._run_filters(), name="filters")
+            if self.queue is not None:
+                self.queue.open()
+                self.queue.start(self.ingest)
+                self.ingest.durable = True
+                filters = self._run_filters_from_queue(self.queue)
+            else:
+                filters = self._run_filters()
+            self._filter_task = asyncio.create_task(filters, name="filters")
             for unit in self.inputs:
                 self._started_inputs.append(unit)
                 await unit.start(self.ingest)
@@ -268,6 +288,35 @@ class Pipeline:
             if now >= next_tick:
                 next_tick = now + tick_secs
                 await self._tick(now)
+        await self._flush_filters()
+
+    async def _run_filters_from_queue(self, queue: DiskQueue) -> None:
+        """As ``_run_filters``, reading the disk queue; each batch read is acknowledged
+        once every sink has written what came of it. Ends once the writer has put the
+        closed ingest buffer on disk and everything on disk has been read."""
+        sinks = self.sinks
+        tick_secs = self._tick_secs
+        next_tick = self.clock.monotonic() + tick_secs
+        while True:
+            finished = queue.writer_done
+            got = await queue.read(tick_secs)
+            if got is None and finished:
+                break
+            if got is not None:
+                read, batch = got
+                self.metrics.events_in += len(batch)
+                batch = self._apply_filters(batch, 0)
+                if batch:
+                    await self._fan_out(batch)
+                queue.track(read, sinks)
+            queue.settle(sinks)
+            now = self.clock.monotonic()
+            if now >= next_tick:
+                next_tick = now + tick_secs
+                await self._tick(now)
+        await self._flush_filters()
+
+    async def _flush_filters(self) -> None:
         for index, unit in enumerate(self.filters):
             held = self._call_filter(unit, unit.flush, None)
             if held:
@@ -377,6 +426,8 @@ class Pipeline:
         sinks, self._started_sinks = self._started_sinks, []
         try:
             async with asyncio.timeout_at(deadline):
+                if self.queue is not None:
+                    await self.queue.stop_writer()
                 if self._filter_task is not None:
                     await asyncio.shield(self._filter_task)
                 await asyncio.gather(*(runner.drain() for runner in sinks))
@@ -394,6 +445,11 @@ class Pipeline:
             lost = await runner.abort()
             if lost:
                 report.unflushed[runner.name] = lost
+        if self.queue is not None:
+            self.queue.settle(self.sinks)  # what the sinks wrote while draining
+            left = await self.queue.close()
+            if left:
+                report.on_disk["queue"] = left
         spools = [(runner.name, getattr(runner.sink, "spool", None)) for runner in sinks]
         await asyncio.gather(*(runner.close() for runner in sinks))
         for name, spool in spools:

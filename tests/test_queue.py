@@ -133,7 +133,7 @@ def test_safe_means_on_disk_with_a_disk_queue(tmp_path: Path) -> None:
         registry = Registry()
         sink = CollectingSink("out", registry, gate=asyncio.Event())
         source = PushInput(registry, [events(0, 10), events(10, 10)])
-        pipeline = pipeline_with(source, sink, registry, tmp_path / "queue")  # type: ignore[arg-type]
+        pipeline = pipeline_with(source, sink, registry, tmp_path / "queue")
         await pipeline.start()
         await asyncio.sleep(0.3)
         assert source.safe_at == [10, 20]
@@ -262,3 +262,34 @@ def test_kill_9_loses_no_accepted_event(tmp_path: Path) -> None:
     seqs = sorted(orjson.loads(line)["seq"] for line in out.read_bytes().splitlines())
     assert seqs == list(range(total))  # every one, none twice (none had reached a sink)
     assert "every event flushed" in err
+
+
+def test_the_http_input_answers_200_only_once_its_events_are_on_disk(tmp_path: Path) -> None:
+    """With a disk queue the http input waits for the queue's word (ingest safe)."""
+    from aiohttp import ClientSession
+
+    from logstream.inputs.http import HttpInputConfig
+    from logstream.units import BuildContext
+
+    unit = HttpInputConfig(type="http", listen="127.0.0.1:0").build("http", BuildContext())
+
+    async def scenario() -> None:
+        ingest = BatchBuffer(100, safe_when_taken=False)
+        ingest.durable = True
+        await unit.start(ingest)
+        host, port = unit.address
+        try:
+            async with ClientSession() as session:
+                request = asyncio.ensure_future(
+                    session.post(f"http://{host}:{port}/", data=orjson.dumps(events(0, 3)))
+                )
+                await asyncio.sleep(0.3)
+                assert len(ingest) == 3 and not request.done()  # taken, not yet answered
+                ingest.mark_safe(3)  # the queue writer's word: on disk
+                response = await asyncio.wait_for(request, 5)
+                assert response.status == 200
+                response.release()
+        finally:
+            await unit.stop()
+
+    asyncio.run(scenario())

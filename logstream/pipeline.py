@@ -16,6 +16,12 @@ stall the inputs rather than lose data.
 
 A sink with a ``when`` condition is offered only the events that match it
 (:class:`SinkRunner`); the others are not drops, they were never its own.
+A filter with ``when`` sees only the matching events, in stream order.
+
+With ``pipeline.queue.type: disk`` a :class:`~logstream.queue.DiskQueue` sits
+between the ingest buffer and the filter task: events are safe (inputs may
+acknowledge) once on disk, and the queue is acknowledged once every sink's
+``write`` returned for them (each runner's ``offered``/``done`` positions).
 """
 
 from __future__ import annotations

@@ -36,6 +36,10 @@ class DropFilterConfig(FilterConfig):
 
 
 class DropFilter(Filter):
+    # What the condition names was meant never to reach a sink (health checks, but
+    # also events a user keeps out on purpose): on an error, keep the batch out too.
+    fails_closed = True
+
     def __init__(self, name: str, ctx: BuildContext, matches: Predicate) -> None:
         super().__init__(name, ctx.registry.unit(name, "filter"))
         self._matches = matches

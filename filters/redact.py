@@ -383,6 +383,8 @@ _ASCII_LOWER: Final = {code: code + 32 for code in range(ord("A"), ord("Z") + 1)
 
 
 class RedactFilter(Filter):
+    fails_closed = True  # an error must never let secrets through to the sinks
+
     def __init__(self, name: str, ctx: BuildContext, config: RedactFilterConfig) -> None:
         super().__init__(name, ctx.registry.unit(name, "filter"))
         self._counter = _Counter()

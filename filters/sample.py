@@ -13,7 +13,11 @@ Which events are kept:
 - ``rate: N`` keeps 1 in N (``ratio: r`` keeps the fraction r) of every
   severity; ``levels`` sets the rate from a severity upwards, up to the next
   severity listed (below the lowest one listed: ``rate``/``ratio`` if given,
-  else the lowest one's rate).
+  else the lowest one's rate). Severities *above the highest one listed* are
+  kept in full: ``levels: {DEBUG: 100, INFO: 10}`` thins DEBUG and INFO and
+  nothing else, so errors are never sampled unless a rule names them (list
+  ``ERROR: 10`` to thin ERROR and CRITICAL too). A plain ``rate``/``ratio``
+  without ``levels`` still applies to every severity: that is what it says.
 - Without ``key_fields`` the choice is systematic: exactly 1 in N of each
   severity, the first one kept. With ``key_fields`` an event is kept when a
   BLAKE2b hash of those fields' values, mapped to [0, 1), is below the keep
@@ -68,7 +72,10 @@ class SampleFilterConfig(FilterConfig):
     ratio: float | None = Field(default=None, description="Keep this fraction of events (0 to 1].")
     levels: dict[str, float] = Field(
         default_factory=dict,
-        description="Severity -> rate (1 in N) for it and the ones above, up to the next listed.",
+        description=(
+            "Severity -> rate (1 in N) for it and the ones above, up to the next listed; "
+            "severities above the highest listed are kept in full."
+        ),
     )
     level_field: str = Field(default="level", description="The field holding the severity.")
     unknown_level: str = Field(
@@ -141,19 +148,39 @@ class SampleFilterConfig(FilterConfig):
         return self
 
     def static_ratios(self) -> list[float]:
-        """The keep ratio of each severity (index 0 = TRACE) before any budget."""
+        """The keep ratio of each severity (index 0 = TRACE) before any budget.
+
+        A listed severity's rate holds up to the next listed one; above the
+        highest listed, everything is kept (1.0), so errors are never thinned
+        by a rule that did not name them.
+        """
         base = 1.0 / self.rate if self.rate is not None else self.ratio
         listed = sorted((parse_name(name), 1.0 / rate) for name, rate in self.levels.items())
+        highest = listed[-1][0] if listed else None
         ratios = []
         for severity in sorted(Severity):
             chosen = base
             for level, ratio in listed:
                 if level <= severity:
                     chosen = ratio
-            if chosen is None:  # below every listed level and no rate/ratio
+            if highest is not None and severity > highest:
+                chosen = 1.0  # above every listed level: kept in full
+            elif chosen is None:  # below every listed level and no rate/ratio
                 chosen = listed[0][1] if listed else 1.0
             ratios.append(chosen)
         return ratios
+
+    def describe_rates(self) -> str:
+        """The effective rate per severity, for ``logstream check``:
+        ``TRACE 1/100, DEBUG 1/100, INFO 1/10, NOTICE all, ...`` (plus the budget)."""
+        parts = []
+        for severity, ratio in zip(sorted(Severity), self.static_ratios(), strict=True):
+            shown = "all" if ratio >= 1.0 else f"1/{rate_json(1.0 / ratio).decode()}"
+            parts.append(f"{severity.name} {shown}")
+        text = ", ".join(parts)
+        if self.budget_bytes_per_sec is not None:
+            text += f" (then lowered to fit {self.budget_bytes_per_sec:g} B/s)"
+        return text
 
     def build(self, name: str, ctx: BuildContext) -> SampleFilter:
         return SampleFilter(self, name, ctx)

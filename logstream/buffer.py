@@ -68,6 +68,9 @@ class BatchBuffer:
         # True: events are safe once taken by the consumer. The pipeline says False
         # for its ingest buffer and calls mark_safe once the sinks have the events.
         self._safe_when_taken = safe_when_taken
+        # True when "safe" means "on disk" (a disk ingest queue): inputs that answer a
+        # client per request (http) then wait for it before answering.
+        self.durable = False
 
     def __len__(self) -> int:
         """Events in the buffer."""
@@ -194,6 +197,19 @@ class BatchBuffer:
             callback()
         else:
             heapq.heappush(self._safe_waiters, (position, next(self._safe_order), callback))
+
+    async def wait_safe(self, position: int) -> None:
+        """Wait until every event before ``position`` is safe (see ``call_when_safe``)."""
+        if position <= self.safe:
+            return
+        done = asyncio.get_running_loop().create_future()
+
+        def wake() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        self.call_when_safe(position, wake)
+        await done
 
     def mark_safe(self, position: int) -> None:
         """The consumer's word: every event before ``position`` is safe."""

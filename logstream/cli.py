@@ -112,6 +112,10 @@ def _tail(args: argparse.Namespace) -> int:
     return tail(options)
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -134,10 +138,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             config = load_config(args.config)
             build_pipeline(config)  # builds every unit: catches what validation cannot
-            print(
-                f"{args.config}: OK ({len(config.inputs)} inputs, {len(config.filters)} filters, "
-                f"{len(config.sinks)} sinks)"
+            counts = ", ".join(
+                _plural(len(units), kind)
+                for units, kind in ((config.inputs, "input"), (config.filters, "filter"))
             )
+            print(f"{args.config}: OK ({counts}, {_plural(len(config.sinks), 'sink')})")
+            names = config.unit_names()
+            for unit in config.filters:  # what sampling keeps, per severity
+                describe = getattr(unit, "describe_rates", None)
+                if describe is not None:
+                    print(f"  filter {names[id(unit)]} keeps: {describe()}")
             if not args.connect:
                 return 0
             from logstream.ops import run_check_connect

@@ -41,6 +41,7 @@ from logstream.inputs.tcp import TcpInputConfig
 from logstream.inputs.udp import UdpInputConfig
 from logstream.netaddr import parse_listen
 from logstream.pipeline import Pipeline, SinkRunner, SinkSettings
+from logstream.queue import DiskQueue, QueueConfig
 from logstream.sinks.elasticsearch import ElasticsearchSinkConfig
 from logstream.sinks.file import FileSinkConfig
 from logstream.sinks.mqtt import MqttSinkConfig
@@ -121,6 +122,10 @@ class PipelineSettings(_Strict):
             return max(1, len(os.sched_getaffinity(0)))
         except AttributeError:  # pragma: no cover - not Linux
             return max(1, os.cpu_count() or 1)
+    queue: QueueConfig = Field(
+        default_factory=QueueConfig,
+        description="memory, or disk: events are on disk before they count as accepted.",
+    )
 
 
 class MonitorSettings(_Strict):
@@ -418,7 +423,11 @@ def build_pipeline(config: Config, ctx: BuildContext | None = None) -> Pipeline:
     names = config.unit_names()
     try:
         inputs = [unit.build(names[id(unit)], ctx) for unit in config.inputs]
-        filters = [unit.build(names[id(unit)], ctx) for unit in config.filters]
+        filters = []
+        for unit in config.filters:
+            built = unit.build(names[id(unit)], ctx)
+            built.when = unit.selector()
+            filters.append(built)
         sinks = [
             SinkRunner(
                 unit.build(names[id(unit)], ctx),
@@ -436,6 +445,14 @@ def build_pipeline(config: Config, ctx: BuildContext | None = None) -> Pipeline:
     except (ValueError, OSError) as error:
         raise ConfigError(str(error)) from None
     settings = config.pipeline
+    queue = None
+    if settings.queue.type == "disk":
+        queue = DiskQueue(
+            settings.queue.path or ctx.state_dir / "queue",
+            settings.queue.spool_settings(),
+            ctx.registry.unit("queue", "pipeline"),
+            settings.filter_batch_max_events,
+        )
     return Pipeline(
         inputs,
         filters,
@@ -445,4 +462,6 @@ def build_pipeline(config: Config, ctx: BuildContext | None = None) -> Pipeline:
         filter_batch_max_events=settings.filter_batch_max_events,
         tick_secs=settings.tick_secs,
         clock=ctx.clock,
+        dead_letter_dir=ctx.state_dir / "dead-letters",
+        queue=queue,
     )

@@ -14,12 +14,16 @@ After fixing the mapping, ``logstream replay --dlq FILE`` sends the documents
 again, to the same index with the same id (so a replay twice creates nothing
 twice). The file is bounded by ``max_bytes``; a record that does not fit is
 dropped as ``rejected`` and counted, never blocking the sink.
+
+:class:`FilterDeadLetters` keeps the batches a fail-closed filter (redact,
+drop) raised on, one file per filter (``filter-<name>.ndjson``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,18 +49,35 @@ class DeadLetter:
 class DeadLetterQueue:
     """Appends dead letters to one NDJSON file, up to ``max_bytes``."""
 
-    def __init__(self, path: Path, sink: str, max_bytes: int) -> None:
+    def __init__(self, path: Path, sink: str, max_bytes: int, mode: int = 0o644) -> None:
         self.path = path
         self.sink = sink
         self.max_bytes = max_bytes
+        self.mode = mode  # permissions of a new file
         self._file: Any = None
         self._size = 0
 
     def open(self) -> None:
         """Open (create) the file for appending; ``OSError`` if it cannot be."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "ab")  # noqa: SIM115 - held open for the sink's life
-        self._size = self._file.tell()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, self.mode)
+        self._file = os.fdopen(fd, "ab")
+        self._size = self._file.seek(0, os.SEEK_END)
+
+    def add_line(self, line: bytes) -> bool:
+        """Append one complete NDJSON line; False when the file is full or cannot be written."""
+        if self._file is None:
+            self.open()
+        if self._size + len(line) > self.max_bytes:
+            return False
+        try:
+            self._file.write(line)
+            self._file.flush()
+        except OSError as error:
+            log.error("dead-letter queue %s: cannot write: %s", self.path, error)
+            return False
+        self._size += len(line)
+        return True
 
     def add(self, letter: DeadLetter) -> bool:
         """Append ``letter``; False when the file is full or cannot be written."""
@@ -74,22 +95,74 @@ class DeadLetterQueue:
             }
         )
         # The document is spliced in as the bytes that were sent: no re-encoding.
-        line = head[:-1] + b',"document":' + letter.document + b"}\n"
-        if self._size + len(line) > self.max_bytes:
-            return False
-        try:
-            self._file.write(line)
-            self._file.flush()
-        except OSError as error:
-            log.error("dead-letter queue %s: cannot write: %s", self.path, error)
-            return False
-        self._size += len(line)
-        return True
+        return self.add_line(head[:-1] + b',"document":' + letter.document + b"}\n")
 
     def close(self) -> None:
         file, self._file = self._file, None
         if file is not None:
             file.close()
+
+
+# Cap on one filter's dead-letter file; what does not fit is logged (and still counted).
+FILTER_DEAD_LETTERS_MAX_BYTES = 1 << 30
+
+
+class FilterDeadLetters:
+    """The batches fail-closed filters raised on, one file per filter.
+
+    ``<directory>/filter-<name>.ndjson``, one record per event::
+
+        {"@timestamp": "...", "filter": "redact", "error": {"type": "KeyError",
+         "reason": "..."}, "event": {...the event as the filter was given it...}}
+
+    The events are as they were *before* the filter ran: for ``redact`` they may
+    hold the very secrets it was to mask, so the files are created readable by
+    their owner only (0600). To send them again once the filter is fixed, feed
+    the ``event`` of each line to an input, e.g. ``jq -c .event FILE | curl
+    --data-binary @- http://HOST:8080/`` against an ``http`` input.
+    """
+
+    def __init__(self, directory: Path, max_bytes: int = FILTER_DEAD_LETTERS_MAX_BYTES) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self._files: dict[str, DeadLetterQueue] = {}
+
+    def path(self, filter_name: str) -> Path:
+        return self.directory / f"filter-{filter_name}.ndjson"
+
+    def add(self, filter_name: str, events: list[dict[str, Any]], error: BaseException) -> int:
+        """Append one record per event; return how many were written (the rest is logged)."""
+        dlq = self._files.get(filter_name)
+        if dlq is None:
+            dlq = DeadLetterQueue(self.path(filter_name), filter_name, self.max_bytes, 0o600)
+            self._files[filter_name] = dlq
+        head = orjson.dumps(
+            {
+                "@timestamp": _now(),
+                "filter": filter_name,
+                "error": {"type": type(error).__name__, "reason": str(error)[:1000]},
+            }
+        )[:-1]
+        written = 0
+        try:
+            for event in events:
+                body = orjson.dumps(event, default=str, option=orjson.OPT_NON_STR_KEYS)
+                if not dlq.add_line(head + b',"event":' + body + b"}\n"):
+                    break
+                written += 1
+        except (OSError, TypeError) as failure:
+            log.error("dead-letter file %s: cannot write: %s", dlq.path, failure)
+        if written < len(events):
+            log.error(
+                "dead-letter file %s is full or unwritable: %d events of filter %s not kept",
+                dlq.path, len(events) - written, filter_name,
+            )  # fmt: skip
+        return written
+
+    def close(self) -> None:
+        for dlq in self._files.values():
+            dlq.close()
+        self._files.clear()
 
 
 def read_dead_letters(path: Path) -> Iterator[DeadLetter | str]:

@@ -11,7 +11,7 @@ typo is a type error and the exported series are documented in one place.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Literal, get_args
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -56,6 +56,9 @@ DropReason = Literal[
     "dead_letter",
     # The disk spool reached max_bytes with when_full: drop_oldest; its oldest events went.
     "spool_full",
+    # A fail-closed filter (redact, drop) raised on the batch: the batch went to the
+    # filter's dead-letter file (<state_dir>/dead-letters/filter-<name>.ndjson), not to a sink.
+    "filter_error",
 ]
 
 DecodeIssue = Literal[
@@ -190,6 +193,49 @@ class UnitMetrics:
             "retries": self.retries,
             "errors": self.errors,
         }
+
+
+def counters_table(units: Iterable[UnitMetrics]) -> str:
+    """The final counters as an aligned table, one row per unit (for the shutdown log)::
+
+    unit           kind      in     out  dropped                 other
+    tcp            input     500    0    -                       bytes_in 51234
+    elasticsearch  sink      500    498  rejected 2              retries 1
+    """
+    rows = [("unit", "kind", "in", "out", "dropped", "other")]
+    for unit in units:
+        dropped = ", ".join(f"{reason} {n}" for reason, n in sorted(unit.dropped.items()) if n)
+        other = [
+            f"{name} {value}"
+            for name, value in (
+                ("unselected", unit.events_unselected),
+                ("bytes_in", unit.bytes_in),
+                ("bytes_out", unit.bytes_out),
+                ("redactions", unit.redactions),
+                ("retries", unit.retries),
+                ("errors", unit.errors),
+            )
+            if value
+        ]
+        other += [f"{issue} {n}" for issue, n in sorted(unit.decode_issues.items()) if n]
+        rows.append(
+            (
+                unit.unit,
+                unit.kind,
+                str(unit.events_in),
+                str(unit.events_out),
+                dropped or "-",
+                ", ".join(other) or "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    return "\n".join(
+        "  ".join(
+            [*(cell.rjust(w) if i in (2, 3) else cell.ljust(w) for i, (cell, w) in
+               enumerate(zip(row[:5], widths, strict=True))), row[5]]
+        ).rstrip()
+        for row in rows
+    )  # fmt: skip
 
 
 class Registry(Collector):

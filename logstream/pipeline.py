@@ -16,6 +16,12 @@ stall the inputs rather than lose data.
 
 A sink with a ``when`` condition is offered only the events that match it
 (:class:`SinkRunner`); the others are not drops, they were never its own.
+A filter with ``when`` sees only the matching events, in stream order.
+
+With ``pipeline.queue.type: disk`` a :class:`~logstream.queue.DiskQueue` sits
+between the ingest buffer and the filter task: events are safe (inputs may
+acknowledge) once on disk, and the queue is acknowledged once every sink's
+``write`` returned for them (each runner's ``offered``/``done`` positions).
 """
 
 from __future__ import annotations
@@ -25,11 +31,14 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from logstream.buffer import BatchBuffer, Batcher, BufferClosed
 from logstream.clock import Clock, SystemClock
+from logstream.dlq import FilterDeadLetters
 from logstream.event import Batch, Event
 from logstream.metrics import Registry, UnitMetrics
+from logstream.queue import DiskQueue
 from logstream.units import Filter, Input, Sink, WhenFull
 
 log = logging.getLogger(__name__)
@@ -66,6 +75,10 @@ class SinkRunner:
         self.metrics.buffer_depth = lambda: len(self.buffer) + len(self._batcher)
         self._task: asyncio.Task[None] | None = None
         self._in_write = 0  # events inside the current write(), for shutdown reports
+        # Positions for the disk queue: events offered to this sink, and events whose
+        # write() returned or that were counted dropped (both in the sink's own order).
+        self.offered = 0
+        self.done = 0
         # Pick the offer path once (no per-batch branch on the policy or the condition).
         offer = self._offer_blocking if settings.when_full == "block" else self._offer_dropping
         if sink.spooled:
@@ -85,16 +98,20 @@ class SinkRunner:
     async def _offer_blocking(self, batch: Batch) -> None:
         self.metrics.events_in += len(batch)
         await self.buffer.put(batch)
+        self.offered += len(batch)
         self.metrics.blocked_secs = self.buffer.blocked_secs
 
     async def _offer_spooled(self, batch: Batch) -> None:
         self.metrics.events_in += len(batch)
+        self.offered += len(batch)
         await self._write(batch)
 
     async def _offer_dropping(self, batch: Batch) -> None:
         self.metrics.events_in += len(batch)
+        self.offered += len(batch)
         if not self.buffer.offer(batch):
             self.metrics.drop(len(batch), "buffer_full")
+            self.done += len(batch)
 
     def _selecting(
         self, offer: Callable[[Batch], Awaitable[None]], when: Callable[[Event], bool]
@@ -135,6 +152,7 @@ class SinkRunner:
             self.metrics.drop(len(batch), "sink_error")
         finally:
             self._in_write = 0
+        self.done += len(batch)
 
     async def drain(self) -> None:
         """Close the buffer and wait until everything in it has been written."""
@@ -167,10 +185,29 @@ class ShutdownReport:
 
     unflushed: dict[str, int] = field(default_factory=dict)
     timed_out: bool = False
+    # Events kept on disk for the next start (a sink's spool, the ingest queue): not lost,
+    # not delivered either.
+    on_disk: dict[str, int] = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
         return not self.timed_out and not any(self.unflushed.values())
+
+    def summary(self) -> str:
+        """One line for the log: what was lost, else what waits on disk, else all flushed."""
+        kept = ", ".join(f"{name} {count}" for name, count in self.on_disk.items() if count)
+        if not self.clean:
+            lost = ", ".join(f"{name} {count}" for name, count in self.unflushed.items() if count)
+            text = f"shutdown: events not flushed (dropped, reason shutdown): {lost or 'none'}"
+            if self.timed_out:
+                text += " (deadline passed)"
+            return text + (f"; kept on disk for the next start: {kept}" if kept else "")
+        if kept:
+            return (
+                f"shutdown complete: nothing dropped; events kept on disk, delivered at "
+                f"the next start: {kept}"
+            )
+        return "shutdown complete: every event flushed"
 
 
 class Pipeline:
@@ -187,6 +224,8 @@ class Pipeline:
         filter_batch_max_events: int = 1_024,
         tick_secs: float = 0.1,
         clock: Clock | None = None,
+        dead_letter_dir: Path | None = None,
+        queue: DiskQueue | None = None,
     ) -> None:
         if not sinks:
             raise ValueError("a pipeline needs at least one sink")
@@ -200,6 +239,10 @@ class Pipeline:
         self.metrics.buffer_depth = lambda: len(self.ingest)
         self._filter_batch_max_events = filter_batch_max_events
         self._tick_secs = tick_secs
+        # The persisted ingest queue (pipeline.queue.type: disk), between ingest and filters.
+        self.queue = queue
+        # Batches of fail-closed filters that raised (None: counted and logged only).
+        self.dead_letters = FilterDeadLetters(dead_letter_dir) if dead_letter_dir else None
         self._filter_task: asyncio.Task[None] | None = None
         self._started_inputs: list[Input] = []
         self._started_sinks: list[SinkRunner] = []
@@ -214,7 +257,14 @@ class Pipeline:
             for runner in self.sinks:
                 await runner.start()
                 self._started_sinks.append(runner)
-            self._filter_task = asyncio.create_task(self._run_filters(), name="filters")
+            if self.queue is not None:
+                self.queue.open()
+                self.queue.start(self.ingest)
+                self.ingest.durable = True
+                filters = self._run_filters_from_queue(self.queue)
+            else:
+                filters = self._run_filters()
+            self._filter_task = asyncio.create_task(filters, name="filters")
             for unit in self.inputs:
                 self._started_inputs.append(unit)
                 await unit.start(self.ingest)
@@ -244,6 +294,35 @@ class Pipeline:
             if now >= next_tick:
                 next_tick = now + tick_secs
                 await self._tick(now)
+        await self._flush_filters()
+
+    async def _run_filters_from_queue(self, queue: DiskQueue) -> None:
+        """As ``_run_filters``, reading the disk queue; each batch read is acknowledged
+        once every sink has written what came of it. Ends once the writer has put the
+        closed ingest buffer on disk and everything on disk has been read."""
+        sinks = self.sinks
+        tick_secs = self._tick_secs
+        next_tick = self.clock.monotonic() + tick_secs
+        while True:
+            finished = queue.writer_done
+            got = await queue.read(tick_secs)
+            if got is None and finished:
+                break
+            if got is not None:
+                read, batch = got
+                self.metrics.events_in += len(batch)
+                batch = self._apply_filters(batch, 0)
+                if batch:
+                    await self._fan_out(batch)
+                queue.track(read, sinks)
+            queue.settle(sinks)
+            now = self.clock.monotonic()
+            if now >= next_tick:
+                next_tick = now + tick_secs
+                await self._tick(now)
+        await self._flush_filters()
+
+    async def _flush_filters(self) -> None:
         for index, unit in enumerate(self.filters):
             held = self._call_filter(unit, unit.flush, None)
             if held:
@@ -253,21 +332,73 @@ class Pipeline:
 
     def _apply_filters(self, batch: Batch, first: int) -> Batch:
         for unit in self.filters[first:]:
-            unit.metrics.events_in += len(batch)
-            batch = self._call_filter(unit, unit.process, batch)
-            unit.metrics.events_out += len(batch)
+            if unit.when is None:
+                unit.metrics.events_in += len(batch)
+                batch = self._call_filter(unit, unit.process, batch)
+                unit.metrics.events_out += len(batch)
+            else:
+                batch = self._apply_selected(unit, unit.when, batch)
             if not batch:
                 break
         return batch
 
-    @staticmethod
-    def _call_filter(unit: Filter, method: Callable[..., Batch], batch: Batch | None) -> Batch:
+    def _apply_selected(self, unit: Filter, when: Callable[[Event], bool], batch: Batch) -> Batch:
+        """A filter with ``when``: each run of consecutive matching events goes through
+        it as one batch, the events between runs pass it by, and the output keeps
+        the stream's order (a run's output takes the run's place). Events a filter
+        holds back (multiline) come out with a later run, as without ``when``."""
+        metrics = unit.metrics
+        out: Batch = []
+        run: Batch = []
+        skipped = 0
+        for event in batch:
+            if when(event):
+                run.append(event)
+                continue
+            if run:
+                out.extend(self._call_selected(unit, run))
+                run = []
+            out.append(event)
+            skipped += 1
+        if not skipped:  # every event matched: the batch is one run
+            return self._call_selected(unit, batch)
+        if run:
+            out.extend(self._call_selected(unit, run))
+        metrics.events_unselected += skipped
+        return out
+
+    def _call_selected(self, unit: Filter, run: Batch) -> Batch:
+        unit.metrics.events_in += len(run)
+        result = self._call_filter(unit, unit.process, run)
+        unit.metrics.events_out += len(result)
+        return result
+
+    def _call_filter(
+        self, unit: Filter, method: Callable[..., Batch], batch: Batch | None
+    ) -> Batch:
         try:
             return method() if batch is None else method(batch)
-        except Exception:
-            log.exception("filter %s failed; batch passed on unfiltered", unit.name)
+        except Exception as error:
             unit.metrics.errors += 1
-            return batch or []
+            if not unit.fails_closed:
+                log.exception("filter %s failed; batch passed on unfiltered", unit.name)
+                return batch or []
+            if not batch:  # tick or flush: nothing was handed to the filter
+                log.exception("filter %s failed in tick/flush; it fails closed", unit.name)
+                return []
+            unit.metrics.drop(len(batch), "filter_error")
+            if self.dead_letters is None:
+                log.exception(
+                    "filter %s failed and fails closed: %d events dropped (no dead-letter "
+                    "directory), never passed on", unit.name, len(batch),
+                )  # fmt: skip
+                return []
+            log.exception(
+                "filter %s failed and fails closed: %d events go to %s, not to the sinks",
+                unit.name, len(batch), self.dead_letters.path(unit.name),
+            )  # fmt: skip
+            self.dead_letters.add(unit.name, batch, error)
+            return []
 
     async def _tick(self, now: float) -> None:
         for index, unit in enumerate(self.filters):
@@ -301,6 +432,8 @@ class Pipeline:
         sinks, self._started_sinks = self._started_sinks, []
         try:
             async with asyncio.timeout_at(deadline):
+                if self.queue is not None:
+                    await self.queue.stop_writer()
                 if self._filter_task is not None:
                     await asyncio.shield(self._filter_task)
                 await asyncio.gather(*(runner.drain() for runner in sinks))
@@ -318,11 +451,17 @@ class Pipeline:
             lost = await runner.abort()
             if lost:
                 report.unflushed[runner.name] = lost
+        if self.queue is not None:
+            self.queue.settle(self.sinks)  # what the sinks wrote while draining
+            left = await self.queue.close()
+            if left:
+                report.on_disk["queue"] = left
+        spools = [(runner.name, getattr(runner.sink, "spool", None)) for runner in sinks]
         await asyncio.gather(*(runner.close() for runner in sinks))
-        if not report.clean:
-            log.warning(
-                "shutdown: events not flushed: %s%s",
-                report.unflushed or "none",
-                " (deadline passed)" if report.timed_out else "",
-            )
+        for name, spool in spools:
+            left = getattr(spool, "pending_entries", 0)
+            if isinstance(left, int) and left > 0:
+                report.on_disk[name] = left
+        if self.dead_letters is not None:
+            self.dead_letters.close()
         return report

@@ -23,6 +23,7 @@ from logstream.config import (
     read_yaml,
     substitute_env,
 )
+from logstream.metrics import counters_table
 from logstream.monitor import Monitor
 from logstream.pipeline import Pipeline, ShutdownReport
 from logstream.units import BuildContext
@@ -88,8 +89,7 @@ async def serve(config: Config, local: dict[str, str], out: TextIO) -> ShutdownR
         report = await pipeline.stop(config.pipeline.shutdown_timeout_secs)
         if monitor is not None:
             await monitor.stop()
-    for unit in pipeline.registry.units():
-        log.info("final counters: %s", unit.snapshot())
+    log.info("final counters:\n%s", counters_table(pipeline.registry.units()))
     return report
 
 
@@ -132,8 +132,5 @@ def run(config_path: Path, out: TextIO = sys.stdout) -> int:
     with local_servers(needs, state_dir) as urls:
         config = parse_config(data, local_urls=urls or None)
         report = run_loop(serve(config, urls, out))
-    if report.clean:
-        log.info("shutdown complete: every event flushed")
-        return 0
-    log.error("shutdown: events not flushed: %s", report.unflushed)
-    return 1
+    (log.info if report.clean else log.error)("%s", report.summary())
+    return 0 if report.clean else 1

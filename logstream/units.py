@@ -119,6 +119,23 @@ class Input(Unit, abc.ABC):
 class FilterConfig(UnitConfig):
     kind: ClassVar[Literal["filter"]] = "filter"
 
+    when: str | None = Field(
+        default=None,
+        description=(
+            "A condition (logstream.conditions): the filter is applied only to the events "
+            "that match; the others pass it by, in their place in the stream."
+        ),
+    )
+
+    @field_validator("when")
+    @classmethod
+    def _valid_when(cls, value: str | None) -> str | None:
+        return None if value is None else check_condition(value)
+
+    def selector(self) -> Predicate | None:
+        """The compiled ``when`` condition, or ``None`` when the filter takes every event."""
+        return None if self.when is None else compile_condition(self.when).test
+
     def build(self, name: str, ctx: BuildContext) -> Filter:
         raise NotImplementedError
 
@@ -128,7 +145,22 @@ class Filter(Unit):
 
     Filters are synchronous and must not block (no I/O): they run one batch
     at a time, in arrival order, between the ingest buffer and the sinks.
+
+    ``fails_closed`` says what the runtime does with a batch when ``process``
+    raises: ``False`` (fail open, the default) passes the batch on unfiltered,
+    which suits filters that only add or reshape (parse, mutate, sample: an
+    unsampled batch costs bandwidth, loses nothing); ``True`` (fail closed)
+    sends the batch to the dead-letter file
+    ``<state_dir>/dead-letters/filter-<name>.ndjson`` and counts it as dropped
+    (``filter_error``), never to the sinks: for filters whose job is to keep
+    data out of the sinks (redact, drop), where passing it on would leak it.
+
+    ``when`` (set by the runtime from the config's ``when``): the filter sees
+    only the events that match; the others pass it by in their place.
     """
+
+    fails_closed: ClassVar[bool] = False
+    when: Predicate | None = None
 
     def process(self, batch: Batch) -> Batch:
         """Return the batch to pass on: the same list changed in place, or a new one.
@@ -136,7 +168,8 @@ class Filter(Unit):
         May change, add or remove events. An event removed on purpose is counted
         on ``metrics`` with reason ``filtered``. Must not raise for bad events
         (tag them instead); if it raises anyway, the runtime logs the error,
-        counts it and passes the original batch on unfiltered.
+        counts it and, as ``fails_closed`` says, passes the batch on unfiltered
+        or dead-letters it.
         """
         return batch
 

@@ -61,7 +61,7 @@ def test_a_rate_already_set_upstream_is_multiplied() -> None:
 
 def test_levels_apply_upwards_to_the_next_listed_and_below_the_lowest_use_rate() -> None:
     config = SampleFilterConfig.model_validate(
-        {"type": "sample", "rate": 1000, "levels": {"warn": 2, "info": 10}}
+        {"type": "sample", "rate": 1000, "levels": {"error": 2, "info": 10}}
     )
     ratios = dict(
         zip(
@@ -75,12 +75,56 @@ def test_levels_apply_upwards_to_the_next_listed_and_below_the_lowest_use_rate()
         "DEBUG": 0.001,
         "INFO": 0.1,
         "NOTICE": 0.1,
-        "WARNING": 0.5,
+        "WARNING": 0.1,
         "ERROR": 0.5,
-        "CRITICAL": 0.5,
+        "CRITICAL": 1.0,  # above the highest listed level: kept in full
     }
     no_rate = SampleFilterConfig.model_validate({"type": "sample", "levels": {"INFO": 10}})
     assert no_rate.static_ratios()[0] == 0.1  # TRACE takes the lowest listed level's rate
+
+
+def test_severities_above_the_highest_listed_are_kept_in_full() -> None:
+    """Issue 14: ``levels: {DEBUG: 100, INFO: 10}`` thinned WARNING and ERROR 1 in 10 too."""
+    unit, registry = build(levels={"DEBUG": 100, "INFO": 10})
+    batch = [
+        {"level": level, "n": n}
+        for n in range(100)
+        for level in ("DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL")
+    ]
+    kept = by_level(unit.process(batch))
+    assert kept == {"DEBUG": 1, "INFO": 10, "NOTICE": 100, "WARNING": 100, "ERROR": 100,
+                    "CRITICAL": 100}  # fmt: skip
+    assert registry["sample"].dropped["sampled"] == 99 + 90
+    # Listing a severity still thins it (and what lies above it up to the next listed).
+    listed, _ = build(levels={"INFO": 10, "ERROR": 5})
+    kept = by_level(listed.process([{"level": "ERROR"}] * 50 + [{"level": "CRITICAL"}] * 50))
+    assert kept == {"ERROR": 10, "CRITICAL": 50}
+    # A plain rate without levels still applies to every severity, as it says.
+    every, _ = build(rate=10)
+    assert by_level(every.process([{"level": "ERROR"}] * 50)) == {"ERROR": 5}
+
+
+def test_check_prints_the_effective_rate_per_severity(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "sampled.yaml"
+    path.write_text(
+        "inputs: [{type: tcp, listen: '127.0.0.1:0'}]\n"
+        "filters: [{type: sample, id: thin, levels: {DEBUG: 100, INFO: 10}}]\n"
+        "sinks: [{type: stdout}]\n"
+        f"state_dir: {tmp_path}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "logstream", "check", "-c", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "(1 input, 1 filter, 1 sink)" in result.stdout
+    assert (
+        "filter thin keeps: TRACE 1/100, DEBUG 1/100, INFO 1/10, NOTICE all, WARNING all, "
+        "ERROR all, CRITICAL all"
+    ) in result.stdout
 
 
 def test_systematic_sampling_keeps_the_first_event_and_exactly_1_in_n() -> None:

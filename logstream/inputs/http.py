@@ -263,6 +263,8 @@ class HttpInput(Input):
             self.metrics.drop(len(batch), "ingest_full")
             return self._refuse(429, "pipeline is full; retry later")
         self.metrics.events_in += len(batch)
+        if batch and ingest.durable:  # a disk queue: answer once the events are on disk
+            await ingest.wait_safe(ingest.accepted)
         return web.json_response({"accepted": len(batch)})
 
     def _inflate(self, body: bytes, wbits: int) -> bytes | web.Response:

@@ -53,6 +53,12 @@ DropReason = Literal[
     "dead_letter",
     # The disk spool reached max_bytes with when_full: drop_oldest; its oldest events went.
     "spool_full",
+    # A message from a NATS stream that is not a valid batch envelope (unknown encoding,
+    # truncated or corrupt frame, bad format version): one per message (or its
+    # ``events`` header); it is dead-lettered when configured and terminated.
+    "bad_envelope",
+    # A line of a valid NATS envelope that is not a JSON object (the others go on).
+    "bad_envelope_line",
 ]
 
 DecodeIssue = Literal[

@@ -187,6 +187,11 @@ def _format_location(loc: tuple[int | str, ...], data: Any) -> str:
     return out
 
 
+# Never echo a credential in an error: values of these keys, and passwords in URLs.
+_SECRET_KEYS = frozenset({"password", "token", "api_key", "secret"})
+_URL_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*://[^:/@\s'\"]*:)[^@\s'\"]*@")
+
+
 def _format_errors(error: ValidationError, data: Any) -> str:
     lines = []
     for item in error.errors(include_url=False):
@@ -200,6 +205,9 @@ def _format_errors(error: ValidationError, data: Any) -> str:
         shown = (
             "" if item["type"] == "missing" or isinstance(value, dict) else f" (value: {value!r})"
         )
+        if shown and (_SECRET_KEYS & {str(part) for part in item["loc"]}):
+            shown = " (value: ***)"
+        shown = _URL_PASSWORD.sub(r"\1***@", shown)
         lines.append(f"{where}: {message}{shown}")
     return "\n".join(lines)
 

@@ -171,6 +171,7 @@ class NatsConnection:
         self.connected_once = False
         self._last_error_log = 0.0
         self.disconnects = 0
+        self._closing = False
 
     def options(self) -> dict[str, Any]:
         config = self.config
@@ -211,6 +212,7 @@ class NatsConnection:
         return client
 
     async def close(self) -> None:
+        self._closing = True
         client, self.client = self.client, None
         if client is not None and not client.is_closed:
             try:
@@ -225,6 +227,8 @@ class NatsConnection:
             log.warning("%s: NATS: %s", self.unit, describe(error))
 
     async def _disconnected(self) -> None:
+        if self._closing:
+            return
         self.disconnects += 1
         log.warning("%s: disconnected from NATS; reconnecting", self.unit)
 

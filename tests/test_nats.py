@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -339,17 +340,28 @@ def test_local_servers_are_found_in_the_config_and_shared(tmp_path: Path) -> Non
     assert config.inputs[0].servers == ["nats://127.0.0.1:4999"]  # type: ignore[union-attr]
     first = LocalNats(tmp_path / "nats")
     first.start()
+    second = LocalNats(tmp_path / "nats")
     try:
-        second = LocalNats(tmp_path / "nats")
         second.start()  # finds the running one
         assert second.url == first.url
-        second.stop()  # not its own: a no-op
+        pid = orjson.loads((tmp_path / "nats" / "server.json").read_bytes())["pid"]
 
-        async def connected() -> None:
+        async def owner_stops_while_in_use() -> None:
             client = await nats.connect(first.url)
+            await asyncio.to_thread(first.stop)  # a client is connected: left running
+            await client.flush()
+            assert client.is_connected
             await client.close()
 
-        run(connected())
+        run(owner_stops_while_in_use())
+        second.stop()  # the last one out stops it
     finally:
         first.stop()
+        second.stop()
+    for _ in range(100):
+        if not Path(f"/proc/{pid}").exists() or b"Z" in Path(f"/proc/{pid}/stat").read_bytes()[:40]:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the local nats-server is still running")
     assert not (tmp_path / "nats" / "server.json").exists()

@@ -15,8 +15,8 @@ The server gets a config file in its directory (JetStream with its store in
 ``logstream run`` with ``servers: [local]`` calls :func:`local_nats`: a shipper
 and an indexer started from the same state directory share one server. The
 first one starts it and records it in ``server.json``; the next one finds it
-running and uses it. At exit the starter stops it only when no other client is
-connected (otherwise it is left running, and said so).
+running and uses it. At exit each one stops it when no client is connected any
+more (otherwise it is left running, and said so): the last one out stops it.
 """
 
 from __future__ import annotations
@@ -246,6 +246,8 @@ class LocalNats:
         self.record = self.directory / "server.json"
         self._server: NatsServer | None = None
         self._url: str | None = None
+        # The record of a server another process started, when this one reused it.
+        self._reused: dict[str, Any] | None = None
 
     @property
     def url(self) -> str:
@@ -257,6 +259,7 @@ class LocalNats:
         found = self._running_record()
         if found is not None:
             self._url = found["url"]
+            self._reused = found
             log.info("using the local nats-server already running at %s", self._url)
             return
         previous = self._read_record() or {}
@@ -275,6 +278,7 @@ class LocalNats:
     def stop(self) -> None:
         server, self._server = self._server, None
         if server is None:
+            self._stop_reused()
             return
         others = server.connections()
         if others > 0:
@@ -290,6 +294,23 @@ class LocalNats:
         server.stop()
         with contextlib.suppress(OSError):
             self.record.unlink()
+
+    def _stop_reused(self) -> None:
+        """The last user of a server another process left running stops it."""
+        found, self._reused = self._reused, None
+        if found is None or _connections(int(found.get("http_port", 0))) != 0:
+            return
+        pid = int(found["pid"])
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return
+        if b"nats-server" not in command:
+            return  # the pid was reused by something else
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+            self.record.unlink()
+        log.info("stopped the local nats-server %s (no client left)", found.get("url"))
 
     def _read_record(self) -> dict[str, Any] | None:
         try:

@@ -365,3 +365,101 @@ def test_local_servers_are_found_in_the_config_and_shared(tmp_path: Path) -> Non
     else:
         raise AssertionError("the local nats-server is still running")
     assert not (tmp_path / "nats" / "server.json").exists()
+
+
+def test_an_outage_blocks_writes_until_a_server_answers(tmp_path: Path) -> None:
+    from logstream.local.nats import find_nats_server
+
+    find_nats_server()
+    server = NatsServer(tmp_path / "late")  # ports chosen, not started yet
+
+    async def main() -> None:
+        shipper = pipeline(tmp_path / "s", shipper_config(server.url))
+        await shipper.start()  # does not fail: the server is down
+        sink = shipper.sinks[0].sink
+        assert isinstance(sink, NatsSink)
+        write = asyncio.create_task(sink.write(numbered(300)))
+        await asyncio.sleep(1.0)
+        assert not write.done()  # backpressure: the events are not safe yet
+        await asyncio.to_thread(server.start)
+        await asyncio.wait_for(write, 20)
+        assert sink.metrics.events_out == 300
+        info = await with_js(server.url, lambda c: c.jetstream().stream_info("LOGS"))
+        assert info.state.messages == 3
+        await shipper.stop()
+
+    try:
+        run(main(), 40)
+    finally:
+        server.stop()
+
+
+def test_the_spool_keeps_messages_until_the_stream_takes_them(tmp_path: Path) -> None:
+    from logstream.local.nats import find_nats_server
+
+    find_nats_server()
+    server = NatsServer(tmp_path / "late")
+    spooled = shipper_config(server.url, spool={"enabled": True, "fsync": "never"})
+
+    async def main() -> None:
+        shipper = pipeline(tmp_path / "s", spooled)
+        await shipper.start()
+        sink = shipper.sinks[0].sink
+        assert isinstance(sink, NatsSink)
+        await asyncio.wait_for(sink.write(numbered(250)), 5)  # on disk: safe at once
+        assert sink.spool is not None and sink.spool.pending_entries == 3
+        await shipper.stop()  # the server never came: the messages stay in the spool
+        await asyncio.to_thread(server.start)
+        again = pipeline(tmp_path / "s", spooled)
+        await again.start()
+        sink = again.sinks[0].sink
+        assert isinstance(sink, NatsSink)
+        await eventually(lambda: sink.metrics.events_out == 250, 20)
+        await eventually(lambda: sink.spool is not None and sink.spool.pending_entries == 0, 5)
+        info = await with_js(server.url, lambda c: c.jetstream().stream_info("LOGS"))
+        assert info.state.messages == 3
+        await again.stop()
+
+    try:
+        run(main(), 40)
+    finally:
+        server.stop()
+
+
+def test_mutual_tls_to_the_server(tmp_path: Path) -> None:
+    from logstream.local.nats import find_nats_server
+    from tests.support.tls import make_certificates
+
+    find_nats_server()
+    certs = make_certificates(tmp_path / "certs")
+    extra = [
+        f'tls {{ cert_file: "{certs.cert}", key_file: "{certs.key}", '
+        f'ca_file: "{certs.ca}", verify: true }}'
+    ]
+    out = tmp_path / "out.ndjson"
+    with NatsServer(tmp_path / "tls", extra_config=extra) as server:
+        url = f"tls://127.0.0.1:{server.port}"
+        tls = {"ca_file": str(certs.ca), "cert_file": str(certs.client_cert)}
+        tls["key_file"] = str(certs.client_key)
+
+        async def main() -> None:
+            shipper = pipeline(tmp_path / "s", shipper_config(url, tls=tls))
+            no_cert = pipeline(
+                tmp_path / "n", indexer_config(url, out, tls={"ca_file": tls["ca_file"]})
+            )
+            await shipper.start()
+            await no_cert.start()
+            sink = shipper.sinks[0].sink
+            assert isinstance(sink, NatsSink)
+            await asyncio.wait_for(sink.write(numbered(20)), 15)
+            assert sink.metrics.events_out == 20
+            await asyncio.sleep(1.0)
+            assert read_events(out) == []  # refused: no client certificate
+            await no_cert.stop()
+            indexer = pipeline(tmp_path / "i", indexer_config(url, out, tls=tls))
+            await indexer.start()
+            await eventually(lambda: len(read_events(out)) == 20, 15)
+            await indexer.stop()
+            await shipper.stop()
+
+        run(main(), 60)

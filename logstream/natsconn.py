@@ -205,6 +205,7 @@ class NatsConnection:
 
     async def connect(self) -> NatsClient:
         """Connect (waiting as long as it takes; the client retries every server)."""
+        self._closing = False
         client = await nats.connect(**self.options())
         self.client = client
         self.connected_once = True

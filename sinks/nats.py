@@ -276,6 +276,18 @@ class NatsSink(Sink):
             self._open_spool(self.spool_path)
 
     async def _connect(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self._connect_once()
+                return
+            except (nats.errors.Error, OSError, ValueError) as error:
+                attempt += 1
+                log.error("sink %s: cannot connect: %s", self.name, describe(error))
+                await self.connection.close()
+                await asyncio.sleep(self._backoff(attempt))
+
+    async def _connect_once(self) -> None:
         client = await self.connection.connect()
         server_max = client.max_payload
         if server_max and server_max - _HEADER_ROOM < self.encoder.max_payload_bytes:

@@ -463,3 +463,39 @@ def test_mutual_tls_to_the_server(tmp_path: Path) -> None:
             await shipper.stop()
 
         run(main(), 60)
+
+
+def test_a_beats_window_is_acked_only_once_jetstream_has_its_events(tmp_path: Path) -> None:
+    import struct
+
+    from logstream.local.nats import find_nats_server
+
+    find_nats_server()
+    server = NatsServer(tmp_path / "late")  # down while the window arrives
+    frames = struct.pack(">BBI", ord("2"), ord("W"), 3) + b"".join(
+        struct.pack(">BBII", ord("2"), ord("J"), n + 1, len(body)) + body
+        for n, body in enumerate(orjson.dumps(event) for event in numbered(3))
+    )
+
+    async def main() -> None:
+        config = shipper_config(server.url)
+        config["inputs"] = [{"type": "beats", "listen": "127.0.0.1:0"}]
+        shipper = pipeline(tmp_path / "s", config)
+        await shipper.start()
+        reader, writer = await asyncio.open_connection(*shipper.inputs[0].address)  # type: ignore[attr-defined]
+        writer.write(frames)
+        await writer.drain()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(reader.readexactly(6), 1.5)  # no ACK: not in the stream
+        await asyncio.to_thread(server.start)
+        ack = await asyncio.wait_for(reader.readexactly(6), 15)
+        assert ack == struct.pack(">BBI", ord("2"), ord("A"), 3)
+        info = await with_js(server.url, lambda c: c.jetstream().stream_info("LOGS"))
+        assert info.state.messages == 1
+        writer.close()
+        await shipper.stop()
+
+    try:
+        run(main(), 40)
+    finally:
+        server.stop()

@@ -192,6 +192,20 @@ class NatsInput(Input):
     # ----------------------------------------------------------------------- fetching
 
     async def _run(self, ingest: BatchBuffer) -> None:
+        attempt = 0
+        while not self._stopping:
+            try:
+                await self._consume(ingest)
+                return
+            except BufferClosed:
+                return
+            except (nats.errors.Error, OSError, ValueError) as error:
+                attempt += 1
+                log.error("input %s: %s; starting over", self.name, describe(error))
+                await self.connection.close()
+                await asyncio.sleep(min(5.0, 0.2 * attempt))
+
+    async def _consume(self, ingest: BatchBuffer) -> None:
         config = self.config
         client = await self.connection.connect()
         js = client.jetstream()

@@ -499,3 +499,23 @@ def test_a_beats_window_is_acked_only_once_jetstream_has_its_events(tmp_path: Pa
         run(main(), 40)
     finally:
         server.stop()
+
+
+def test_a_redelivered_envelope_gives_the_same_elasticsearch_ids(tmp_path: Path) -> None:
+    from logstream.bulk import BulkEncoder
+    from logstream.metrics import Registry
+    from logstream.payload import decode
+
+    sink = NatsSink(
+        parse_config(shipper_config("nats://127.0.0.1:1")).sinks[0],  # type: ignore[arg-type]
+        "nats",
+        BuildContext(registry=Registry(), state_dir=tmp_path),
+    )
+    events = [{**event, "@timestamp": "2026-11-24T10:00:00.000Z"} for event in numbered(50)]
+    events += [{"message": "same line", "host": "web-1"}] * 2  # no position: content hash
+    (message,) = sink.encode(events)
+    encoder = BulkEncoder("logs-%{+YYYY.MM.dd}")
+    first = [encoder.encode(event)[0] for event in decode(message.payload).events]
+    again = [encoder.encode(event)[0] for event in decode(message.payload).events]
+    assert first == again
+    assert len(set(first)) == 51  # two identical events are one document (documented)

@@ -25,7 +25,11 @@ every message of the batch (a ``PubAck``: stored, and replicated to a quorum
 of an R3 stream). Only then are the events safe, so a Beats window is ACKed
 and a file checkpoint moves only for events that are in the stream. With
 ``spool.enabled`` they are safe once appended to the disk spool instead, and
-a drain task publishes the spool.
+a drain task publishes the spool. As for a spooled Elasticsearch sink, the
+common ``buffer_max_events``, ``when_full`` and batching settings do not
+apply: the bounded buffer in front of the sink is the pipeline's ingest
+buffer (raise ``pipeline.filter_batch_max_events`` for fewer, larger writes),
+and a sink that cannot publish always pushes back.
 
 Delivery: up to ``max_in_flight`` messages are published at once
 (``publish_async``); a message not acknowledged within ``ack_timeout_secs``

@@ -27,7 +27,6 @@ from logstream.pipeline import Pipeline
 from logstream.sinks.nats import Message, NatsSink, compile_subject
 from logstream.units import BuildContext
 from tests.support.inputs import Runner, eventually, lines, numbered, send_tcp
-from tests.support.nats import nats_server  # noqa: F401 - fixture
 
 run = Runner("uvloop")
 
@@ -75,7 +74,7 @@ async def with_js(url: str, body: Callable[[Any], Awaitable[Any]]) -> Any:
 
 
 def test_shipper_to_indexer_delivers_every_event_once(
-    nats_server: NatsServer,  # noqa: F811
+    nats_server: NatsServer,
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "indexed.ndjson"
@@ -117,7 +116,7 @@ def test_shipper_to_indexer_delivers_every_event_once(
 
 
 def test_stream_is_created_with_the_sinks_settings_or_used_as_it_is(
-    nats_server: NatsServer,  # noqa: F811
+    nats_server: NatsServer,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -152,7 +151,7 @@ def test_stream_is_created_with_the_sinks_settings_or_used_as_it_is(
 
 
 def test_a_retried_message_is_stored_once(
-    nats_server: NatsServer,  # noqa: F811
+    nats_server: NatsServer,
     tmp_path: Path,
 ) -> None:
     async def main() -> None:
@@ -173,7 +172,7 @@ def test_a_retried_message_is_stored_once(
 
 
 def test_bad_envelopes_are_counted_dead_lettered_and_terminated(
-    nats_server: NatsServer,  # noqa: F811
+    nats_server: NatsServer,
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "indexed.ndjson"
@@ -228,7 +227,7 @@ def test_bad_envelopes_are_counted_dead_lettered_and_terminated(
 
 
 def test_messages_are_acked_only_once_safe_and_kept_alive_meanwhile(
-    nats_server: NatsServer,  # noqa: F811
+    nats_server: NatsServer,
     tmp_path: Path,
 ) -> None:
     from tests.support.units import CollectingSink

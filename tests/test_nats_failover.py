@@ -22,7 +22,6 @@ import yaml
 
 from logstream.local.nats import NatsServer, free_port
 from tests.support.elasticsearch import es_count
-from tests.support.nats import nats_cluster  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -95,7 +94,7 @@ def stream_leader(urls: list[str]) -> str | None:
 
 
 def test_a_killed_node_and_a_killed_indexer_lose_and_duplicate_nothing(
-    nats_cluster: list[NatsServer],  # noqa: F811
+    nats_cluster: list[NatsServer],
     elasticsearch_url: str,
     es_index_prefix: str,
     tmp_path: Path,

@@ -2,8 +2,7 @@
 
 Each server runs on free 127.0.0.1 ports with its store in the test's tmp
 dir. The cluster's nodes route to each other on loopback; R3 streams work.
-Import the fixtures into a test module (``from tests.support.nats import
-nats_server, nats_cluster  # noqa: F401``) or into conftest.
+tests/conftest.py imports them for every test module.
 """
 
 from __future__ import annotations

@@ -155,6 +155,15 @@ class NatsInput(Input):
 
     async def stop(self) -> None:
         self._stopping = True
+        log.info(
+            "input %s: %d fetches; messages: %d acked, %d redelivered to this indexer, "
+            "%d terminated",
+            self.name,
+            self.fetches,
+            self.acked,
+            self.redelivered,
+            self.terminated,
+        )
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

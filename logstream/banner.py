@@ -12,12 +12,14 @@ from logstream import __version__
 from logstream.inputs.beats import BeatsInputConfig
 from logstream.inputs.file import FileInputConfig
 from logstream.inputs.http import HttpInputConfig
+from logstream.inputs.nats import NatsInputConfig
 from logstream.inputs.syslog import SyslogInputConfig
 from logstream.inputs.tcp import TcpInputConfig
 from logstream.inputs.udp import UdpInputConfig
 from logstream.secrets import mask_text, mask_url
 from logstream.sinks.elasticsearch import ElasticsearchSinkConfig
 from logstream.sinks.mqtt import MqttSinkConfig
+from logstream.sinks.nats import NatsSinkConfig
 
 if TYPE_CHECKING:
     from logstream.config import Config
@@ -71,6 +73,12 @@ def banner(config: Config, monitor: Monitor | None, local: dict[str, str], out: 
             )
         elif isinstance(unit, FileInputConfig):
             lines.append(f"  files           {', '.join(unit.paths)} (tailed)")
+        elif isinstance(unit, NatsInputConfig):
+            where = " (local nats-server)" if "nats" in local else ""
+            lines.append(
+                f"  NATS JetStream  stream {unit.stream}, consumer {unit.consumer} at "
+                f"{unit.described_servers()}{where}"
+            )
     lines.append("Watch them:")
     names = config.unit_names()
     for sink in config.sinks:
@@ -101,6 +109,12 @@ def banner(config: Config, monitor: Monitor | None, local: dict[str, str], out: 
             lines.append(f"      {_command()} tail --url {url}{user} '{topic}'")
             if sink.encoding == "json":
                 lines.append(f"      mosquitto_sub -h {host} -p {port or 1883} -t '{topic}' -v")
+        elif isinstance(sink, NatsSinkConfig):
+            where = " (local nats-server)" if "nats" in local else ""
+            lines.append(
+                f"  NATS JetStream  {sink.described_servers()}{where}, stream {sink.stream} "
+                f"({', '.join(sink.subjects_of_stream())}), {sink.encoding} envelopes"
+            )
         else:
             lines.append(f"  {sink.type:<15} {getattr(sink, 'path', '')}")
     if monitor is not None:

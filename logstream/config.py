@@ -36,6 +36,7 @@ from logstream.filters.sample import SampleFilterConfig
 from logstream.inputs.beats import BeatsInputConfig
 from logstream.inputs.file import FileInputConfig
 from logstream.inputs.http import HttpInputConfig
+from logstream.inputs.nats import NatsInputConfig
 from logstream.inputs.syslog import SyslogInputConfig
 from logstream.inputs.tcp import TcpInputConfig
 from logstream.inputs.udp import UdpInputConfig
@@ -45,6 +46,7 @@ from logstream.queue import DiskQueue, QueueConfig
 from logstream.sinks.elasticsearch import ElasticsearchSinkConfig
 from logstream.sinks.file import FileSinkConfig
 from logstream.sinks.mqtt import MqttSinkConfig
+from logstream.sinks.nats import NatsSinkConfig
 from logstream.sinks.stdout import StdoutSinkConfig
 from logstream.units import BuildContext, UnitConfig
 
@@ -55,7 +57,8 @@ AnyInput = Annotated[
     | HttpInputConfig
     | SyslogInputConfig
     | BeatsInputConfig
-    | FileInputConfig,
+    | FileInputConfig
+    | NatsInputConfig,
     Field(discriminator="type"),
 ]
 AnyFilter = Annotated[
@@ -70,7 +73,7 @@ AnyFilter = Annotated[
     Field(discriminator="type"),
 ]
 AnySink = Annotated[
-    ElasticsearchSinkConfig | MqttSinkConfig | FileSinkConfig | StdoutSinkConfig,
+    ElasticsearchSinkConfig | MqttSinkConfig | FileSinkConfig | StdoutSinkConfig | NatsSinkConfig,
     Field(discriminator="type"),
 ]
 
@@ -309,6 +312,11 @@ def _format_location(loc: tuple[int | str, ...], data: Any) -> str:
     return out
 
 
+# Never echo a credential in an error: values of these keys, and passwords in URLs.
+_SECRET_KEYS = frozenset({"password", "token", "api_key", "secret"})
+_URL_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*://[^:/@\s'\"]*:)[^@\s'\"]*@")
+
+
 def _format_errors(error: ValidationError, data: Any) -> str:
     lines = []
     for item in error.errors(include_url=False):
@@ -322,14 +330,30 @@ def _format_errors(error: ValidationError, data: Any) -> str:
         shown = (
             "" if item["type"] == "missing" or isinstance(value, dict) else f" (value: {value!r})"
         )
+        if shown and (_SECRET_KEYS & {str(part) for part in item["loc"]}):
+            shown = " (value: ***)"
+        shown = _URL_PASSWORD.sub(r"\1***@", shown)
         lines.append(f"{where}: {message}{shown}")
     return "\n".join(lines)
 
 
 # A sink may name ``local`` instead of a server: `logstream run` then starts one
-# (mosquitto, noida-db) and puts its URL there. Until then, these stand in.
+# (mosquitto, noida-db, nats-server) and puts its URL there. Until then, these stand in.
 LOCAL = "local"
-LOCAL_PLACEHOLDERS = {"mqtt": "mqtt://127.0.0.1:1883", "elasticsearch": "http://127.0.0.1:9200"}
+LOCAL_PLACEHOLDERS = {
+    "mqtt": "mqtt://127.0.0.1:1883",
+    "elasticsearch": "http://127.0.0.1:9200",
+    "nats": "nats://127.0.0.1:4222",
+}
+
+
+def _is_local_nats(unit: Any) -> bool:
+    """A nats input or sink with ``servers: [local]`` (or ``servers: local``)."""
+    return (
+        isinstance(unit, dict)
+        and unit.get("type") == "nats"
+        and unit.get("servers") in (LOCAL, [LOCAL])
+    )
 
 
 def local_needs(data: Any) -> set[str]:
@@ -342,6 +366,10 @@ def local_needs(data: Any) -> set[str]:
             needs.add("mqtt")
         if sink.get("type") == "elasticsearch" and sink.get("hosts") in (LOCAL, [LOCAL]):
             needs.add("elasticsearch")
+    if isinstance(data, dict):
+        units = [*(data.get("inputs") or []), *(data.get("sinks") or [])]
+        if any(_is_local_nats(unit) for unit in units):
+            needs.add("nats")
     return needs
 
 
@@ -354,7 +382,18 @@ def _resolve_local(data: dict[str, Any], urls: dict[str, str]) -> dict[str, Any]
             elif sink.get("type") == "elasticsearch" and sink.get("hosts") in (LOCAL, [LOCAL]):
                 sink = {**sink, "hosts": [urls["elasticsearch"]]}
         sinks.append(sink)
-    return {**data, "sinks": sinks} if "sinks" in data else data
+    data = {**data, "sinks": sinks} if "sinks" in data else data
+    if isinstance(data.get("inputs"), list):
+        data = {**data, "inputs": [_local_nats(unit, urls) for unit in data["inputs"]]}
+    if isinstance(data.get("sinks"), list):
+        data = {**data, "sinks": [_local_nats(unit, urls) for unit in data["sinks"]]}
+    return data
+
+
+def _local_nats(unit: Any, urls: dict[str, str]) -> Any:
+    if _is_local_nats(unit) and "nats" in urls:
+        return {**unit, "servers": [urls["nats"]]}
+    return unit
 
 
 def parse_config(

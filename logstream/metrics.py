@@ -59,6 +59,12 @@ DropReason = Literal[
     # A fail-closed filter (redact, drop) raised on the batch: the batch went to the
     # filter's dead-letter file (<state_dir>/dead-letters/filter-<name>.ndjson), not to a sink.
     "filter_error",
+    # A message from a NATS stream that is not a valid batch envelope (unknown encoding,
+    # truncated or corrupt frame, bad format version): one per message (or its
+    # ``events`` header); it is dead-lettered when configured and terminated.
+    "bad_envelope",
+    # A line of a valid NATS envelope that is not a JSON object (the others go on).
+    "bad_envelope_line",
 ]
 
 DecodeIssue = Literal[

@@ -60,6 +60,14 @@ def local_servers(needs: set[str], state_dir: Path) -> Iterator[dict[str, str]]:
             started.append(noida)
             urls["elasticsearch"] = noida.url
             log.info("started local noida-db (Elasticsearch API) at %s", noida.url)
+        if "nats" in needs:
+            from logstream.local.nats import LocalNats
+
+            nats_server = LocalNats(state_dir / "nats")
+            nats_server.start()
+            started.append(nats_server)
+            urls["nats"] = nats_server.url
+            log.info("local JetStream nats-server at %s", nats_server.url)
         yield urls
     finally:
         for server in reversed(started):

@@ -97,7 +97,33 @@ def mqtt_lz4_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
     )
 
 
+def nats_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
+    """The nats sink into a JetStream stream, read back message by message in stream order."""
+    import nats
+
+    from logstream.payload import decode
+
+    server = request.getfixturevalue("nats_server")
+
+    def read() -> list[dict[str, Any]]:
+        async def fetch_all() -> list[dict[str, Any]]:
+            client = await nats.connect(server.url)
+            try:
+                js = client.jetstream()
+                last = (await js.stream_info("CONTRACT")).state.last_seq
+                messages = [await js.get_msg("CONTRACT", seq) for seq in range(1, last + 1)]
+            finally:
+                await client.close()
+            return [event for m in messages for event in decode(m.data or b"").events]
+
+        return asyncio.run(fetch_all())
+
+    config = {"type": "nats", "servers": [server.url], "stream": "CONTRACT", "subject": "c.x"}
+    return Harness(config, read)
+
+
 SINKS: dict[str, Callable[[pytest.FixtureRequest, Path], Harness]] = {
+    "nats": nats_harness,
     "mqtt": mqtt_harness,
     "mqtt-lz4": mqtt_lz4_harness,
     "elasticsearch": elasticsearch_harness,

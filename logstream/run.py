@@ -137,6 +137,12 @@ def run(config_path: Path, out: TextIO = sys.stdout) -> int:
         needs = local_needs(substitute_env(data, os.environ))
     except ConfigError as error:
         raise ConfigError(f"{config_path}:\n{error}") from None
+    workers = parse_config(data).pipeline.worker_count()
+    if workers > 1:
+        raise ConfigError(
+            f"{config_path}: pipeline.workers {workers}: worker processes are not "
+            "started by this version yet; use workers: 1"
+        )
     with local_servers(needs, state_dir) as urls:
         config = parse_config(data, local_urls=urls or None)
         report = run_loop(serve(config, urls, out))

@@ -130,6 +130,16 @@ class SpoolConfig(_Strict):
             )
         return self
 
+    def settings(self) -> SpoolSettings:
+        """The :class:`~logstream.spool.Spool` settings these options give."""
+        return SpoolSettings(
+            max_bytes=self.max_bytes,
+            segment_bytes=self.segment_bytes,
+            fsync=self.fsync,
+            fsync_interval_secs=self.fsync_interval_secs,
+            when_full=self.when_full,
+        )
+
 
 class DeadLetterConfig(_Strict):
     """Where events Elasticsearch refuses for good are kept (see :mod:`logstream.dlq`)."""
@@ -383,13 +393,7 @@ class ElasticsearchSink(Sink):
         try:
             spool = Spool.open(
                 path,
-                SpoolSettings(
-                    max_bytes=spool_config.max_bytes,
-                    segment_bytes=spool_config.segment_bytes,
-                    fsync=spool_config.fsync,
-                    fsync_interval_secs=spool_config.fsync_interval_secs,
-                    when_full=spool_config.when_full,
-                ),
+                spool_config.settings(),
             )
         except OSError as error:
             raise ValueError(

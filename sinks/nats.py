@@ -79,7 +79,7 @@ from logstream.payload import (
     BatchEncoder,
 )
 from logstream.sinks.elasticsearch import SpoolConfig
-from logstream.spool import Spool, SpoolBatch, SpoolClosed, SpoolSettings
+from logstream.spool import Spool, SpoolBatch, SpoolClosed
 from logstream.units import BuildContext, Sink, SinkConfig
 
 log = logging.getLogger(__name__)
@@ -391,17 +391,10 @@ class NatsSink(Sink):
             log.info("sink %s: using the existing stream %s", self.name, self.config.stream)
 
     def _open_spool(self, path: Path) -> None:
-        settings = self.config.spool
         try:
             spool = Spool.open(
                 path,
-                SpoolSettings(
-                    max_bytes=settings.max_bytes,
-                    segment_bytes=settings.segment_bytes,
-                    fsync=settings.fsync,
-                    fsync_interval_secs=settings.fsync_interval_secs,
-                    when_full=settings.when_full,
-                ),
+                self.config.spool.settings(),
             )
         except OSError as error:
             raise ValueError(

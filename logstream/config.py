@@ -462,6 +462,8 @@ def build_pipeline(config: Config, ctx: BuildContext | None = None) -> Pipeline:
     names = config.unit_names()
     try:
         inputs = [unit.build(names[id(unit)], ctx) for unit in config.inputs]
+        for built_input in inputs:
+            built_input.reuse_port = ctx.workers > 1
         filters = []
         for unit in config.filters:
             built = unit.build(names[id(unit)], ctx)

@@ -89,6 +89,11 @@ class Input(Unit, abc.ABC):
     half-way). Both run on the event loop.
     """
 
+    # Set before ``start`` when several worker processes listen on the same address
+    # (``pipeline.workers``): listening sockets bind with SO_REUSEPORT, so the kernel
+    # spreads connections and datagrams over the workers.
+    reuse_port: bool = False
+
     @abc.abstractmethod
     async def start(self, ingest: BatchBuffer) -> None:
         """Bind sockets or open files and begin delivering batches to ``ingest``.

@@ -83,21 +83,20 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Final, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from logstream.buffer import BatchBuffer, BufferClosed
 from logstream.clock import Clock
 from logstream.event import TAG_UTF8_ERROR, Batch, Event, failed_event, now_timestamp
 from logstream.filters.multiline import MultilineFilter, MultilineFilterConfig
+from logstream.inputs.file_checkpoint import FINGERPRINT_BYTES, CheckpointError, Checkpoints
 from logstream.inputs.tcp import MIB, too_long_event
-from logstream.metrics import FileChange, Registry
+from logstream.metrics import FileChange, Registry, UnitMetrics
 from logstream.units import BuildContext, Input, InputConfig
+from logstream.workers.layout import owner
 
 log = logging.getLogger(__name__)
 
-FINGERPRINT_BYTES: Final = 256
-CHECKPOINT_VERSION: Final = 1
 # Chunks read from one file before the others get their turn.
 _READS_PER_TURN: Final = 4
 # How long stop() lets the reading task finish the batch it is on.
@@ -228,6 +227,27 @@ class _Tail:
         # Offset of the first line of a multiline record held back (multiline only).
         self.held_from: int | None = None
 
+    def refresh_fingerprint(self) -> bool:
+        """Fingerprint more of the file's head if it grew; whether the entry changed
+        (the file's identity, not a claim about delivery: recorded at once)."""
+        try:
+            head = os.pread(self.fd, FINGERPRINT_BYTES, 0)
+        except OSError:
+            return False
+        if len(head) <= self.fp_bytes:
+            return False
+        self.fp, self.fp_bytes = fingerprint(head), len(head)
+        self.entry.update(fingerprint=self.fp, fingerprint_bytes=self.fp_bytes)
+        return True
+
+    def fingerprint_holds(self) -> bool:
+        """Whether the file's head is still the one fingerprinted."""
+        try:
+            head = os.pread(self.fd, self.fp_bytes, 0)
+        except OSError:
+            return True  # the next read meets the error and closes the file
+        return len(head) == self.fp_bytes and fingerprint(head) == self.fp
+
     def position(self) -> tuple[int, bool]:
         """Where a restart resumes: ``(offset, skipping the rest of a cut line)``."""
         if self.held_from is not None:
@@ -237,6 +257,78 @@ class _Tail:
         return self.offset - len(self.partial), False
 
 
+class LineDecoder:
+    """Lines of a file to events (see the module doc), and where a multiline record
+    held back starts."""
+
+    def __init__(self, host: str, limit: int, metrics: UnitMetrics) -> None:
+        self.host = host
+        self.limit = limit
+        self.metrics = metrics
+        # The multiline pattern (None without multiline) and its ``what``.
+        self.joins: Callable[[str], bool] | None = None
+        self.previous = True
+
+    def lines(self, tail: _Tail, data: bytes) -> Batch:
+        """The events of the complete lines in ``data`` (after what ``tail`` held)."""
+        pieces = data.split(b"\n")
+        rest = pieces.pop()
+        start = tail.offset - len(data) - len(tail.partial)  # where pieces[0] starts
+        batch: Batch = []
+        if pieces:
+            if tail.skip:
+                start += len(pieces[0]) + 1  # the end of a line already delivered cut
+                del pieces[0]
+                tail.skip = False
+            elif tail.partial:
+                pieces[0] = tail.partial + pieces[0]
+                tail.partial = b""
+            timestamp = now_timestamp()
+            for line in pieces:
+                self.line(tail, line, start, timestamp, batch)
+                start += len(line) + 1
+        elif tail.skip:
+            return batch
+        if rest:
+            tail.partial += rest
+            if len(tail.partial) > self.limit:
+                self.line(tail, tail.partial, start, now_timestamp(), batch)
+                tail.partial = b""
+                tail.skip = True
+        return batch
+
+    def line(self, tail: _Tail, line: bytes, start: int, timestamp: str, batch: Batch) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:
+            return
+        event: Event
+        if len(line) > self.limit:
+            event = too_long_event(line, self.limit, self.metrics)
+        else:
+            try:
+                event = {"@timestamp": timestamp, "@version": "1", "message": line.decode()}
+            except UnicodeDecodeError:
+                self.metrics.decode_issue("invalid_utf8")
+                event = failed_event(line.decode("utf-8", "replace"), TAG_UTF8_ERROR)
+        path = tail.path
+        event["host"] = self.host
+        event["path"] = path
+        event["log"] = {"file": {"path": path}, "offset": start}
+        joins = self.joins
+        if joins is not None:
+            # Where the record held back by the multiline filter starts (see module doc).
+            if self.previous:
+                if tail.held_from is None or not joins(event["message"]):
+                    tail.held_from = start
+            elif tail.held_from is None:
+                if joins(event["message"]):
+                    tail.held_from = start
+            elif not joins(event["message"]):
+                tail.held_from = None
+        batch.append(event)
+
+
 class FileInput(Input):
     """One task that discovers, reads and checkpoints every matching file."""
 
@@ -244,16 +336,12 @@ class FileInput(Input):
         super().__init__(name, ctx.registry.unit(name, "input"))
         self.config = config
         self._clock: Clock = ctx.clock
-        self.checkpoint_path = (
-            config.checkpoint_file.expanduser()
-            if config.checkpoint_file is not None
-            else ctx.state_dir / "file" / f"{name}.json"
-        )
-        self._host = socket.gethostname()
-        self._limit = config.max_line_bytes
+        self._store = Checkpoints(checkpoint_path(config, name, ctx.state_dir))
+        # With pipeline.workers above 1, this worker tails only the files it owns.
+        self._worker, self._workers = ctx.worker, ctx.workers
+        self._decoder = LineDecoder(socket.gethostname(), config.max_line_bytes, self.metrics)
         self._tails: dict[str, _Tail] = {}  # by "device:inode"
-        self._entries: dict[str, dict[str, Any]] = {}  # the checkpoint, by "device:inode"
-        self._dirty = False
+        self._entries = self._store.entries  # the checkpoint, by "device:inode"
         self._warned: set[tuple[str, str]] = set()
         self._ingest: BatchBuffer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -268,8 +356,6 @@ class FileInput(Input):
         # reopening one does not read again what was delivered but is not yet safe.
         self._read_upto: dict[str, tuple[int, bool]] = {}
         self._multiline: MultilineFilter | None = None
-        self._joins: Callable[[str], bool] | None = None
-        self._previous = True
         if config.multiline is not None:
             self._setup_multiline(config.multiline, ctx)
 
@@ -290,8 +376,16 @@ class FileInput(Input):
         private = BuildContext(registry=Registry(), clock=ctx.clock, state_dir=ctx.state_dir)
         self._multiline = filter_config.build(f"{self.name}.multiline", private)
         search, negate = re.compile(settings.pattern).search, settings.negate
-        self._joins = lambda line: (search(line) is not None) is not negate
-        self._previous = settings.what == "previous"
+        self._decoder.joins = lambda line: (search(line) is not None) is not negate
+        self._decoder.previous = settings.what == "previous"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self._store.path
+
+    def _mine(self, key: str) -> bool:
+        """Whether this worker tails the file ``key`` (always, with one worker)."""
+        return self._workers == 1 or owner(key, self._workers) == self._worker
 
     @property
     def open_files(self) -> list[str]:
@@ -373,7 +467,7 @@ class FileInput(Input):
                     self._discover(initial=False)
                 if now >= next_save:
                     next_save = now + config.checkpoint_interval_secs
-                    if self._dirty:
+                    if self._store.dirty:
                         self._save()
             except Exception:
                 self.metrics.errors += 1
@@ -405,73 +499,12 @@ class FileInput(Input):
             tail.grew_at = self._clock.monotonic()
             tail.offset += len(data)
             self.metrics.bytes_in += len(data)
-            if tail.fp_bytes < FINGERPRINT_BYTES:
-                self._refresh_fingerprint(tail)
-            self._deliver(tail, self._lines(tail, data))
+            if tail.fp_bytes < FINGERPRINT_BYTES and tail.refresh_fingerprint():
+                self._store.dirty = True
+            self._deliver(tail, self._decoder.lines(tail, data))
             if ingest is None or ingest.full:
                 break
         return True
-
-    # ----------------------------------------------------------------- lines to events
-
-    def _lines(self, tail: _Tail, data: bytes) -> Batch:
-        """The events of the complete lines in ``data`` (after what ``tail`` held)."""
-        pieces = data.split(b"\n")
-        rest = pieces.pop()
-        start = tail.offset - len(data) - len(tail.partial)  # where pieces[0] starts
-        batch: Batch = []
-        if pieces:
-            if tail.skip:
-                start += len(pieces[0]) + 1  # the end of a line already delivered cut
-                del pieces[0]
-                tail.skip = False
-            elif tail.partial:
-                pieces[0] = tail.partial + pieces[0]
-                tail.partial = b""
-            timestamp = now_timestamp()
-            for line in pieces:
-                self._line(tail, line, start, timestamp, batch)
-                start += len(line) + 1
-        elif tail.skip:
-            return batch
-        if rest:
-            tail.partial += rest
-            if len(tail.partial) > self._limit:
-                self._line(tail, tail.partial, start, now_timestamp(), batch)
-                tail.partial = b""
-                tail.skip = True
-        return batch
-
-    def _line(self, tail: _Tail, line: bytes, start: int, timestamp: str, batch: Batch) -> None:
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if not line:
-            return
-        event: Event
-        if len(line) > self._limit:
-            event = too_long_event(line, self._limit, self.metrics)
-        else:
-            try:
-                event = {"@timestamp": timestamp, "@version": "1", "message": line.decode()}
-            except UnicodeDecodeError:
-                self.metrics.decode_issue("invalid_utf8")
-                event = failed_event(line.decode("utf-8", "replace"), TAG_UTF8_ERROR)
-        path = tail.path
-        event["host"] = self._host
-        event["path"] = path
-        event["log"] = {"file": {"path": path}, "offset": start}
-        joins = self._joins
-        if joins is not None:
-            # Where the record held back by the multiline filter starts (see module doc).
-            if self._previous:
-                if tail.held_from is None or not joins(event["message"]):
-                    tail.held_from = start
-            elif tail.held_from is None:
-                if joins(event["message"]):
-                    tail.held_from = start
-            elif not joins(event["message"]):
-                tail.held_from = None
-        batch.append(event)
 
     # ----------------------------------------------------------------- delivery, checkpoints
 
@@ -513,7 +546,7 @@ class FileInput(Input):
         if entry["offset"] == offset and entry["skip"] == skip:
             return
         entry.update(offset=offset, skip=skip)
-        self._dirty = True
+        self._store.dirty = True
         if self._stopped and self._ingest is not None:
             # The last confirmation is written at once, others at most every interval.
             now = self._clock.monotonic()
@@ -550,73 +583,36 @@ class FileInput(Input):
 
     def _load_checkpoint(self) -> None:
         try:
-            raw = self.checkpoint_path.read_bytes()
-        except FileNotFoundError:
-            return
-        except OSError as error:
-            self.metrics.errors += 1
-            log.error("file input %s: cannot read %s: %s", self.name, self.checkpoint_path, error)
-            return
-        try:
-            files = orjson.loads(raw)["files"]
-            for key, item in files.items():
-                offset, size = int(item["offset"]), int(item["fingerprint_bytes"])
-                if offset < 0 or not 0 <= size <= FINGERPRINT_BYTES:
-                    raise ValueError(f"entry {key}: offset {offset}, fingerprint_bytes {size}")
-                self._entries[str(key)] = {
-                    "path": str(item["path"]),
-                    "offset": offset,
-                    "skip": bool(item.get("skip", False)),
-                    "fingerprint": str(item["fingerprint"]),
-                    "fingerprint_bytes": size,
-                }
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
+            self._store.load()
+        except CheckpointError as error:
             self.metrics.errors += 1
             log.error(
-                "file input %s: checkpoint %s is damaged (%s); files without an entry "
-                "are read from start_position",
+                "file input %s: checkpoint %s; files without an entry are read from start_position",
                 self.name,
-                self.checkpoint_path,
                 error,
             )
+        for key in [key for key in self._entries if not self._mine(key)]:
+            del self._entries[key]  # another worker's file (left by another layout)
 
     def _save(self) -> None:
         """Write the checkpoint file atomically (temp file, fsync, rename)."""
-        path = self.checkpoint_path
-        temp = path.with_name(path.name + ".tmp")
-        data = orjson.dumps(
-            {"version": CHECKPOINT_VERSION, "files": self._entries}, option=orjson.OPT_INDENT_2
-        )
         try:
-            with open(temp, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, path)
+            self._store.save()
         except OSError as error:
             self.metrics.errors += 1
-            log.error("file input %s: cannot write checkpoint %s: %s", self.name, path, error)
-            return
-        self._dirty = False
+            log.error(
+                "file input %s: cannot write checkpoint %s: %s",
+                self.name,
+                self._store.path,
+                error,
+            )
 
     # ----------------------------------------------------------------- files
-
-    def _matches(self) -> list[str]:
-        found: set[str] = set()
-        exclude = self.config.exclude
-        for pattern in self.config.paths:
-            for match in glob.glob(os.path.expanduser(pattern), recursive=True):
-                path = os.path.abspath(match)
-                name = os.path.basename(path)
-                if any(fnmatch.fnmatch(path, x) or fnmatch.fnmatch(name, x) for x in exclude):
-                    continue
-                found.add(path)
-        return sorted(found)
 
     def _discover(self, *, initial: bool) -> None:
         """Open the matching files not open yet; check the open ones; forget removed files."""
         seen: set[str] = set()
-        for path in self._matches():
+        for path in matching_paths(self.config.paths, self.config.exclude):
             try:
                 st = os.stat(path)
             except FileNotFoundError:
@@ -629,20 +625,20 @@ class FileInput(Input):
                 continue
             key = f"{st.st_dev}:{st.st_ino}"
             seen.add(key)
-            if key not in self._tails:
+            if key not in self._tails and self._mine(key):
                 self._open(path, st, initial=initial)
         for tail in list(self._tails.values()):
-            if tail.detached is None and tail.fp_bytes and not self._fingerprint_holds(tail):
+            if tail.detached is None and tail.fp_bytes and not tail.fingerprint_holds():
                 self._truncated(tail)
         gone = [key for key in self._entries if key not in seen and key not in self._tails]
         for key in gone:
             del self._entries[key]
             self._read_upto.pop(key, None)
-            self._dirty = True
+            self._store.dirty = True
 
     def _open(self, path: str, st: os.stat_result, *, initial: bool) -> None:
         key = f"{st.st_dev}:{st.st_ino}"
-        if key in self._tails:
+        if key in self._tails or not self._mine(key):
             return
         entry = self._entries.get(key)
         if entry is not None and self._resume_at(key, entry) == (st.st_size, False):
@@ -665,7 +661,7 @@ class FileInput(Input):
         try:
             st = os.fstat(fd)  # the file opened, whatever the path names by now
             key = f"{st.st_dev}:{st.st_ino}"
-            if key in self._tails:
+            if key in self._tails or not self._mine(key):
                 os.close(fd)
                 return
             entry = self._entries.get(key)
@@ -697,13 +693,13 @@ class FileInput(Input):
             return
         self._read_upto.pop(key, None)
         self._entries[key] = entry
-        self._dirty = True
+        self._store.dirty = True
         tail = _Tail(path, fd, key, entry, self._clock.monotonic(), offset, skip)
         self._tails[key] = tail
         self._warned.discard((path, "max_open_files"))
         self._warned.discard((path, "unreadable"))
-        if tail.fp_bytes < FINGERPRINT_BYTES:
-            self._refresh_fingerprint(tail)
+        if tail.fp_bytes < FINGERPRINT_BYTES and tail.refresh_fingerprint():
+            self._store.dirty = True
         log.debug("file input %s: following %s from %d", self.name, path, tail.offset)
 
     def _resume_at(self, key: str, entry: dict[str, Any]) -> tuple[int, bool]:
@@ -743,7 +739,7 @@ class FileInput(Input):
             if tail.detached == "file_disappeared":
                 self._entries.pop(tail.key, None)
                 self._read_upto.pop(tail.key, None)
-                self._dirty = True
+                self._store.dirty = True
             log.info("file input %s: closed %s (%s)", self.name, tail.path, tail.detached)
         elif (
             tail.detached is None
@@ -783,7 +779,7 @@ class FileInput(Input):
         tail.held_from = None
         tail.fp, tail.fp_bytes = "", 0
         tail.entry.update(offset=0, skip=False, fingerprint="", fingerprint_bytes=0)
-        self._dirty = True
+        self._store.dirty = True
 
     def _flush_partial(self, tail: _Tail) -> None:
         """Deliver the line the file ends with, though its newline has not come."""
@@ -791,28 +787,10 @@ class FileInput(Input):
             return
         line, tail.partial = tail.partial, b""
         batch: Batch = []
-        self._line(tail, line, tail.offset - len(line), now_timestamp(), batch)
+        self._decoder.line(tail, line, tail.offset - len(line), now_timestamp(), batch)
         if batch:
             self.metrics.decode_issue("truncated_line")
         self._deliver(tail, batch)
-
-    def _refresh_fingerprint(self, tail: _Tail) -> None:
-        try:
-            head = os.pread(tail.fd, FINGERPRINT_BYTES, 0)
-        except OSError:
-            return
-        if len(head) > tail.fp_bytes:
-            # The file's identity, not a claim about delivery: recorded at once.
-            tail.fp, tail.fp_bytes = fingerprint(head), len(head)
-            tail.entry.update(fingerprint=tail.fp, fingerprint_bytes=tail.fp_bytes)
-            self._dirty = True
-
-    def _fingerprint_holds(self, tail: _Tail) -> bool:
-        try:
-            head = os.pread(tail.fd, tail.fp_bytes, 0)
-        except OSError:
-            return True  # _turn meets the error and closes the file
-        return len(head) == tail.fp_bytes and fingerprint(head) == tail.fp
 
     def _unreadable(self, path: str, error: OSError) -> None:
         """Log once per path (until it is read again) and count."""
@@ -829,3 +807,24 @@ def _fingerprint_matches(fd: int, entry: dict[str, Any]) -> bool:
         return True
     head = os.pread(fd, size, 0)
     return len(head) == size and fingerprint(head) == str(entry["fingerprint"])
+
+
+def checkpoint_path(config: FileInputConfig, name: str, state_dir: Path) -> Path:
+    """Where the file input ``name`` keeps its checkpoint (in worker ``state_dir``)."""
+    if config.checkpoint_file is not None:
+        return config.checkpoint_file.expanduser()
+    return state_dir / "file" / f"{name}.json"
+
+
+def matching_paths(patterns: list[str], exclude: list[str]) -> list[str]:
+    """The absolute paths matching the glob ``patterns``, less ``exclude`` (globs
+    matched against the path and the file name)."""
+    found: set[str] = set()
+    for pattern in patterns:
+        for match in glob.glob(os.path.expanduser(pattern), recursive=True):
+            path = os.path.abspath(match)
+            name = os.path.basename(path)
+            if any(fnmatch.fnmatch(path, x) or fnmatch.fnmatch(name, x) for x in exclude):
+                continue
+            found.add(path)
+    return sorted(found)

@@ -189,7 +189,13 @@ class HttpInput(Input):
 
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            accept, self.host, self.port, reuse_address=True, ssl=self._ssl, backlog=1024
+            accept,
+            self.host,
+            self.port,
+            reuse_address=True,
+            reuse_port=self.reuse_port or None,
+            ssl=self._ssl,
+            backlog=1024,
         )
         host, port = self._server.sockets[0].getsockname()[:2]
         self._address = (host, port)

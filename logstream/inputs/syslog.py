@@ -405,6 +405,9 @@ class SyslogInput(Input):
         return side.address
 
     async def start(self, ingest: BatchBuffer) -> None:
+        for side in (self.tcp, self.udp):
+            if side is not None:
+                side.reuse_port = self.reuse_port
         if self.tcp is not None:
             await self.tcp.start(ingest)
         if self.udp is not None:

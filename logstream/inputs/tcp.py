@@ -183,6 +183,7 @@ class TcpInput(Input):
             self.port,
             backlog=_BACKLOG,
             reuse_address=True,
+            reuse_port=self.reuse_port or None,
             ssl=self._ssl,
         )
         host, port = self._server.sockets[0].getsockname()[:2]

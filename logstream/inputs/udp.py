@@ -121,7 +121,7 @@ class UdpInput(Input):
         infos = await loop.getaddrinfo(
             self.host, self.port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
         )
-        sock = _bind(infos[0], self.config.receive_buffer_bytes)
+        sock = _bind(infos[0], self.config.receive_buffer_bytes, self.reuse_port)
         try:
             transport, protocol = await loop.create_datagram_endpoint(
                 lambda: self._new_receiver(ingest, loop), sock=sock
@@ -181,11 +181,15 @@ class UdpInput(Input):
             log.exception("udp input %s: error while stopping", self.name)
 
 
-def _bind(info: tuple[Any, ...], receive_buffer_bytes: int | None) -> socket.socket:
+def _bind(
+    info: tuple[Any, ...], receive_buffer_bytes: int | None, reuse_port: bool = False
+) -> socket.socket:
     """A bound UDP socket for one ``getaddrinfo`` result."""
     family, kind, proto, _, address = info
     sock = socket.socket(family, kind, proto)
     try:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if receive_buffer_bytes is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer_bytes)
         sock.bind(address)

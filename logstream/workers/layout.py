@@ -12,9 +12,9 @@ supervisor moves every record of an orphaned spool into the spool of the same
 name of a running worker (:func:`adopt_orphans`), then removes the orphan.
 A crash in the middle of a move leaves the orphan's cursor behind, so records
 may be delivered twice (Elasticsearch's deterministic ids absorb that), never
-lost. File checkpoints need no move: each worker reads every checkpoint file of
-its input and keeps the entries of the files it owns
-(:func:`checkpoint_candidates`).
+lost. File checkpoints are handed over the same way: each entry goes to the
+checkpoint file of the worker that owns its file now (:func:`owner`), the most
+recently saved entry winning (:func:`redistribute_checkpoints`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,13 @@ import re
 import shutil
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from logstream.inputs.file_checkpoint import redistribute
 from logstream.spool import Spool, SpoolSettings
+
+if TYPE_CHECKING:
+    from logstream.inputs.file import FileInputConfig
 
 log = logging.getLogger(__name__)
 
@@ -122,11 +127,54 @@ async def adopt_orphans(root: Path, workers: int) -> int:
     return total
 
 
-def checkpoint_candidates(default: Path, root: Path, relative: Path) -> list[Path]:
-    """Every checkpoint file of one file input that any worker layout may have
-    written: ``default`` (this worker's), the one-worker file and each worker's.
+def _file_inputs(data: Any, worker: int) -> list[tuple[str, FileInputConfig]]:
+    """(unit name, settings) of each file input, as worker ``worker`` runs the config."""
+    from logstream.config import parse_config
+    from logstream.inputs.file import FileInputConfig
 
-    ``relative`` is the checkpoint's path inside a worker's state directory."""
-    found = [root / relative]
-    found += [path / relative for _, path in sorted(_former_dirs(root).items())]
-    return [default, *(p for p in found if p != default)]
+    config = parse_config(data, worker=worker)
+    names = config.unit_names()
+    return [(names[id(u)], u) for u in config.inputs if isinstance(u, FileInputConfig)]
+
+
+def redistribute_checkpoints(data: Any, root: Path, workers: int) -> int:
+    """Hand every file input's checkpoint entries to the worker that owns each file
+    now (:func:`owner`), whatever the number of workers of the run that wrote them.
+    Returns the entries written."""
+    from logstream.inputs.file import checkpoint_path as file_checkpoint_path
+
+    former = sorted(_former_dirs(root))
+    total = 0
+    mine = [_file_inputs(data, i) for i in range(workers)]
+    theirs = {j: _file_inputs(data, j) for j in former}
+    if workers > 1:
+        theirs[-1] = _file_inputs(data, 0)  # a one-worker run's files, in root itself
+    for position, (name, _) in enumerate(mine[0]):
+        targets = [
+            file_checkpoint_path(mine[i][position][1], name, worker_dir(root, i, workers))
+            for i in range(workers)
+        ]
+        others = [
+            file_checkpoint_path(units[position][1], name, root / WORKERS_DIR / str(j))
+            if j >= 0
+            else file_checkpoint_path(units[position][1], name, root)
+            for j, units in theirs.items()
+        ]
+        others = [path for path in dict.fromkeys(others) if path not in targets]
+        if not any(path.exists() for path in [*targets, *others]):
+            continue
+        total += redistribute(targets, others, lambda key: owner(key, workers))
+    return total
+
+
+async def prepare_state(data: Any, root: Path, workers: int) -> None:
+    """Before any worker starts: adopt orphaned spools, redistribute file checkpoints."""
+    moved = await adopt_orphans(root, workers)
+    entries = redistribute_checkpoints(data, root, workers)
+    if moved or entries:
+        log.info(
+            "state for %d worker(s): %d spooled entries adopted, %d file checkpoints placed",
+            workers,
+            moved,
+            entries,
+        )

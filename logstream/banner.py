@@ -49,6 +49,15 @@ def _without_userinfo(url: str) -> str:
     return f"{scheme}{sep}{netloc.rpartition('@')[2]}{slash}{tail}"
 
 
+def _monitor_lines(monitor: Monitor) -> list[str]:
+    lines = [f"Metrics: {monitor.url}/metrics   Health: {monitor.url}/health"]
+    user = monitor.settings.username
+    if user is not None:
+        # The password never reaches the terminal: the user types it in place of ***.
+        lines.append(f"      curl -u '{user}:***' {monitor.url}/metrics")
+    return lines
+
+
 def banner(config: Config, monitor: Monitor | None, local: dict[str, str], out: TextIO) -> None:
     """Tell the user where to send logs and how to watch them."""
     lines = [f"logstream {__version__} is running. Send logs to:"]
@@ -118,7 +127,7 @@ def banner(config: Config, monitor: Monitor | None, local: dict[str, str], out: 
         else:
             lines.append(f"  {sink.type:<15} {getattr(sink, 'path', '')}")
     if monitor is not None:
-        lines.append(f"Metrics: {monitor.url}/metrics   Health: {monitor.url}/health")
+        lines.extend(_monitor_lines(monitor))
     lines.append("Stop with Ctrl-C (SIGINT) or SIGTERM.")
     # Whatever a URL setting held, no password reaches the terminal.
     print(mask_text("\n".join(lines)), file=out, flush=True)

@@ -40,6 +40,7 @@ from logstream.inputs.nats import NatsInputConfig
 from logstream.inputs.syslog import SyslogInputConfig
 from logstream.inputs.tcp import TcpInputConfig
 from logstream.inputs.udp import UdpInputConfig
+from logstream.monitor import MonitorSettings
 from logstream.netaddr import parse_listen
 from logstream.pipeline import Pipeline, SinkRunner, SinkSettings
 from logstream.queue import DiskQueue, QueueConfig
@@ -129,19 +130,6 @@ class PipelineSettings(_Strict):
         default_factory=QueueConfig,
         description="memory, or disk: events are on disk before they count as accepted.",
     )
-
-
-class MonitorSettings(_Strict):
-    enabled: bool = True
-    listen: str = Field(
-        default="127.0.0.1:9600", description="Where /metrics and /health are served."
-    )
-
-    @field_validator("listen")
-    @classmethod
-    def _valid_listen(cls, value: str) -> str:
-        parse_listen(value)
-        return value
 
 
 class Config(_Strict):

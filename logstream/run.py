@@ -24,7 +24,7 @@ from logstream.config import (
     substitute_env,
 )
 from logstream.metrics import counters_table
-from logstream.monitor import Monitor
+from logstream.monitor import Monitor, PipelineSource
 from logstream.pipeline import Pipeline, ShutdownReport
 from logstream.units import BuildContext
 
@@ -81,7 +81,9 @@ async def serve(config: Config, local: dict[str, str], out: TextIO) -> ShutdownR
     """Run the pipeline until SIGINT or SIGTERM, then shut it down gracefully."""
     pipeline: Pipeline = build_pipeline(config, BuildContext(state_dir=config.state_dir))
     tune_gc()
-    monitor = Monitor(pipeline, config.monitor.listen) if config.monitor.enabled else None
+    monitor = (
+        Monitor(PipelineSource(pipeline), config.monitor) if config.monitor.enabled else None
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -19,7 +19,7 @@ from aiohttp import ClientSession
 
 from logstream.config import parse_config
 from logstream.metrics import Registry
-from logstream.monitor import Monitor
+from logstream.monitor import Monitor, MonitorSettings, PipelineSource
 from logstream.pipeline import Pipeline, SinkRunner, SinkSettings
 from logstream.sinks.file import FileSinkConfig
 from logstream.units import BuildContext
@@ -79,7 +79,7 @@ def test_health_answers_503_while_the_pipeline_stops(run: Runner) -> None:
             [SinkRunner(sink, SinkSettings(batch_max_delay_secs=0.0))],
             registry=registry,
         )
-        monitor = Monitor(pipeline, "127.0.0.1:0")
+        monitor = Monitor(PipelineSource(pipeline), MonitorSettings(listen="127.0.0.1:0"))
         await pipeline.start()
         await monitor.start()
         try:

@@ -126,6 +126,7 @@ class PipelineSettings(_Strict):
             return max(1, len(os.sched_getaffinity(0)))
         except AttributeError:  # pragma: no cover - not Linux
             return max(1, os.cpu_count() or 1)
+
     queue: QueueConfig = Field(
         default_factory=QueueConfig,
         description="memory, or disk: events are on disk before they count as accepted.",
@@ -388,13 +389,14 @@ def parse_config(
     data: Any,
     env: dict[str, str] | None = None,
     local_urls: dict[str, str] | None = None,
-    worker: int = 0,
+    worker: int | None = 0,
 ) -> Config:
     """Validate an already-loaded YAML document. Raises :class:`ConfigError`.
 
     ``local_urls`` replaces sinks set to ``local`` (default: placeholders, for checking).
     The config is checked as written (``pipeline.workers`` and what it needs), then
-    returned as worker ``worker`` runs it (``{worker}`` in paths replaced).
+    returned as worker ``worker`` runs it (``{worker}`` in paths replaced), or as
+    written when ``worker`` is None.
     """
     if not isinstance(data, dict):
         raise ConfigError("config: the top level must be a mapping with inputs and sinks")
@@ -407,6 +409,8 @@ def parse_config(
             check_workers(config)
         except ValueError as error:
             raise ConfigError(str(error)) from None
+    if worker is None:
+        return config  # as written: {worker} left in place (banners, checks)
     mine = for_worker(data, worker)
     return config if mine == data else _validate(mine)
 

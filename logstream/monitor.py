@@ -163,9 +163,7 @@ class Monitor:
         self._started = time.time()
         self.refused = 0  # requests answered 401
         self._user = (settings.username or "").encode()
-        self._password = (
-            settings.password.get_secret_value().encode() if settings.password else b""
-        )
+        self._password = settings.password.get_secret_value().encode() if settings.password else b""
 
     async def start(self) -> None:
         """Bind and serve. Raises ``OSError`` if the address is taken."""

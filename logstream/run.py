@@ -27,6 +27,8 @@ from logstream.metrics import counters_table
 from logstream.monitor import Monitor, PipelineSource
 from logstream.pipeline import Pipeline, ShutdownReport
 from logstream.units import BuildContext
+from logstream.workers.layout import prepare_state
+from logstream.workers.supervisor import Supervisor, WorkerFailed
 
 log = logging.getLogger("logstream")
 
@@ -81,9 +83,7 @@ async def serve(config: Config, local: dict[str, str], out: TextIO) -> ShutdownR
     """Run the pipeline until SIGINT or SIGTERM, then shut it down gracefully."""
     pipeline: Pipeline = build_pipeline(config, BuildContext(state_dir=config.state_dir))
     tune_gc()
-    monitor = (
-        Monitor(PipelineSource(pipeline), config.monitor) if config.monitor.enabled else None
-    )
+    monitor = Monitor(PipelineSource(pipeline), config.monitor) if config.monitor.enabled else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -140,13 +140,51 @@ def run(config_path: Path, out: TextIO = sys.stdout) -> int:
     except ConfigError as error:
         raise ConfigError(f"{config_path}:\n{error}") from None
     workers = parse_config(data).pipeline.worker_count()
-    if workers > 1:
-        raise ConfigError(
-            f"{config_path}: pipeline.workers {workers}: worker processes are not "
-            "started by this version yet; use workers: 1"
-        )
+    run_loop(prepare_state(data, state_dir, workers))  # what another worker count left
     with local_servers(needs, state_dir) as urls:
-        config = parse_config(data, local_urls=urls or None)
-        report = run_loop(serve(config, urls, out))
+        config = parse_config(data, local_urls=urls or None, worker=0 if workers == 1 else None)
+        if workers == 1:
+            report = run_loop(serve(config, urls, out))
+        else:
+            report = run_loop(supervise(data, config, urls, workers, out))
     (log.info if report.clean else log.error)("%s", report.summary())
     return 0 if report.clean else 1
+
+
+async def supervise(
+    data: Any, config: Config, local: dict[str, str], workers: int, out: TextIO
+) -> ShutdownReport:
+    """Run ``workers`` worker processes until SIGINT or SIGTERM, then stop them all."""
+    supervisor = Supervisor(
+        data,
+        workers,
+        config.state_dir,
+        local,
+        shutdown_timeout_secs=config.pipeline.shutdown_timeout_secs,
+    )
+    monitor = Monitor(supervisor, config.monitor) if config.monitor.enabled else None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await supervisor.start()
+    except WorkerFailed as error:
+        raise OSError(f"pipeline.workers {workers}: {error}") from None
+    try:
+        if monitor is not None:
+            await monitor.start()
+        banner(config, monitor, local, out)
+        pids = ", ".join(str(pid) for pid in supervisor.pids)
+        print(f"{workers} worker processes (pids {pids}) share the inputs.", file=out, flush=True)
+        await stop.wait()
+        log.info("signal received: stopping %d workers", workers)
+    finally:
+        report = await supervisor.stop()
+        if monitor is not None:
+            await monitor.stop()
+    restarts = sum(view.restarts for view in supervisor.metrics.views)
+    if restarts:
+        log.warning("workers restarted during the run: %d", restarts)
+    log.info("final counters (every worker):\n%s", supervisor.counters_table())
+    return report

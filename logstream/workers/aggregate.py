@@ -133,7 +133,7 @@ class Aggregate(Collector):
             "counter",
         )
         per_worker = Metric(
-            "logstream_worker_events",
+            "logstream_worker_events_in",
             "Events the inputs of one worker received (how the kernel spread the load).",
             "counter",
         )

@@ -124,7 +124,15 @@ class Supervisor:
         failed.cancel()
         if not all(slot.ever_ready for slot in self.slots):
             reasons = [
-                f"worker {slot.index}: {slot.error or exit_description(slot.last_exit)}"
+                f"worker {slot.index}: "
+                + (
+                    slot.error
+                    or (
+                        exit_description(slot.last_exit)
+                        if slot.last_exit is not None
+                        else f"not ready after {READY_TIMEOUT_SECS:.0f} s"
+                    )
+                )
                 for slot in self.slots
                 if not slot.ever_ready
             ]
@@ -187,8 +195,9 @@ class Supervisor:
             started = time.monotonic()
             try:
                 await self._run_once(slot)
-            except Exception:
+            except Exception as error:
                 log.exception("worker %d: supervising it failed", slot.index)
+                slot.error = slot.error or f"cannot start it: {error}"
             if self.stopping:
                 break
             if not slot.ever_ready:
@@ -223,7 +232,7 @@ class Supervisor:
             "logstream.workers.worker",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            process_group=0,
+            start_new_session=True,  # not in the terminal's process group
             limit=_LINE_LIMIT,
         )
         slot.process = process

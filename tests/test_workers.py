@@ -203,7 +203,7 @@ def test_the_file_input_reads_each_line_once_whatever_the_number_of_workers(
         (0, {}, "pipeline.workers"),
         ("many", {}, "pipeline.workers"),
         (2, {"port": 0}, "port 0"),
-        (2, {"path": "/tmp/one-file.ndjson"}, "{worker}"),
+        (2, {"path": "one-file.ndjson"}, "{worker}"),
     ],
 )
 def test_a_bad_workers_setting_fails_before_any_worker_starts(
@@ -218,7 +218,7 @@ def test_a_bad_workers_setting_fails_before_any_worker_starts(
         parse_config(config)
     process = LogstreamProcess(config, tmp_path)
     process.proc.wait(timeout=60)
-    code, out, log = process.stop()
+    code, _, log = process.stop()
     assert code == 2
     assert "invalid configuration" in log and message in log
     assert not (tmp_path / "state" / "workers").exists()

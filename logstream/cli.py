@@ -60,7 +60,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     tail.add_argument("topics", nargs="+", metavar="TOPIC", help="topic filter, e.g. 'logs/#'")
     tail.add_argument(
-        "--url", default="mqtt://127.0.0.1:1883", help="broker, mqtt[s]://[user:pass@]host:port"
+        "--url",
+        help="broker, mqtt[s]://[user:pass@]host:port (default: the local broker of a running "
+        "`logstream run`, from <state_dir>/mqtt.url)",
+    )
+    tail.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help="config whose state_dir holds mqtt.url (without --url)",
     )
     tail.add_argument("--level", help="show only events at or above this severity (e.g. WARNING)")
     tail.add_argument("--json", action="store_true", help="print each event as one JSON line")
@@ -87,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _tail(args: argparse.Namespace) -> int:
     from logstream.severity import parse_name
-    from logstream.tail import TailOptions, colour_wanted, tail
+    from logstream.tail import TailOptions, colour_wanted, default_url, tail
 
     try:
         level = parse_name(args.level) if args.level else None
@@ -99,7 +108,7 @@ def _tail(args: argparse.Namespace) -> int:
         return 2
     options = TailOptions(
         topics=args.topics,
-        url=args.url,
+        url=args.url or default_url(args.config, sys.stderr),
         level=level,
         json=args.json,
         colour=colour_wanted(args.color, sys.stdout),

@@ -26,7 +26,9 @@ from logstream.config import (
 from logstream.metrics import counters_table
 from logstream.monitor import Monitor, PipelineSource
 from logstream.pipeline import Pipeline, ShutdownReport
+from logstream.tail import MQTT_URL_FILE
 from logstream.units import BuildContext
+from logstream.web import tail_page
 
 log = logging.getLogger("logstream")
 
@@ -47,10 +49,13 @@ def local_servers(needs: set[str], state_dir: Path) -> Iterator[dict[str, str]]:
         if "mqtt" in needs:
             from logstream.local.mosquitto import Mosquitto
 
-            broker = Mosquitto(state_dir / "mosquitto")
+            broker = Mosquitto(
+                state_dir / "mosquitto", websockets=True, url_file=state_dir / MQTT_URL_FILE
+            )
             broker.start()
             started.append(broker)
             urls["mqtt"] = broker.url
+            urls["mqtt_websockets"] = broker.websockets_url
             log.info("started local mosquitto at %s", broker.url)
         if "elasticsearch" in needs:
             from logstream.local.noida import Noida
@@ -82,7 +87,9 @@ async def serve(config: Config, local: dict[str, str], out: TextIO) -> ShutdownR
     pipeline: Pipeline = build_pipeline(config, BuildContext(state_dir=config.state_dir))
     tune_gc()
     monitor = (
-        Monitor(PipelineSource(pipeline), config.monitor) if config.monitor.enabled else None
+        Monitor(PipelineSource(pipeline), config.monitor, tail_page(config))
+        if config.monitor.enabled
+        else None
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

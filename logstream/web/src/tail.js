@@ -361,6 +361,7 @@ function chooseSink(index) {
   $("topic").value = sink.topic_filter || "#";
   $("username").value = sink.username || "";
   $("password-field").hidden = !sink.username;
+  $("username-field").hidden = !sink.username;
   if (rates.plot) {
     rates.plot.destroy();
     rates.plot = null;

@@ -1,4 +1,4 @@
-"""The command line: `logstream run`, `check`, `replay`, `tail`, `bench`, `--version`."""
+"""The command line: `logstream run`, `check`, `replay`, `tail`, `top`, `bench`, `--version`."""
 
 from __future__ import annotations
 
@@ -88,6 +88,25 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("LOGSTREAM_MQTT_PASSWORD"),
         help="password (default: $LOGSTREAM_MQTT_PASSWORD)",
     )
+    top = commands.add_parser(
+        "top",
+        help="a live terminal dashboard of a running logstream (from /metrics)",
+        description="Per unit events/s in and out, drops by reason, buffer and spool depth, "
+        "blocked time and MQTT bytes/s against the caps, refreshed every second. The "
+        "password for a monitor with basic auth comes from $LOGSTREAM_MONITOR_PASSWORD.",
+    )
+    top.add_argument(
+        "--url", help="the monitor, http[s]://host:port (default: the config's monitor.listen)"
+    )
+    top.add_argument(
+        "-c", "--config", type=Path, default=DEFAULT_CONFIG, help="config naming the monitor"
+    )
+    top.add_argument("--user", help="basic auth user (password: $LOGSTREAM_MONITOR_PASSWORD)")
+    top.add_argument("--cacert", type=Path, help="CA file to check an https monitor with")
+    top.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between refreshes (default 1)"
+    )
+    top.add_argument("--once", action="store_true", help="print one frame and exit (scripts)")
     from logstream.bench.cli import add_parser as add_bench_parser
 
     add_bench_parser(commands)  # `logstream bench bandwidth|throughput`
@@ -137,6 +156,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("elastic_transport").setLevel(max(logging.WARNING, logging.root.level))
     if args.command == "tail":  # needs no config (nor its imports)
         return _tail(args)
+    if args.command == "top":  # reads the monitor, not the pipeline
+        from logstream.top import options_from_args, run_top
+
+        if args.interval <= 0:
+            print(f"logstream top: --interval must be positive, value: {args.interval}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        return run_top(options_from_args(args))
     if args.command == "bench":  # needs no config either
         from logstream.bench.cli import run as run_bench
 

@@ -49,8 +49,22 @@ def _without_userinfo(url: str) -> str:
     return f"{scheme}{sep}{netloc.rpartition('@')[2]}{slash}{tail}"
 
 
-def _monitor_lines(monitor: Monitor) -> list[str]:
+def _mosquitto_sub(sink: MqttSinkConfig, host: str, port: str, topic: str) -> str:
+    """A mosquitto_sub command that prints the sink's events as text."""
+    tls = " --capath /etc/ssl/certs" if sink.url.startswith("mqtts://") else ""
+    user = f" -u '{sink.username}' -P \"$LOGSTREAM_MQTT_PASSWORD\"" if sink.username else ""
+    base = f"mosquitto_sub -h {host} -p {port}{tls}{user} -t '{topic}'"
+    if sink.encoding == "lz4":
+        return f"{base} -N | lz4 -dc"  # one LZ4 frame per message; lz4 reads them in a row
+    if sink.encoding == "zstd":
+        return f"{base} -N | zstd -dc"
+    return f"{base} -v"
+
+
+def _monitor_lines(config: Config, monitor: Monitor) -> list[str]:
     lines = [f"Metrics: {monitor.url}/metrics   Health: {monitor.url}/health"]
+    if any(isinstance(sink, MqttSinkConfig) for sink in config.sinks):
+        lines.append(f"Tail page: {monitor.url}/tail   Dashboard: {_command()} top")
     user = monitor.settings.username
     if user is not None:
         # The password never reaches the terminal: the user types it in place of ***.
@@ -116,8 +130,9 @@ def banner(config: Config, monitor: Monitor | None, local: dict[str, str], out: 
             lines.append(f"  MQTT            {url}{where}, {sink.encoding} payloads")
             user = f" --username '{sink.username}'" if sink.username else ""
             lines.append(f"      {_command()} tail --url {url}{user} '{topic}'")
-            if sink.encoding == "json":
-                lines.append(f"      mosquitto_sub -h {host} -p {port or 1883} -t '{topic}' -v")
+            lines.append(f"      {_mosquitto_sub(sink, host, port or '1883', topic)}")
+            if sink.websockets_url:
+                lines.append(f"      MQTT over WebSockets (browsers): {sink.websockets_url}")
         elif isinstance(sink, NatsSinkConfig):
             where = " (local nats-server)" if "nats" in local else ""
             lines.append(
@@ -127,7 +142,7 @@ def banner(config: Config, monitor: Monitor | None, local: dict[str, str], out: 
         else:
             lines.append(f"  {sink.type:<15} {getattr(sink, 'path', '')}")
     if monitor is not None:
-        lines.extend(_monitor_lines(monitor))
+        lines.extend(_monitor_lines(config, monitor))
     lines.append("Stop with Ctrl-C (SIGINT) or SIGTERM.")
     # Whatever a URL setting held, no password reaches the terminal.
     print(mask_text("\n".join(lines)), file=out, flush=True)

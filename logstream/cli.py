@@ -1,4 +1,4 @@
-"""The command line: `logstream run`, `check`, `replay`, `tail`, `bench`, `--version`."""
+"""The command line: `logstream run`, `check`, `replay`, `tail`, `top`, `bench`, `--version`."""
 
 from __future__ import annotations
 
@@ -60,7 +60,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     tail.add_argument("topics", nargs="+", metavar="TOPIC", help="topic filter, e.g. 'logs/#'")
     tail.add_argument(
-        "--url", default="mqtt://127.0.0.1:1883", help="broker, mqtt[s]://[user:pass@]host:port"
+        "--url",
+        help="broker, mqtt[s]://[user:pass@]host:port (default: the local broker of a running "
+        "`logstream run`, from <state_dir>/mqtt.url)",
+    )
+    tail.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help="config whose state_dir holds mqtt.url (without --url)",
     )
     tail.add_argument("--level", help="show only events at or above this severity (e.g. WARNING)")
     tail.add_argument("--json", action="store_true", help="print each event as one JSON line")
@@ -79,6 +88,25 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("LOGSTREAM_MQTT_PASSWORD"),
         help="password (default: $LOGSTREAM_MQTT_PASSWORD)",
     )
+    top = commands.add_parser(
+        "top",
+        help="a live terminal dashboard of a running logstream (from /metrics)",
+        description="Per unit events/s in and out, drops by reason, buffer and spool depth, "
+        "blocked time and MQTT bytes/s against the caps, refreshed every second. The "
+        "password for a monitor with basic auth comes from $LOGSTREAM_MONITOR_PASSWORD.",
+    )
+    top.add_argument(
+        "--url", help="the monitor, http[s]://host:port (default: the config's monitor.listen)"
+    )
+    top.add_argument(
+        "-c", "--config", type=Path, default=DEFAULT_CONFIG, help="config naming the monitor"
+    )
+    top.add_argument("--user", help="basic auth user (password: $LOGSTREAM_MONITOR_PASSWORD)")
+    top.add_argument("--cacert", type=Path, help="CA file to check an https monitor with")
+    top.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between refreshes (default 1)"
+    )
+    top.add_argument("--once", action="store_true", help="print one frame and exit (scripts)")
     from logstream.bench.cli import add_parser as add_bench_parser
 
     add_bench_parser(commands)  # `logstream bench bandwidth|throughput`
@@ -87,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _tail(args: argparse.Namespace) -> int:
     from logstream.severity import parse_name
-    from logstream.tail import TailOptions, colour_wanted, tail
+    from logstream.tail import TailOptions, colour_wanted, default_url, tail
 
     try:
         level = parse_name(args.level) if args.level else None
@@ -99,7 +127,7 @@ def _tail(args: argparse.Namespace) -> int:
         return 2
     options = TailOptions(
         topics=args.topics,
-        url=args.url,
+        url=args.url or default_url(args.config, sys.stderr),
         level=level,
         json=args.json,
         colour=colour_wanted(args.color, sys.stdout),
@@ -128,6 +156,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("elastic_transport").setLevel(max(logging.WARNING, logging.root.level))
     if args.command == "tail":  # needs no config (nor its imports)
         return _tail(args)
+    if args.command == "top":  # reads the monitor, not the pipeline
+        from logstream.top import options_from_args, run_top
+
+        if args.interval <= 0:
+            print(f"logstream top: --interval must be positive, value: {args.interval}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        return run_top(options_from_args(args))
     if args.command == "bench":  # needs no config either
         from logstream.bench.cli import run as run_bench
 

@@ -368,6 +368,8 @@ def _resolve_local(data: dict[str, Any], urls: dict[str, str]) -> dict[str, Any]
         if isinstance(sink, dict):
             if sink.get("type") == "mqtt" and sink.get("url") == LOCAL:
                 sink = {**sink, "url": urls["mqtt"]}
+                if "mqtt_websockets" in urls and not sink.get("websockets_url"):
+                    sink["websockets_url"] = urls["mqtt_websockets"]  # for the /tail page
             elif sink.get("type") == "elasticsearch" and sink.get("hosts") in (LOCAL, [LOCAL]):
                 sink = {**sink, "hosts": [urls["elasticsearch"]]}
         sinks.append(sink)

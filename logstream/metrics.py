@@ -119,6 +119,10 @@ METRICS: dict[str, str] = {
     "logstream_buffer_events": "Events waiting in a unit's buffer.",
     "logstream_connections": "Open client connections of an input.",
     "logstream_file_changes_total": "Rotated, truncated, deleted or unreadable files, by reason.",
+    "logstream_rate_cap_bytes_per_second": (
+        "A sink's configured byte cap (MQTT rate_limit): topic is the topic filter whose "
+        "topics each have this cap ('#' for topic_bytes_per_sec), '*' the sink's total."
+    ),
     "logstream_budget_fallback_leases_total": (
         "Token leases a sink served from its local fallback share because the shared "
         "budget (Redis) was unreachable."
@@ -166,6 +170,9 @@ class UnitMetrics:
         self.spool_corrupt_records = 0
         # A shared budget (mqtt rate_limit.shared): leases served locally while Redis was down.
         self.budget_fallback_leases = 0
+        # Configured byte caps (MQTT rate_limit): topic filter ('#' every topic, '*' total)
+        # -> bytes/s.
+        self.rate_caps: dict[str, float] = {}
 
     def drop(self, count: int, reason: DropReason) -> None:
         """Count ``count`` events dropped for ``reason``."""
@@ -306,8 +313,15 @@ class Registry(Collector):
         conns = GaugeMetricFamily(
             "logstream_connections", METRICS["logstream_connections"], labels=labels
         )
+        caps = GaugeMetricFamily(
+            "logstream_rate_cap_bytes_per_second",
+            METRICS["logstream_rate_cap_bytes_per_second"],
+            labels=[*labels, "topic"],
+        )
         for m in self._units.values():
             key = [m.unit, m.kind]
+            for topic, cap in m.rate_caps.items():
+                caps.add_metric([*key, topic], cap)
             events_in.add_metric(key, m.events_in)
             events_out.add_metric(key, m.events_out)
             if m.kind == "sink":
@@ -343,4 +357,4 @@ class Registry(Collector):
                 fallback.add_metric(key, m.budget_fallback_leases)
         yield from (events_in, events_out, bytes_in, bytes_out, dropped, issues, blocked)
         yield from (retries, errors, unselected, redactions, refused, protocol, files)
-        yield from (depth, conns, already, corrupt, spool_events, spool_bytes, fallback)
+        yield from (depth, conns, already, corrupt, spool_events, spool_bytes, fallback, caps)

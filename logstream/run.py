@@ -26,7 +26,9 @@ from logstream.config import (
 from logstream.metrics import counters_table
 from logstream.monitor import Monitor, PipelineSource
 from logstream.pipeline import Pipeline, ShutdownReport
+from logstream.tail import MQTT_URL_FILE
 from logstream.units import BuildContext
+from logstream.web import tail_page
 from logstream.workers.layout import prepare_state
 from logstream.workers.supervisor import Supervisor, WorkerFailed
 
@@ -49,10 +51,13 @@ def local_servers(needs: set[str], state_dir: Path) -> Iterator[dict[str, str]]:
         if "mqtt" in needs:
             from logstream.local.mosquitto import Mosquitto
 
-            broker = Mosquitto(state_dir / "mosquitto")
+            broker = Mosquitto(
+                state_dir / "mosquitto", websockets=True, url_file=state_dir / MQTT_URL_FILE
+            )
             broker.start()
             started.append(broker)
             urls["mqtt"] = broker.url
+            urls["mqtt_websockets"] = broker.websockets_url
             log.info("started local mosquitto at %s", broker.url)
         if "elasticsearch" in needs:
             from logstream.local.noida import Noida
@@ -83,7 +88,11 @@ async def serve(config: Config, local: dict[str, str], out: TextIO) -> ShutdownR
     """Run the pipeline until SIGINT or SIGTERM, then shut it down gracefully."""
     pipeline: Pipeline = build_pipeline(config, BuildContext(state_dir=config.state_dir))
     tune_gc()
-    monitor = Monitor(PipelineSource(pipeline), config.monitor) if config.monitor.enabled else None
+    monitor = (
+        Monitor(PipelineSource(pipeline), config.monitor, tail_page(config))
+        if config.monitor.enabled
+        else None
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -162,7 +171,9 @@ async def supervise(
         local,
         shutdown_timeout_secs=config.pipeline.shutdown_timeout_secs,
     )
-    monitor = Monitor(supervisor, config.monitor) if config.monitor.enabled else None
+    monitor = (
+        Monitor(supervisor, config.monitor, tail_page(config)) if config.monitor.enabled else None
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

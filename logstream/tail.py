@@ -4,6 +4,11 @@
 
     logstream tail --url mqtt://broker:1883 --level WARNING 'logs/#'
 
+Without ``--url`` it follows the local broker of a running ``logstream run``:
+``run`` writes that broker's URL into ``<state_dir>/mqtt.url`` (removed on stop),
+with ``state_dir`` from ``-c CONFIG`` (default ``config/local.yaml`` when it
+exists, else ``.logstream``).
+
 Subscribes to the topic filters, decodes every payload (``json``,
 ``ndjson``, ``lz4``, ``zstd``; :mod:`logstream.payload`) and prints one line
 per event: time, level (coloured on a terminal), host, message, and how many
@@ -20,6 +25,7 @@ import os
 import secrets
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import unquote, urlsplit
 
@@ -32,6 +38,45 @@ from paho.mqtt.reasoncodes import ReasonCode
 from logstream.event import Event
 from logstream.payload import PayloadError, decode, is_accounting
 from logstream.severity import Severity, from_text
+
+# In the state dir while `logstream run` has a local broker: that broker's mqtt:// URL.
+MQTT_URL_FILE = "mqtt.url"
+DEFAULT_STATE_DIR = Path(".logstream")
+FALLBACK_URL = "mqtt://127.0.0.1:1883"
+
+
+def state_dir_of(config_path: Path | None) -> Path:
+    """The ``state_dir`` a config names (``.logstream`` when it names none or is absent)."""
+    if config_path is None or not config_path.is_file():
+        return DEFAULT_STATE_DIR
+    from logstream.config import ConfigError, read_yaml, substitute_env
+
+    try:
+        data = substitute_env(read_yaml(config_path), dict(os.environ))
+    except ConfigError:
+        return DEFAULT_STATE_DIR
+    value = data.get("state_dir") if isinstance(data, dict) else None
+    return Path(value) if isinstance(value, str) and value else DEFAULT_STATE_DIR
+
+
+def default_url(config_path: Path | None, err: TextIO) -> str:
+    """The URL ``logstream tail`` uses without ``--url``: the running local broker's,
+    from ``<state_dir>/mqtt.url``, else ``mqtt://127.0.0.1:1883`` (saying so on ``err``)."""
+    url_file = state_dir_of(config_path) / MQTT_URL_FILE
+    try:
+        url = url_file.read_text(encoding="utf-8").strip()
+    except OSError:
+        url = ""
+    if url:
+        print(f"logstream tail: the local broker of logstream run, from {url_file}", file=err)
+        return url
+    print(
+        f"logstream tail: no running logstream with a local broker ({url_file} does not "
+        f"exist); trying {FALLBACK_URL}, give --url for another broker",
+        file=err,
+    )
+    return FALLBACK_URL
+
 
 # ANSI colours per severity (a terminal only).
 _COLOURS = {

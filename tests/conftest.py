@@ -4,4 +4,4 @@ from tests.support.elasticsearch import *  # noqa: F403
 from tests.support.mqtt import *  # noqa: F403
 from tests.support.nats import *  # noqa: F403
 from tests.support.redis import *  # noqa: F403
-from tests.support.running import *  # noqa: F403
+from tests.support.workers_run import *  # noqa: F403

@@ -74,8 +74,13 @@ def test_regex_keeps_existing_fields_unless_overwrite_is_set() -> None:
 
 
 def test_regex_reads_a_nested_source_and_skips_groups_that_did_not_match() -> None:
-    unit = build({"type": "regex", "source": "[http][line]",
-                  "patterns": [r"(?P<verb>GET|POST)(?: (?P<path>/\S*))?"]})
+    unit = build(
+        {
+            "type": "regex",
+            "source": "[http][line]",
+            "patterns": [r"(?P<verb>GET|POST)(?: (?P<path>/\S*))?"],
+        }
+    )
     [event] = unit.process([{"http": {"line": "GET"}}])
     assert event == {"http": {"line": "GET"}, "verb": "GET"}
 
@@ -159,62 +164,98 @@ def test_route_a_bad_rule_condition_names_the_rule() -> None:
 SECRET_LINES = [
     ("+ ADMIN_PASSWORD=Zq8fT2kLw9", "+ ADMIN_PASSWORD=***"),
     ("++ SERVICE_PASSWORD=Zq8fT2kLw9", "++ SERVICE_PASSWORD=***"),
-    ("+ export OS_PASSWORD=Zq8fT2kLw9 OS_USERNAME=admin",
-     "+ export OS_PASSWORD=*** OS_USERNAME=admin"),
-    ("+ mysql -uroot -pZq8fT2kLw9 -h127.0.0.1 -e 'DROP DATABASE IF EXISTS nova;'",
-     "+ mysql -uroot -p*** -h127.0.0.1 -e 'DROP DATABASE IF EXISTS nova;'"),
-    ("+ sudo rabbitmqctl change_password guest Zq8fT2kLw9",
-     "+ sudo rabbitmqctl change_password guest ***"),
-    ("+ iniset /etc/nova/nova.conf DEFAULT rabbit_password Zq8fT2kLw9",
-     "+ iniset /etc/nova/nova.conf DEFAULT rabbit_password ***"),
-    ("+ iniset /etc/keystone/keystone.conf DEFAULT admin_token 5f0d9c1e",
-     "+ iniset /etc/keystone/keystone.conf DEFAULT admin_token ***"),
-    ("+ keystone user-create --name=admin --pass=Zq8fT2kLw9 --email=a@example.com",
-     "+ keystone user-create --name=admin --pass=*** --email=a@example.com"),
-    ("+ openstack --os-password Zq8fT2kLw9 server list",
-     "+ openstack --os-password *** server list"),
+    (
+        "+ export OS_PASSWORD=Zq8fT2kLw9 OS_USERNAME=admin",
+        "+ export OS_PASSWORD=*** OS_USERNAME=admin",
+    ),
+    (
+        "+ mysql -uroot -pZq8fT2kLw9 -h127.0.0.1 -e 'DROP DATABASE IF EXISTS nova;'",
+        "+ mysql -uroot -p*** -h127.0.0.1 -e 'DROP DATABASE IF EXISTS nova;'",
+    ),
+    (
+        "+ sudo rabbitmqctl change_password guest Zq8fT2kLw9",
+        "+ sudo rabbitmqctl change_password guest ***",
+    ),
+    (
+        "+ iniset /etc/nova/nova.conf DEFAULT rabbit_password Zq8fT2kLw9",
+        "+ iniset /etc/nova/nova.conf DEFAULT rabbit_password ***",
+    ),
+    (
+        "+ iniset /etc/keystone/keystone.conf DEFAULT admin_token 5f0d9c1e",
+        "+ iniset /etc/keystone/keystone.conf DEFAULT admin_token ***",
+    ),
+    (
+        "+ keystone user-create --name=admin --pass=Zq8fT2kLw9 --email=a@example.com",
+        "+ keystone user-create --name=admin --pass=*** --email=a@example.com",
+    ),
+    (
+        "+ openstack --os-password Zq8fT2kLw9 server list",
+        "+ openstack --os-password *** server list",
+    ),
     ('{"password": "Zq8fT2kLw9", "user": "bob"}', '{"password": "***", "user": "bob"}'),
     ("{'admin_pass': u'Zq8fT2kLw9', 'name': 'vm'}", "{'admin_pass': u'***', 'name': 'vm'}"),
-    ('payload={\\"ansible_password\\": \\"Zq8fT2kLw9\\"}',
-     'payload={\\"ansible_password\\": \\"***\\"}'),
-    ("ansible_ssh_pass=Zq8fT2kLw9 ansible_become_pass=Zq8fT2kLw9",
-     "ansible_ssh_pass=*** ansible_become_pass=***"),
-    ('REQ: curl -i http://10.0.0.1:9696/v2.0/ports.json -X GET -H "X-Auth-Token: MIIC+abc/9=="',
-     'REQ: curl -i http://10.0.0.1:9696/v2.0/ports.json -X GET -H "X-Auth-Token: ***"'),
+    (
+        'payload={\\"ansible_password\\": \\"Zq8fT2kLw9\\"}',
+        'payload={\\"ansible_password\\": \\"***\\"}',
+    ),
+    (
+        "ansible_ssh_pass=Zq8fT2kLw9 ansible_become_pass=Zq8fT2kLw9",
+        "ansible_ssh_pass=*** ansible_become_pass=***",
+    ),
+    (
+        'REQ: curl -i http://10.0.0.1:9696/v2.0/ports.json -X GET -H "X-Auth-Token: MIIC+abc/9=="',
+        'REQ: curl -i http://10.0.0.1:9696/v2.0/ports.json -X GET -H "X-Auth-Token: ***"',
+    ),
     ("GET /v1?token=abc123&page=2 HTTP/1.1", "GET /v1?token=***&page=2 HTTP/1.1"),
     ("Authorization: Basic dXNlcjpwYXNzd29yZA==", "Authorization: Basic ***"),
-    ("headers={'Authorization': 'Bearer eyJhbGciOi.x1', 'Accept': '*/*'}",
-     "headers={'Authorization': 'Bearer ***', 'Accept': '*/*'}"),
+    (
+        "headers={'Authorization': 'Bearer eyJhbGciOi.x1', 'Accept': '*/*'}",
+        "headers={'Authorization': 'Bearer ***', 'Accept': '*/*'}",
+    ),
     ("retrying with bearer 8f2b3c9d4e5f6a7b", "retrying with bearer ***"),
-    ("connection = mysql://root:Zq8fT2kLw9@127.0.0.1/nova?charset=utf8",
-     "connection = mysql://root:***@127.0.0.1/nova?charset=utf8"),
-    ("transport_url = rabbit://stackrabbit:Zq8fT2kLw9@10.0.0.5:5672/",
-     "transport_url = rabbit://stackrabbit:***@10.0.0.5:5672/"),
-    ("Storing 78f56d82418b7fd476e866b1a64eb4f1 token in memcache",
-     "Storing *** token in memcache"),
+    (
+        "connection = mysql://root:Zq8fT2kLw9@127.0.0.1/nova?charset=utf8",
+        "connection = mysql://root:***@127.0.0.1/nova?charset=utf8",
+    ),
+    (
+        "transport_url = rabbit://stackrabbit:Zq8fT2kLw9@10.0.0.5:5672/",
+        "transport_url = rabbit://stackrabbit:***@10.0.0.5:5672/",
+    ),
+    ("Storing 78f56d82418b7fd476e866b1a64eb4f1 token in memcache", "Storing *** token in memcache"),
     ("Returning cached token 78f56d82418b7fd476e866b1a64eb4f1", "Returning cached token ***"),
-    ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-     "aws_secret_access_key = ***"),
+    (
+        "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "aws_secret_access_key = ***",
+    ),
     ("using key AKIAIOSFODNN7EXAMPLE", "using key ***"),
-    ("GRANT ALL ON *.* TO 'root'@'%' IDENTIFIED BY 'Zq8fT2kLw9';",
-     "GRANT ALL ON *.* TO 'root'@'%' IDENTIFIED BY '***';"),
+    (
+        "GRANT ALL ON *.* TO 'root'@'%' IDENTIFIED BY 'Zq8fT2kLw9';",
+        "GRANT ALL ON *.* TO 'root'@'%' IDENTIFIED BY '***';",
+    ),
     ("id_token=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln", "id_token=***"),
-    ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk\n-----END OPENSSH PRIVATE KEY-----",
-     "-----BEGIN OPENSSH PRIVATE KEY-----***-----END OPENSSH PRIVATE KEY-----"),
-    ("key: -----BEGIN RSA PRIVATE KEY-----\\nMIIEowIBAAKCAQEA (cut)",
-     "key: -----BEGIN RSA PRIVATE KEY-----***"),
+    (
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk\n-----END OPENSSH PRIVATE KEY-----",
+        "-----BEGIN OPENSSH PRIVATE KEY-----***-----END OPENSSH PRIVATE KEY-----",
+    ),
+    (
+        "key: -----BEGIN RSA PRIVATE KEY-----\\nMIIEowIBAAKCAQEA (cut)",
+        "key: -----BEGIN RSA PRIVATE KEY-----***",
+    ),
     # What Ansible tasks and shells print (issue 12).
-    ('ok: [db] => {"stdout": "The postgres password is 0a1b2c3d4e5f", '
-     '"stdout_lines": ["The postgres password is 0a1b2c3d4e5f"]}',
-     'ok: [db] => {"stdout": "The postgres password is ***", '
-     '"stdout_lines": ["The postgres password is ***"]}'),
-    ('    "msg": "Generated password for user admin: Zq8fT2kLw9"',
-     '    "msg": "Generated password for user admin: ***"'),
+    (
+        'ok: [db] => {"stdout": "The postgres password is 0a1b2c3d4e5f", '
+        '"stdout_lines": ["The postgres password is 0a1b2c3d4e5f"]}',
+        'ok: [db] => {"stdout": "The postgres password is ***", '
+        '"stdout_lines": ["The postgres password is ***"]}',
+    ),
+    (
+        '    "msg": "Generated password for user admin: Zq8fT2kLw9"',
+        '    "msg": "Generated password for user admin: ***"',
+    ),
     ("Password for admin set to Zq8fT2kLw9", "Password for admin set to ***"),
     ("vault_mysql_root: Zq8fT2kLw9", "vault_mysql_root: ***"),
     ("+ PGPASSWORD=Zq8fT2kLw9 psql -h db -U app", "+ PGPASSWORD=*** psql -h db -U app"),
-    ("mysql -h db -u root -p Zq8fT2kLw9 -e 'select 1'",
-     "mysql -h db -u root -p *** -e 'select 1'"),
+    ("mysql -h db -u root -p Zq8fT2kLw9 -e 'select 1'", "mysql -h db -u root -p *** -e 'select 1'"),
     ("mariadb -uroot -pZq8fT2kLw9 app", "mariadb -uroot -p*** app"),
     ("amqp://guest:Zq8f@T2kLw9@mq:5672/", "amqp://guest:***@mq:5672/"),
 ]
@@ -268,22 +309,44 @@ def test_redact_counts_each_secret_once_when_run_twice() -> None:
 
 def test_redact_masks_fields_named_like_secrets_at_any_depth() -> None:
     unit = build({"type": "redact"})
-    event = {"password": "a1", "request": {"headers": {"X-Auth-Token": "t1", "Accept": "x"}},
-             "hosts": [{"ansible_ssh_pass": "p"}], "token_count": 3, "api_key": None,
-             "PWD": "/opt/stack", "message": "ok"}
+    event = {
+        "password": "a1",
+        "request": {"headers": {"X-Auth-Token": "t1", "Accept": "x"}},
+        "hosts": [{"ansible_ssh_pass": "p"}],
+        "token_count": 3,
+        "api_key": None,
+        "PWD": "/opt/stack",
+        "message": "ok",
+    }
     [out] = unit.process([event])
     masked = {"X-Auth-Token": "***", "Accept": "x"}
-    assert out == {"password": "***", "request": {"headers": masked},
-                   "hosts": [{"ansible_ssh_pass": "***"}], "token_count": 3, "api_key": None,
-                   "PWD": "/opt/stack", "message": "ok"}
+    assert out == {
+        "password": "***",
+        "request": {"headers": masked},
+        "hosts": [{"ansible_ssh_pass": "***"}],
+        "token_count": 3,
+        "api_key": None,
+        "PWD": "/opt/stack",
+        "message": "ok",
+    }
 
 
 def test_redact_settings_choose_fields_rules_replacement_and_extra_patterns() -> None:
-    unit = build({"type": "redact", "fields": ["[req][line]"], "rules": ["url_credentials"],
-                  "replacement": "[hidden]", "by_field_name": False,
-                  "patterns": [r"card=(?P<secret>\d{4})", r"SSN-\d+"]})
-    event = {"req": {"line": "amqp://u:p4ss@h/ password=x card=1234 SSN-99"}, "password": "y",
-             "message": "password=x"}
+    unit = build(
+        {
+            "type": "redact",
+            "fields": ["[req][line]"],
+            "rules": ["url_credentials"],
+            "replacement": "[hidden]",
+            "by_field_name": False,
+            "patterns": [r"card=(?P<secret>\d{4})", r"SSN-\d+"],
+        }
+    )
+    event = {
+        "req": {"line": "amqp://u:p4ss@h/ password=x card=1234 SSN-99"},
+        "password": "y",
+        "message": "password=x",
+    }
     [out] = unit.process([event])
     assert out["req"]["line"] == "amqp://u:[hidden]@h/ password=x card=[hidden] [hidden]"
     assert (out["password"], out["message"]) == ("y", "password=x")
@@ -304,15 +367,27 @@ def test_redact_finds_every_secret_in_the_shipped_shapes_of_the_corpus() -> None
     assert all("Zq8fT2kLw9" not in event["message"] for event in out)
 
 
-SECRETS = st.text(alphabet="abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789", min_size=8,
-                  max_size=24).filter(lambda s: any(c.isdigit() for c in s))
-SHAPES = st.sampled_from([
-    "+ ADMIN_PASSWORD={}", "password={} user=x", '"password": "{}"', "{{'db_pass': '{}'}}",
-    "--os-password {} --os-username admin", "mysql -uroot -p{} -e 'select 1'",
-    "rabbitmqctl add_user stack {}", "iniset /etc/x.conf database admin_password {}",
-    "X-Auth-Token: {}", "Authorization: Bearer {}", "https://user:{}@example.com/x",
-    "token={}&a=1", "client_secret: {}", "IDENTIFIED BY '{}'",
-])
+SECRETS = st.text(
+    alphabet="abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789", min_size=8, max_size=24
+).filter(lambda s: any(c.isdigit() for c in s))
+SHAPES = st.sampled_from(
+    [
+        "+ ADMIN_PASSWORD={}",
+        "password={} user=x",
+        '"password": "{}"',
+        "{{'db_pass': '{}'}}",
+        "--os-password {} --os-username admin",
+        "mysql -uroot -p{} -e 'select 1'",
+        "rabbitmqctl add_user stack {}",
+        "iniset /etc/x.conf database admin_password {}",
+        "X-Auth-Token: {}",
+        "Authorization: Bearer {}",
+        "https://user:{}@example.com/x",
+        "token={}&a=1",
+        "client_secret: {}",
+        "IDENTIFIED BY '{}'",
+    ]
+)
 NOISE = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=30)
 
 
@@ -346,10 +421,16 @@ def test_redact_never_raises_and_is_idempotent_on_arbitrary_text(
 
 
 def test_mutate_add_and_replace_interpolate_fields() -> None:
-    unit = build({"type": "mutate", "add": {"where": "%{host}/%{[app][name]}"},
-                  "replace": {"message": "[%{level}] %{message}"}})
-    [event] = unit.process([{"host": "h", "app": {"name": "api"}, "level": "INFO",
-                             "message": "hi"}])
+    unit = build(
+        {
+            "type": "mutate",
+            "add": {"where": "%{host}/%{[app][name]}"},
+            "replace": {"message": "[%{level}] %{message}"},
+        }
+    )
+    [event] = unit.process(
+        [{"host": "h", "app": {"name": "api"}, "level": "INFO", "message": "hi"}]
+    )
     assert (event["where"], event["message"]) == ("h/api", "[INFO] hi")
 
 
@@ -359,12 +440,24 @@ def test_mutate_leaves_a_reference_to_a_missing_field_as_written() -> None:
 
 
 def test_mutate_works_on_nested_fields() -> None:
-    unit = build({"type": "mutate", "rename": {"[a][b]": "[c][d]"}, "remove": ["[a][gone]"],
-                  "add": {"[meta][env]": "ci"}, "truncate": {"[c][d]": 2},
-                  "add_tags": ["from-%{host}"]})
+    unit = build(
+        {
+            "type": "mutate",
+            "rename": {"[a][b]": "[c][d]"},
+            "remove": ["[a][gone]"],
+            "add": {"[meta][env]": "ci"},
+            "truncate": {"[c][d]": 2},
+            "add_tags": ["from-%{host}"],
+        }
+    )
     [event] = unit.process([{"a": {"b": "long", "gone": 1}, "host": "h", "meta": {"env": "x"}}])
-    assert event == {"a": {}, "c": {"d": "lo"}, "host": "h", "meta": {"env": "x"},
-                     "tags": ["from-h"]}
+    assert event == {
+        "a": {},
+        "c": {"d": "lo"},
+        "host": "h",
+        "meta": {"env": "x"},
+        "tags": ["from-h"],
+    }
 
 
 def test_mutate_keeps_non_string_values_as_they_are() -> None:
@@ -386,22 +479,39 @@ def read(path: Path) -> list[dict[str, Any]]:
 def test_a_sink_with_when_receives_only_matching_events_through_a_real_pipeline(
     tmp_path: Path,
 ) -> None:
-    config = parse_config({
-        "inputs": [INPUT],
-        "filters": [{"type": "route", "rules": [{"name": "audit", "if": '"audit" in tags'}],
-                     "default": "bulk"}],
-        "sinks": [
-            {"type": "file", "id": "all", "path": str(tmp_path / "all.ndjson")},
-            {"type": "file", "id": "errors", "path": str(tmp_path / "errors.ndjson"),
-             "when": "level >= ERROR"},
-            {"type": "file", "id": "audit", "path": str(tmp_path / "audit.ndjson"),
-             "when": '"audit" in route'},
-        ],
-    })
+    config = parse_config(
+        {
+            "inputs": [INPUT],
+            "filters": [
+                {
+                    "type": "route",
+                    "rules": [{"name": "audit", "if": '"audit" in tags'}],
+                    "default": "bulk",
+                }
+            ],
+            "sinks": [
+                {"type": "file", "id": "all", "path": str(tmp_path / "all.ndjson")},
+                {
+                    "type": "file",
+                    "id": "errors",
+                    "path": str(tmp_path / "errors.ndjson"),
+                    "when": "level >= ERROR",
+                },
+                {
+                    "type": "file",
+                    "id": "audit",
+                    "path": str(tmp_path / "audit.ndjson"),
+                    "when": '"audit" in route',
+                },
+            ],
+        }
+    )
     pipeline = build_pipeline(config, BuildContext(registry=Registry()))
     levels = ["info", "error", "warn", "CRITICAL", "debug", "fatal"]
-    events = [{"seq": n, "level": levels[n % 6], "tags": ["audit"] if n % 4 == 0 else []}
-              for n in range(60)]
+    events = [
+        {"seq": n, "level": levels[n % 6], "tags": ["audit"] if n % 4 == 0 else []}
+        for n in range(60)
+    ]
 
     async def scenario() -> None:
         await pipeline.start()

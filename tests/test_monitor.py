@@ -175,8 +175,19 @@ def test_settings_errors_name_the_key_and_never_the_password(tmp_path: Path) -> 
     assert "username and password go together" in str(error.value)
     assert PASSWORD not in str(error.value)
     with pytest.raises(ConfigError) as error:
-        parse_config({**base, "monitor": {"username": "ops", "password": PASSWORD, "tls": {
-            "cert_file": str(tmp_path / "none.pem"), "key_file": str(tmp_path / "none.key")}}})
+        parse_config(
+            {
+                **base,
+                "monitor": {
+                    "username": "ops",
+                    "password": PASSWORD,
+                    "tls": {
+                        "cert_file": str(tmp_path / "none.pem"),
+                        "key_file": str(tmp_path / "none.key"),
+                    },
+                },
+            }
+        )
     assert "none.pem" in str(error.value) and "monitor" in str(error.value)
     assert PASSWORD not in str(error.value)
     config = parse_config({**base, "monitor": {"username": "ops", "password": PASSWORD}})

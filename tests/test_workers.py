@@ -31,7 +31,7 @@ from logstream.payload import decode, is_accounting
 from logstream.sinks.mqtt import wire_size
 from tests.support.elasticsearch import es_count, es_docs
 from tests.support.mqtt import Subscriber
-from tests.support.running import LogstreamProcess
+from tests.support.workers_run import LogstreamProcess
 from tests.test_budget import windows
 
 pytestmark = pytest.mark.integration

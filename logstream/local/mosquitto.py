@@ -4,12 +4,18 @@
 
     with Mosquitto(Path(".logstream/mosquitto")) as broker:
         print(broker.url)          # mqtt://127.0.0.1:38211
+        print(broker.websockets_url)  # ws://127.0.0.1:38212 (MQTT over WebSockets)
         broker.stop()              # the tests stop it ...
         broker.start()             # ... and start it again on the same port
 
 The broker gets a config file written into its directory (anonymous access,
 no persistence, no per-client queue limits, ``$SYS`` every second) and logs
-to ``mosquitto.log`` there. It runs in its own session, so a Ctrl-C meant for
+to ``mosquitto.log`` there. Beside the plain MQTT listener it has an
+MQTT-over-WebSockets listener (``websockets=True``) on a second free port, for browsers (the
+monitor's /tail page); mosquitto refuses to start with a websockets listener
+alone, and a plain one always comes first. With ``url_file``, the broker's URL
+is written there while it runs (``logstream tail`` finds it) and removed when
+it stops. It runs in its own session, so a Ctrl-C meant for
 logstream does not stop the broker before logstream has flushed its sinks.
 """
 
@@ -74,6 +80,8 @@ class Mosquitto:
         extra_config: Sequence[str] = (),
         binary: str | None = None,
         start_timeout_secs: float = 10.0,
+        websockets: bool = False,
+        url_file: Path | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.host = HOST
@@ -85,6 +93,9 @@ class Mosquitto:
         self.config_path = self.directory / "mosquitto.conf"
         self.log_path = self.directory / "mosquitto.log"
         self._process: subprocess.Popen[bytes] | None = None
+        self.websockets = websockets
+        self._ws_port: int | None = None
+        self.url_file = Path(url_file) if url_file is not None else None
 
     @property
     def port(self) -> int:
@@ -95,6 +106,17 @@ class Mosquitto:
     @property
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def websockets_port(self) -> int:
+        if self._ws_port is None:
+            raise MosquittoError("mosquitto has no websockets listener (yet)")
+        return self._ws_port
+
+    @property
+    def websockets_url(self) -> str:
+        """``ws://127.0.0.1:PORT``: MQTT over WebSockets, for browsers."""
+        return f"ws://{self.host}:{self.websockets_port}"
 
     @property
     def running(self) -> bool:
@@ -116,14 +138,23 @@ class Mosquitto:
         for attempt in range(1, attempts + 1):
             if self._port is None:
                 self._port = free_port(self.host)
+            if self.websockets and self._ws_port is None:
+                self._ws_port = free_port(self.host)
+                while self._ws_port == self._port:
+                    self._ws_port = free_port(self.host)
             try:
                 self._spawn(binary)
                 break
             except MosquittoError as error:
                 if attempt == attempts or "in use" not in str(error):
                     raise
-                self._port = None
+                if not self._port_chosen:
+                    self._port = None
+                self._ws_port = None
         self._port_chosen = True
+        if self.url_file is not None:
+            self.url_file.parent.mkdir(parents=True, exist_ok=True)
+            self.url_file.write_text(self.url + "\n", encoding="utf-8")
         return self
 
     def _spawn(self, binary: str) -> None:
@@ -145,7 +176,9 @@ class Mosquitto:
                     f"mosquitto exited with status {code} on port {self.port}; "
                     f"its log ({self.log_path}) ends with:\n{self._log_tail()}"
                 )
-            if _accepts(self.host, self.port):
+            if _accepts(self.host, self.port) and (
+                self._ws_port is None or _accepts(self.host, self._ws_port)
+            ):
                 return
             if time.monotonic() > deadline:
                 self._kill()
@@ -166,12 +199,16 @@ class Mosquitto:
             "sys_interval 1",
             "persistence false",
         ]
+
         if os.geteuid() == 0:
             # As root, mosquitto switches to the "mosquitto" user, which cannot read
             # files in a private state or tmp directory (a password file). A broker
             # we launch runs as whoever launched it.
             lines.append("user root")
-        lines.extend(self.extra_config)
+        lines.extend(self.extra_config)  # listener options (certfile) go to the plain one
+        if self.websockets and self._ws_port is not None:
+            # Last, after the plain listener: mosquitto 2.0 will not start with only this one.
+            lines += [f"listener {self._ws_port} {self.host}", "protocol websockets"]
         return "\n".join(lines) + "\n"
 
     def _log_tail(self, lines: int = 10) -> str:
@@ -183,6 +220,8 @@ class Mosquitto:
 
     def stop(self, timeout_secs: float = 5.0) -> None:
         """Stop the broker (SIGTERM, then SIGKILL after ``timeout_secs``). Idempotent."""
+        if self.url_file is not None:
+            self.url_file.unlink(missing_ok=True)
         process = self._process
         if process is None:
             return

@@ -170,6 +170,17 @@ class RateLimitConfig(_Strict):
     def _check_level(cls, value: str) -> str:
         return parse_name(value).name
 
+    def byte_caps(self) -> dict[str, float]:
+        """The byte caps by topic filter, in the order they apply (first match wins):
+        each ``topics`` filter with ``bytes_per_sec``, ``#`` for ``topic_bytes_per_sec``
+        and ``*`` for ``total_bytes_per_sec`` (what ``/metrics`` and the /tail page show)."""
+        caps = {f: c.bytes_per_sec for f, c in self.topics.items() if c.bytes_per_sec is not None}
+        if self.topic_bytes_per_sec is not None:
+            caps.setdefault("#", self.topic_bytes_per_sec)
+        if self.total_bytes_per_sec is not None:
+            caps["*"] = self.total_bytes_per_sec
+        return caps
+
     @property
     def any_caps(self) -> bool:
         return any(

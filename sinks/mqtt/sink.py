@@ -69,6 +69,8 @@ class MqttSink(Sink):
         # Bandwidth control, chosen here: without caps nothing is sampled or tracked.
         limits = config.rate_limit if config.rate_limit and config.rate_limit.any_caps else None
         self._limits = limits
+        if limits is not None:
+            self.metrics.rate_caps = limits.byte_caps()  # logstream_rate_cap_bytes_per_second
         share: Share | None = None
         self.budget, parts = (
             open_budget(limits, ctx, name, self.metrics) if buckets is None else (None, 1)

@@ -1,12 +1,20 @@
-"""A `logstream run` process started from a config dict, and ways to look at it."""
+"""A real `logstream run` process on free ports, its banner and its monitor.
+
+``logstream_process(config)`` writes the config (inputs and monitor on free
+ports unless given, state in the test's tmp_path), starts ``logstream run``,
+waits for its banner and returns a :class:`RunningLogstream`; every process is
+stopped after the test.
+"""
 
 from __future__ import annotations
 
+import base64
 import json
-import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -16,102 +24,102 @@ from typing import Any
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from logstream.local.mosquitto import free_port
+
+__all__ = ["logstream_process"]
 
 
-class LogstreamProcess:
-    """``python -m logstream run`` on a config written to ``directory``."""
-
-    def __init__(self, config: dict[str, Any], directory: Path, name: str = "logstream") -> None:
+class RunningLogstream:
+    def __init__(self, proc: subprocess.Popen[str], config: dict[str, Any], tcp: int) -> None:
+        self.proc = proc
         self.config = config
-        self.path = directory / f"{name}.yaml"
-        self.path.write_text(yaml.safe_dump(config))
-        self.monitor = f"http://{config['monitor']['listen']}"
-        self.log = directory / f"{name}.log"
-        self._log_file = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "logstream", "run", "-c", str(self.path)],
-            stdout=subprocess.PIPE,
-            stderr=self._log_file,
-            cwd=directory,
-        )
-        self.returncode: int | None = None
+        self.tcp_port = tcp
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, args=(proc.stdout, self.stdout), daemon=True),
+            threading.Thread(target=self._read, args=(proc.stderr, self.stderr), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
 
-    def wait_healthy(self, timeout: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
+    @staticmethod
+    def _read(stream: Any, into: list[str]) -> None:
+        for line in stream:
+            into.append(line)
+
+    @property
+    def monitor(self) -> str:
+        return f"http://{self.config['monitor']['listen']}"
+
+    def banner(self, timeout_secs: float = 60.0) -> str:
+        """The startup banner, once printed."""
+        deadline = time.monotonic() + timeout_secs
         while time.monotonic() < deadline:
+            text = "".join(self.stdout)
+            if "Stop with Ctrl-C" in text:
+                return text
             if self.proc.poll() is not None:
-                raise AssertionError(f"logstream exited: {self.log.read_text()[-3000:]}")
+                time.sleep(0.2)
+                raise AssertionError(f"logstream exited {self.proc.returncode}:\n"
+                                     f"{''.join(self.stderr)}")  # fmt: skip
+            time.sleep(0.05)
+        raise AssertionError(f"no banner within {timeout_secs} s:\n{''.join(self.stderr)}")
+
+    def send(self, events: list[dict[str, Any]]) -> None:
+        """Events as JSON lines to the tcp input."""
+        data = b"".join(json.dumps(event).encode() + b"\n" for event in events)
+        with socket.create_connection(("127.0.0.1", self.tcp_port), timeout=5) as sock:
+            sock.sendall(data)
+
+    def get(self, path: str, user: str | None = None, password: str | None = None) -> bytes:
+        request = urllib.request.Request(f"{self.monitor}{path}")  # noqa: S310 - local
+        if user is not None:
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310 - local
+            body: bytes = answer.read()
+            return body
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
             try:
-                with urllib.request.urlopen(f"{self.monitor}/health", timeout=2) as answer:  # noqa: S310
-                    health: dict[str, Any] = json.loads(answer.read())
-                    return health
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError(f"logstream did not come up: {self.log.read_text()[-3000:]}")
-
-    def health(self) -> dict[str, Any]:
-        try:
-            with urllib.request.urlopen(f"{self.monitor}/health", timeout=5) as answer:  # noqa: S310
-                body: dict[str, Any] = json.loads(answer.read())
-        except urllib.error.HTTPError as error:  # 503 while degraded: still a body
-            body = json.loads(error.read())
-        return body
-
-    def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-        """(sample name, labels) -> value, from /metrics."""
-        with urllib.request.urlopen(f"{self.monitor}/metrics", timeout=5) as answer:  # noqa: S310
-            text = answer.read().decode()
-        values = {}
-        for match in re.finditer(r"^(\w+)(?:\{([^}]*)\})? (\S+)$", text, re.M):
-            labels = frozenset(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
-            values[(match.group(1), labels)] = float(match.group(3))
-        return values
-
-    def value(self, name: str, **labels: str) -> float:
-        """The sum of ``name``'s samples that carry ``labels``."""
-        wanted = set(labels.items())
-        return sum(v for (n, ls), v in self.metrics().items() if n == name and wanted <= ls)
-
-    def wait_value(self, name: str, at_least: float, timeout: float = 30, **labels: str) -> float:
-        deadline = time.monotonic() + timeout
-        value = 0.0
-        while time.monotonic() < deadline:
-            value = self.value(name, **labels)
-            if value >= at_least:
-                return value
-            time.sleep(0.1)
-        raise AssertionError(f"{name}{labels} = {value}, wanted >= {at_least}")
-
-    def stop(self, signum: int = signal.SIGTERM, timeout: float = 90) -> tuple[int, str, str]:
-        """Signal, wait; (exit code, stdout, the log)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signum)
-        out, _ = self.proc.communicate(timeout=timeout)
-        self._log_file.close()
-        self.returncode = self.proc.returncode
-        return self.proc.returncode, out.decode(), self.log.read_text()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate()
-        self._log_file.close()
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for reader in self._readers:
+            reader.join(5)
+        return self.proc.returncode
 
 
 @pytest.fixture
-def logstream_run(tmp_path: Path) -> Iterator[Callable[..., LogstreamProcess]]:
-    """Start `logstream run` processes; whatever still runs at the end is stopped."""
-    started: list[LogstreamProcess] = []
+def logstream_process(tmp_path: Path) -> Iterator[Callable[..., RunningLogstream]]:
+    started: list[RunningLogstream] = []
 
-    def start(config: dict[str, Any], name: str = "logstream") -> LogstreamProcess:
-        process = LogstreamProcess(config, tmp_path, name)
-        started.append(process)
-        process.wait_healthy()
-        return process
+    def start(config: dict[str, Any]) -> RunningLogstream:
+        tcp = free_port()
+        config = {
+            "inputs": [{"type": "tcp", "listen": f"127.0.0.1:{tcp}"}],
+            "state_dir": str(tmp_path / "state"),
+            **config,
+        }
+        config["monitor"] = {"listen": f"127.0.0.1:{free_port()}", **config.get("monitor", {})}
+        path = tmp_path / f"logstream-{len(started)}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "logstream", "run", "-c", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+        )
+        running = RunningLogstream(proc, config, tcp)
+        started.append(running)
+        running.banner()
+        return running
 
     yield start
-    for process in started:
-        if process.proc.poll() is None:
-            process.stop(timeout=60) if process.returncode is None else None
-        process.kill()
+    for running in started:
+        running.stop()

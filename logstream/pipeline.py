@@ -37,11 +37,31 @@ from logstream.buffer import BatchBuffer, Batcher, BufferClosed
 from logstream.clock import Clock, SystemClock
 from logstream.dlq import FilterDeadLetters
 from logstream.event import Batch, Event
+from logstream.listeners import bind_error_text
 from logstream.metrics import Registry, UnitMetrics
 from logstream.queue import DiskQueue
 from logstream.units import Filter, Input, Sink, WhenFull
 
 log = logging.getLogger(__name__)
+
+
+class InputStartError(OSError):
+    """An input could not start (bind): the message names the input and its address."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+async def start_input(unit: Input, ingest: BatchBuffer) -> None:
+    """``unit.start``, with a bind error that names the input and the address."""
+    try:
+        await unit.start(ingest)
+    except InputStartError:
+        raise
+    except OSError as error:
+        listen = getattr(getattr(unit, "config", None), "listen", None)
+        text = bind_error_text(unit.name, listen if isinstance(listen, str) else None, error)
+        raise InputStartError(error.errno, text) from error
 
 
 @dataclass
@@ -267,7 +287,7 @@ class Pipeline:
             self._filter_task = asyncio.create_task(filters, name="filters")
             for unit in self.inputs:
                 self._started_inputs.append(unit)
-                await unit.start(self.ingest)
+                await start_input(unit, self.ingest)
         except BaseException:
             await self.stop(timeout_secs=5.0)
             raise

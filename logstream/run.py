@@ -26,6 +26,7 @@ from logstream.config import (
 from logstream.metrics import counters_table
 from logstream.monitor import Monitor
 from logstream.pipeline import Pipeline, ShutdownReport
+from logstream.statelock import state_lock
 from logstream.units import BuildContext
 
 log = logging.getLogger("logstream")
@@ -143,7 +144,7 @@ def run(config_path: Path, out: TextIO = sys.stdout) -> int:
             f"{config_path}: pipeline.workers {workers}: worker processes are not "
             "started by this version yet; use workers: 1"
         )
-    with local_servers(needs, state_dir) as urls:
+    with state_lock(state_dir), local_servers(needs, state_dir) as urls:
         config = parse_config(data, local_urls=urls or None)
         report = run_loop(serve(config, urls, out))
     (log.info if report.clean else log.error)("%s", report.summary())

@@ -79,7 +79,7 @@ class Run:
             if self.proc.poll() is not None:
                 raise AssertionError(f"logstream exited: {self.proc.communicate()[1]}")
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.monitor}/health", timeout=1)  # noqa: S310
+                urllib.request.urlopen(f"http://127.0.0.1:{self.monitor}/health", timeout=1)
                 return self.proc
             except OSError:
                 time.sleep(0.1)
@@ -105,9 +105,7 @@ def local_es_run(tmp_path: Path, runs: list[Run]) -> Run:
     return run
 
 
-def test_sigterm_stops_the_noida_db_server_process_itself(
-    tmp_path: Path, runs: list[Run]
-) -> None:
+def test_sigterm_stops_the_noida_db_server_process_itself(tmp_path: Path, runs: list[Run]) -> None:
     run = local_es_run(tmp_path, runs)
     data_dir = str(run.state / "noida-db")
     servers = processes_with(data_dir)

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from logstream import __version__
 from logstream.netaddr import parse_listen
 from logstream.pipeline import Pipeline
+from logstream.requestlog import request_error_logger
 from logstream.secrets import mask_text
 
 
@@ -24,13 +25,17 @@ class Monitor:
         self.host, self.port = parse_listen(listen)
         self._runner: web.AppRunner | None = None
         self._started = time.time()
+        # Malformed requests: counted on a "monitor" unit, one log line per interval.
+        self._request_log = request_error_logger(
+            "monitor", lambda: pipeline.registry.unit("monitor", "pipeline")
+        )
 
     async def start(self) -> None:
         """Bind and serve. Raises ``OSError`` if the address is taken."""
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/health", self._health)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, logger=self._request_log)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
@@ -65,3 +70,4 @@ class Monitor:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        self._request_log.throttled.flush()

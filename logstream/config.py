@@ -52,7 +52,7 @@ from logstream.sinks.file import FileSinkConfig
 from logstream.sinks.mqtt import MqttSinkConfig
 from logstream.sinks.nats import NatsSinkConfig
 from logstream.sinks.stdout import StdoutSinkConfig
-from logstream.units import BuildContext, UnitConfig
+from logstream.units import BuildContext, Filter, FilterConfig, SinkConfig, UnitConfig
 
 # The known unit types. A new unit is added to its union here.
 AnyInput = Annotated[
@@ -539,31 +539,36 @@ def load_config(
         raise ConfigError(f"{path}:\n{error}") from None
 
 
+def build_filter(unit: FilterConfig, name: str, ctx: BuildContext) -> Filter:
+    """The filter of ``unit``, with its ``when`` condition. Raises ValueError/OSError."""
+    built = unit.build(name, ctx)
+    built.when = unit.selector()
+    return built
+
+
+def build_sink_runner(unit: SinkConfig, name: str, ctx: BuildContext) -> SinkRunner:
+    """The sink of ``unit`` in its runner (buffer, batching, ``when``)."""
+    return SinkRunner(
+        unit.build(name, ctx),
+        SinkSettings(
+            buffer_max_events=unit.buffer_max_events,
+            when_full=unit.when_full,
+            batch_max_events=unit.batch_max_events,
+            batch_max_delay_secs=unit.batch_max_delay_secs,
+            when=unit.selector(),
+        ),
+        ctx.clock,
+    )
+
+
 def build_pipeline(config: Config, ctx: BuildContext | None = None) -> Pipeline:
     """Build every unit and the runtime around them. Raises :class:`ConfigError`."""
     ctx = ctx or BuildContext(state_dir=config.state_dir)
     names = config.unit_names()
     try:
         inputs = [unit.build(names[id(unit)], ctx) for unit in config.inputs]
-        filters = []
-        for unit in config.filters:
-            built = unit.build(names[id(unit)], ctx)
-            built.when = unit.selector()
-            filters.append(built)
-        sinks = [
-            SinkRunner(
-                unit.build(names[id(unit)], ctx),
-                SinkSettings(
-                    buffer_max_events=unit.buffer_max_events,
-                    when_full=unit.when_full,
-                    batch_max_events=unit.batch_max_events,
-                    batch_max_delay_secs=unit.batch_max_delay_secs,
-                    when=unit.selector(),
-                ),
-                ctx.clock,
-            )
-            for unit in config.sinks
-        ]
+        filters = [build_filter(unit, names[id(unit)], ctx) for unit in config.filters]
+        sinks = [build_sink_runner(unit, names[id(unit)], ctx) for unit in config.sinks]
     except (ValueError, OSError) as error:
         raise ConfigError(str(error)) from None
     settings = config.pipeline

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from logstream import reload
 from logstream.banner import banner
 from logstream.config import (
     Config,
@@ -78,15 +79,22 @@ def local_servers(needs: set[str], state_dir: Path) -> Iterator[dict[str, str]]:
                 log.exception("stopping a local server failed")
 
 
-async def serve(config: Config, local: dict[str, str], out: TextIO) -> ShutdownReport:
-    """Run the pipeline until SIGINT or SIGTERM, then shut it down gracefully."""
-    pipeline: Pipeline = build_pipeline(config, BuildContext(state_dir=config.state_dir))
+async def serve(
+    config: Config, local: dict[str, str], out: TextIO, path: Path | None = None
+) -> ShutdownReport:
+    """Run the pipeline until SIGINT or SIGTERM, then shut it down gracefully.
+    SIGHUP reloads ``path`` (logstream.reload)."""
+    ctx = BuildContext(state_dir=config.state_dir)
+    pipeline: Pipeline = build_pipeline(config, ctx)
     tune_gc()
     monitor = Monitor(pipeline, config.monitor.listen) if config.monitor.enabled else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    if path is not None:
+        reloading = reload.ReloadContext(config, ctx, local, path)
+        reload.install(loop, signal.SIGHUP, pipeline, reloading)
     await pipeline.start()
     try:
         if monitor is not None:
@@ -146,6 +154,6 @@ def run(config_path: Path, out: TextIO = sys.stdout) -> int:
         )
     with state_lock(state_dir), local_servers(needs, state_dir) as urls:
         config = parse_config(data, local_urls=urls or None)
-        report = run_loop(serve(config, urls, out))
+        report = run_loop(serve(config, urls, out, config_path))
     (log.info if report.clean else log.error)("%s", report.summary())
     return 0 if report.clean else 1

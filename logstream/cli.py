@@ -139,8 +139,17 @@ def main(argv: list[str] | None = None) -> int:
             config = load_config(args.config)
             build_pipeline(config)  # builds every unit: catches what validation cannot
             from logstream.listeners import listeners, ports_in_use
+            from logstream.statelock import running_pid
 
-            taken = ports_in_use(listeners(config))  # what `run` would fail to bind
+            running = running_pid(config.state_dir)
+            if running is not None:  # its ports are its own: editing its config to reload
+                print(
+                    f"logstream is running on {config.state_dir} (pid {running}): "
+                    "listening ports not probed (a reload keeps unchanged inputs' sockets)"
+                )
+                taken = []
+            else:
+                taken = ports_in_use(listeners(config))  # what `run` would fail to bind
             if taken:
                 print(f"logstream check: {args.config}:", file=sys.stderr)
                 for line in taken:

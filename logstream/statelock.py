@@ -48,6 +48,30 @@ def _holder(fd: int) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def running_pid(state_dir: Path) -> int | None:
+    """The pid of the ``logstream run`` holding ``state_dir``, or None. Takes no lock
+    (``check`` asks this while a run may be starting): the pid the holder wrote,
+    if that process is alive and still holds the lock."""
+    path = state_dir / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        pid = _holder(fd)
+    finally:
+        os.close(fd)
+    if pid is None:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, someone else's
+    return pid
+
+
 @contextlib.contextmanager
 def state_lock(state_dir: Path) -> Iterator[Path]:
     """Hold ``<state_dir>/run.lock`` for the block; raise :class:`StateDirBusy` at once

@@ -8,6 +8,7 @@ are started by `run` instead of probing the standard ports.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import yaml
 from logstream.config import ConfigError, parse_config
 from logstream.listeners import listeners, overlaps, ports_in_use
 from logstream.local.mosquitto import free_port
+from logstream.statelock import state_lock
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -248,3 +250,21 @@ def test_check_connect_on_the_shipped_local_config_reports_no_false_result() -> 
     assert "FAILED" not in result.stdout
     assert "OK, connected" not in result.stdout  # no false success from a machine broker
     assert result.stdout.count("`logstream run` starts") == 2
+
+
+def test_check_leaves_the_ports_of_a_running_logstream_alone(
+    tmp_path: Path, held_port: int
+) -> None:
+    """Editing the config of a running logstream before a reload: its ports are its own."""
+    state = tmp_path / "state"
+    path = write(
+        tmp_path,
+        config_with([{"type": "tcp", "listen": f"127.0.0.1:{held_port}"}], state_dir=str(state)),
+    )
+    with state_lock(state):  # this process plays the running logstream
+        result = cli("check", "-c", str(path))
+    assert result.returncode == 0, result
+    assert f"logstream is running on {state} (pid {os.getpid()})" in result.stdout
+    after = cli("check", "-c", str(path))  # no run any more: the port is probed
+    assert after.returncode == 2
+    assert "already in use" in after.stderr

@@ -174,6 +174,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             config = load_config(args.config)
             build_pipeline(config)  # builds every unit: catches what validation cannot
+            from logstream.listeners import listeners, ports_in_use
+            from logstream.statelock import running_pid
+
+            running = running_pid(config.state_dir)
+            if running is not None:  # its ports are its own: editing its config to reload
+                print(
+                    f"logstream is running on {config.state_dir} (pid {running}): "
+                    "listening ports not probed (a reload keeps unchanged inputs' sockets)"
+                )
+                taken = []
+            else:
+                taken = ports_in_use(listeners(config))  # what `run` would fail to bind
+            if taken:
+                print(f"logstream check: {args.config}:", file=sys.stderr)
+                for line in taken:
+                    print(f"  {line}", file=sys.stderr)
+                return 2
             counts = ", ".join(
                 _plural(len(units), kind)
                 for units, kind in ((config.inputs, "input"), (config.filters, "filter"))
@@ -186,9 +203,11 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  filter {names[id(unit)]} keeps: {describe()}")
             if not args.connect:
                 return 0
+            from logstream.config import local_sinks, read_yaml, substitute_env
             from logstream.ops import run_check_connect
 
-            ok, lines = run_check_connect(config)
+            local = local_sinks(substitute_env(read_yaml(args.config), os.environ))
+            ok, lines = run_check_connect(config, local)
             print(mask_text("\n".join(lines)))
             return 0 if ok else 1
         if args.command == "replay":

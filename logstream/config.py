@@ -9,9 +9,12 @@ the key path and the bad value, for example::
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import socket
+import types
+import typing
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -40,6 +43,7 @@ from logstream.inputs.nats import NatsInputConfig
 from logstream.inputs.syslog import SyslogInputConfig
 from logstream.inputs.tcp import TcpInputConfig
 from logstream.inputs.udp import UdpInputConfig
+from logstream.listeners import listeners, overlaps
 from logstream.monitor import MonitorSettings
 from logstream.netaddr import parse_listen
 from logstream.pipeline import Pipeline, SinkRunner, SinkSettings
@@ -49,7 +53,7 @@ from logstream.sinks.file import FileSinkConfig
 from logstream.sinks.mqtt import MqttSinkConfig
 from logstream.sinks.nats import NatsSinkConfig
 from logstream.sinks.stdout import StdoutSinkConfig
-from logstream.units import BuildContext, UnitConfig
+from logstream.units import BuildContext, Filter, FilterConfig, SinkConfig, UnitConfig
 
 # The known unit types. A new unit is added to its union here.
 AnyInput = Annotated[
@@ -306,13 +310,79 @@ _SECRET_KEYS = frozenset({"password", "token", "api_key", "secret"})
 _URL_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*://[^:/@\s'\"]*:)[^@\s'\"]*@")
 
 
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The settings model that holds the key at ``loc`` (a pydantic error location)."""
+    node: Any = Config
+    for part in loc[:-1]:
+        node = _unwrap(node, part)
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            if isinstance(part, str) and part in node.model_fields:
+                node = node.model_fields[part].annotation
+                continue
+            if isinstance(part, str):  # the union tag pydantic adds: already chosen
+                continue
+            return None
+        if isinstance(part, int) and typing.get_origin(node) is list:
+            node = typing.get_args(node)[0]
+            continue
+        return None
+    node = _unwrap(node, None)
+    return node if isinstance(node, type) and issubclass(node, BaseModel) else None
+
+
+def _unwrap(node: Any, tag: int | str | None) -> Any:
+    """``node`` without ``Annotated``, ``None`` and, for a tagged union, the other members."""
+    while True:
+        origin = typing.get_origin(node)
+        if origin is typing.Annotated:
+            node = typing.get_args(node)[0]
+            continue
+        if origin in (typing.Union, types.UnionType):
+            members = [arg for arg in typing.get_args(node) if arg is not type(None)]
+            models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+            tagged = [m for m in models if _type_tag(m) == tag]
+            if tagged:
+                return tagged[0]
+            if len(members) == 1 or len(models) == 1:
+                node = models[0] if models else members[0]
+                continue
+            return node
+        return node
+
+
+def _type_tag(model: type[BaseModel]) -> str | None:
+    field = model.model_fields.get("type")
+    if field is None or typing.get_origin(field.annotation) is not Literal:
+        return None
+    args = typing.get_args(field.annotation)
+    return str(args[0]) if len(args) == 1 else None
+
+
+def did_you_mean(word: str, choices: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or nothing."""
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _unknown_key(loc: tuple[int | str, ...]) -> str:
+    model = _model_at(loc)
+    key = str(loc[-1])
+    if model is None:
+        return "unknown key"
+    return "unknown key" + did_you_mean(key, [k for k in model.model_fields if k != "type"])
+
+
 def _format_errors(error: ValidationError, data: Any) -> str:
     lines = []
     for item in error.errors(include_url=False):
         where = _format_location(tuple(item["loc"]), data) or "config"
         message = item["msg"]
         if item["type"] == "extra_forbidden":
-            message = "unknown key"
+            message = _unknown_key(tuple(item["loc"]))
+        elif item["type"] == "union_tag_invalid":
+            expected = str(item.get("ctx", {}).get("expected_tags", ""))
+            tags = [tag.strip(" '") for tag in expected.split(",")]
+            message += did_you_mean(str(item.get("ctx", {}).get("tag", "")), tags)
         elif item["type"] == "missing":
             message = "required key is missing"
         value = item.get("input")
@@ -362,6 +432,16 @@ def local_needs(data: Any) -> set[str]:
     return needs
 
 
+def local_sinks(data: Any) -> dict[int, str]:
+    """The sinks of the raw config that name ``local``: index -> the server ``run`` starts."""
+    servers = {"mqtt": "mosquitto", "elasticsearch": "noida-db", "nats": "nats-server"}
+    found: dict[int, str] = {}
+    for i, sink in enumerate(data.get("sinks") or [] if isinstance(data, dict) else []):
+        if isinstance(sink, dict) and local_needs({"sinks": [sink]}):
+            found[i] = servers.get(str(sink.get("type")), "a local server")
+    return found
+
+
 def _resolve_local(data: dict[str, Any], urls: dict[str, str]) -> dict[str, Any]:
     sinks = []
     for sink in data.get("sinks") or []:
@@ -406,6 +486,9 @@ def parse_config(
     data = _resolve_local(data, local_urls or LOCAL_PLACEHOLDERS)
     config = _validate(data)
     config.unit_names()  # checks ids
+    shared = overlaps(listeners(config))
+    if shared:
+        raise ConfigError("\n".join(shared))
     if config.pipeline.worker_count() > 1:
         try:
             check_workers(config)
@@ -450,6 +533,28 @@ def load_config(
         raise ConfigError(f"{path}:\n{error}") from None
 
 
+def build_filter(unit: FilterConfig, name: str, ctx: BuildContext) -> Filter:
+    """The filter of ``unit``, with its ``when`` condition. Raises ValueError/OSError."""
+    built = unit.build(name, ctx)
+    built.when = unit.selector()
+    return built
+
+
+def build_sink_runner(unit: SinkConfig, name: str, ctx: BuildContext) -> SinkRunner:
+    """The sink of ``unit`` in its runner (buffer, batching, ``when``)."""
+    return SinkRunner(
+        unit.build(name, ctx),
+        SinkSettings(
+            buffer_max_events=unit.buffer_max_events,
+            when_full=unit.when_full,
+            batch_max_events=unit.batch_max_events,
+            batch_max_delay_secs=unit.batch_max_delay_secs,
+            when=unit.selector(),
+        ),
+        ctx.clock,
+    )
+
+
 def build_pipeline(config: Config, ctx: BuildContext | None = None) -> Pipeline:
     """Build every unit and the runtime around them. Raises :class:`ConfigError`."""
     ctx = ctx or BuildContext(state_dir=config.state_dir)
@@ -458,25 +563,8 @@ def build_pipeline(config: Config, ctx: BuildContext | None = None) -> Pipeline:
         inputs = [unit.build(names[id(unit)], ctx) for unit in config.inputs]
         for built_input in inputs:
             built_input.reuse_port = ctx.workers > 1
-        filters = []
-        for unit in config.filters:
-            built = unit.build(names[id(unit)], ctx)
-            built.when = unit.selector()
-            filters.append(built)
-        sinks = [
-            SinkRunner(
-                unit.build(names[id(unit)], ctx),
-                SinkSettings(
-                    buffer_max_events=unit.buffer_max_events,
-                    when_full=unit.when_full,
-                    batch_max_events=unit.batch_max_events,
-                    batch_max_delay_secs=unit.batch_max_delay_secs,
-                    when=unit.selector(),
-                ),
-                ctx.clock,
-            )
-            for unit in config.sinks
-        ]
+        filters = [build_filter(unit, names[id(unit)], ctx) for unit in config.filters]
+        sinks = [build_sink_runner(unit, names[id(unit)], ctx) for unit in config.sinks]
     except (ValueError, OSError) as error:
         raise ConfigError(str(error)) from None
     settings = config.pipeline

@@ -33,8 +33,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from logstream import __version__
+from logstream.metrics import UnitMetrics
 from logstream.netaddr import parse_listen
 from logstream.pipeline import Pipeline
+from logstream.requestlog import request_error_logger
 from logstream.secrets import mask_text
 from logstream.tls import TlsServerSettings
 
@@ -110,6 +112,10 @@ class MetricsSource(Protocol):
         monitor adds) and whether the service is healthy (200) or not (503)."""
         ...
 
+    def monitor_metrics(self) -> UnitMetrics:
+        """Where the monitor counts the requests it refused as malformed."""
+        ...
+
 
 class PipelineSource:
     """A :class:`MetricsSource` over one :class:`~logstream.pipeline.Pipeline` in this process."""
@@ -127,6 +133,9 @@ class PipelineSource:
             "units": [m.snapshot() for m in self.pipeline.registry.units()],
         }
         return body, running
+
+    def monitor_metrics(self) -> UnitMetrics:
+        return self.pipeline.registry.unit("monitor", "pipeline")
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -164,6 +173,8 @@ class Monitor:
         self.refused = 0  # requests answered 401
         self._user = (settings.username or "").encode()
         self._password = settings.password.get_secret_value().encode() if settings.password else b""
+        # Malformed requests: counted on a "monitor" unit, one log line per interval.
+        self._request_log = request_error_logger("monitor", source.monitor_metrics)
 
     async def start(self) -> None:
         """Bind and serve. Raises ``OSError`` if the address is taken."""
@@ -172,7 +183,7 @@ class Monitor:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/health", self._health)
         app.add_routes(self.pages)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, logger=self._request_log)
         await self._runner.setup()
         site = web.TCPSite(
             self._runner, self.host, self.port, ssl_context=self.settings.ssl_context()
@@ -226,3 +237,4 @@ class Monitor:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        self._request_log.throttled.flush()

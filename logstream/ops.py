@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -47,11 +47,21 @@ def _build_sink(config: Config, unit: SinkConfig, **changes: Any) -> Sink:
         raise ConfigError(str(error)) from None
 
 
-async def check_connections(config: Config, out: list[str]) -> bool:
+async def check_connections(
+    config: Config, out: list[str], local: Mapping[int, str] | None = None
+) -> bool:
     """Ask every sink's destination whether it answers; append one line per sink
-    to ``out``. True when all answered."""
+    to ``out``. True when all answered. Sinks in ``local`` (index -> server) name
+    ``local``: ``run`` starts that server, so there is nothing to ask yet."""
     ok = True
-    for unit in config.sinks:
+    names = config.unit_names()
+    for index, unit in enumerate(config.sinks):
+        if local and index in local:
+            out.append(
+                f"sink {names[id(unit)]} ({unit.type}): local: `logstream run` starts "
+                f"{local[index]} on a free port (in {config.state_dir}); not probed"
+            )
+            continue
         if isinstance(unit, ElasticsearchSinkConfig):
             sink = _build_sink(config, unit, spool=SpoolConfig(), template=None)
             line, good = await _check_elasticsearch(cast(ElasticsearchSink, sink))
@@ -155,9 +165,11 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def run_check_connect(config: Config) -> tuple[bool, Sequence[str]]:
+def run_check_connect(
+    config: Config, local: Mapping[int, str] | None = None
+) -> tuple[bool, Sequence[str]]:
     out: list[str] = []
-    ok = asyncio.run(check_connections(config, out))
+    ok = asyncio.run(check_connections(config, out, local))
     return ok, out
 
 

@@ -37,11 +37,31 @@ from logstream.buffer import BatchBuffer, Batcher, BufferClosed
 from logstream.clock import Clock, SystemClock
 from logstream.dlq import FilterDeadLetters
 from logstream.event import Batch, Event
+from logstream.listeners import bind_error_text
 from logstream.metrics import Registry, UnitMetrics
 from logstream.queue import DiskQueue
 from logstream.units import Filter, Input, Sink, WhenFull
 
 log = logging.getLogger(__name__)
+
+
+class InputStartError(OSError):
+    """An input could not start (bind): the message names the input and its address."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+async def start_input(unit: Input, ingest: BatchBuffer) -> None:
+    """``unit.start``, with a bind error that names the input and the address."""
+    try:
+        await unit.start(ingest)
+    except InputStartError:
+        raise
+    except OSError as error:
+        listen = getattr(getattr(unit, "config", None), "listen", None)
+        text = bind_error_text(unit.name, listen if isinstance(listen, str) else None, error)
+        raise InputStartError(error.errno, text) from error
 
 
 @dataclass
@@ -247,6 +267,10 @@ class Pipeline:
         self._started_inputs: list[Input] = []
         self._started_sinks: list[SinkRunner] = []
         self.running = False
+        # A reload (logstream.reload): a change the filter task makes between two
+        # batches, and the reload in progress (awaited by stop).
+        self._between_batches: Callable[[], Awaitable[None]] | None = None
+        self.reloading: asyncio.Task[object] | None = None
 
     async def start(self) -> None:
         """Start sinks first, then the filter task, then the inputs.
@@ -267,7 +291,7 @@ class Pipeline:
             self._filter_task = asyncio.create_task(filters, name="filters")
             for unit in self.inputs:
                 self._started_inputs.append(unit)
-                await unit.start(self.ingest)
+                await start_input(unit, self.ingest)
         except BaseException:
             await self.stop(timeout_secs=5.0)
             raise
@@ -279,6 +303,8 @@ class Pipeline:
         tick_secs = self._tick_secs
         next_tick = self.clock.monotonic() + tick_secs
         while True:
+            if self._between_batches is not None:
+                await self._change_between_batches()
             try:
                 batch = await ingest.get(max_events, tick_secs)
             except BufferClosed:
@@ -300,10 +326,12 @@ class Pipeline:
         """As ``_run_filters``, reading the disk queue; each batch read is acknowledged
         once every sink has written what came of it. Ends once the writer has put the
         closed ingest buffer on disk and everything on disk has been read."""
-        sinks = self.sinks
         tick_secs = self._tick_secs
         next_tick = self.clock.monotonic() + tick_secs
         while True:
+            if self._between_batches is not None:
+                await self._change_between_batches()
+            sinks = self.sinks
             finished = queue.writer_done
             got = await queue.read(tick_secs)
             if got is None and finished:
@@ -321,6 +349,28 @@ class Pipeline:
                 next_tick = now + tick_secs
                 await self._tick(now)
         await self._flush_filters()
+
+    def between_batches(self, change: Callable[[], Awaitable[None]]) -> asyncio.Future[None]:
+        """Have the filter task run ``change`` before its next batch (a reload swapping
+        filters and sinks: no batch is half filtered or half offered). The future
+        completes when ``change`` has run, with its error if it raised."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def run() -> None:
+            try:
+                await change()
+            except Exception as error:
+                done.set_exception(error)
+            else:
+                done.set_result(None)
+
+        self._between_batches = run
+        return done
+
+    async def _change_between_batches(self) -> None:
+        change, self._between_batches = self._between_batches, None
+        if change is not None:
+            await change()
 
     async def _flush_filters(self) -> None:
         for index, unit in enumerate(self.filters):
@@ -423,6 +473,8 @@ class Pipeline:
         report = ShutdownReport()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_secs
+        if self.reloading is not None and not self.reloading.done():  # let it finish first
+            await asyncio.wait([self.reloading], timeout=timeout_secs / 2)
         inputs, self._started_inputs = self._started_inputs, []
         results = await asyncio.gather(*(unit.stop() for unit in inputs), return_exceptions=True)
         for unit, result in zip(inputs, results, strict=True):

@@ -122,7 +122,7 @@ class DiskQueue:
         self.spool: Spool | None = None
         self._writer: asyncio.Task[None] | None = None
         # Read batches waiting for every sink: (batch, each sink's offered position after it).
-        self._unacked: deque[tuple[SpoolBatch, list[int]]] = deque()
+        self._unacked: deque[tuple[SpoolBatch, list[tuple[Progress, int]]]] = deque()
         self.left_on_disk = 0  # set by close: unacknowledged entries kept for the next start
 
     @property
@@ -181,7 +181,8 @@ class DiskQueue:
 
     def track(self, batch: SpoolBatch, sinks: Sequence[Progress]) -> None:
         """``batch`` was filtered and offered to every sink: ack it once they are past it."""
-        self._unacked.append((batch, [runner.offered for runner in sinks]))
+        # Each sink with its position: a sink a reload removes still counts until drained.
+        self._unacked.append((batch, [(runner, runner.offered) for runner in sinks]))
 
     def settle(self, sinks: Sequence[Progress]) -> None:
         """Acknowledge, in order, every batch that every sink has written (or counted)."""
@@ -189,7 +190,7 @@ class DiskQueue:
         unacked = self._unacked
         while unacked:
             batch, targets = unacked[0]
-            if any(runner.done < target for runner, target in zip(sinks, targets, strict=True)):
+            if any(runner.done < target for runner, target in targets):
                 return
             unacked.popleft()
             if spool is not None:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from logstream import reload
 from logstream.banner import banner
 from logstream.config import (
     Config,
@@ -26,6 +27,7 @@ from logstream.config import (
 from logstream.metrics import counters_table
 from logstream.monitor import Monitor, PipelineSource
 from logstream.pipeline import Pipeline, ShutdownReport
+from logstream.statelock import state_lock
 from logstream.tail import MQTT_URL_FILE
 from logstream.units import BuildContext
 from logstream.web import tail_page
@@ -84,9 +86,13 @@ def local_servers(needs: set[str], state_dir: Path) -> Iterator[dict[str, str]]:
                 log.exception("stopping a local server failed")
 
 
-async def serve(config: Config, local: dict[str, str], out: TextIO) -> ShutdownReport:
-    """Run the pipeline until SIGINT or SIGTERM, then shut it down gracefully."""
-    pipeline: Pipeline = build_pipeline(config, BuildContext(state_dir=config.state_dir))
+async def serve(
+    config: Config, local: dict[str, str], out: TextIO, path: Path | None = None
+) -> ShutdownReport:
+    """Run the pipeline until SIGINT or SIGTERM, then shut it down gracefully.
+    SIGHUP reloads ``path`` (logstream.reload)."""
+    ctx = BuildContext(state_dir=config.state_dir)
+    pipeline: Pipeline = build_pipeline(config, ctx)
     tune_gc()
     monitor = (
         Monitor(PipelineSource(pipeline), config.monitor, tail_page(config))
@@ -97,6 +103,9 @@ async def serve(config: Config, local: dict[str, str], out: TextIO) -> ShutdownR
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    if path is not None:
+        reloading = reload.ReloadContext(config, ctx, local, path)
+        reload.install(loop, signal.SIGHUP, pipeline, reloading)
     await pipeline.start()
     try:
         if monitor is not None:
@@ -149,19 +158,25 @@ def run(config_path: Path, out: TextIO = sys.stdout) -> int:
     except ConfigError as error:
         raise ConfigError(f"{config_path}:\n{error}") from None
     workers = parse_config(data).pipeline.worker_count()
-    run_loop(prepare_state(data, state_dir, workers))  # what another worker count left
-    with local_servers(needs, state_dir) as urls:
-        config = parse_config(data, local_urls=urls or None, worker=0 if workers == 1 else None)
-        if workers == 1:
-            report = run_loop(serve(config, urls, out))
-        else:
-            report = run_loop(supervise(data, config, urls, workers, out))
+    with state_lock(state_dir):
+        run_loop(prepare_state(data, state_dir, workers))  # what another worker count left
+        with local_servers(needs, state_dir) as urls:
+            config = parse_config(data, local_urls=urls or None, worker=0 if workers == 1 else None)
+            if workers == 1:
+                report = run_loop(serve(config, urls, out, config_path))
+            else:
+                report = run_loop(supervise(data, config, urls, workers, out, config_path))
     (log.info if report.clean else log.error)("%s", report.summary())
     return 0 if report.clean else 1
 
 
 async def supervise(
-    data: Any, config: Config, local: dict[str, str], workers: int, out: TextIO
+    data: Any,
+    config: Config,
+    local: dict[str, str],
+    workers: int,
+    out: TextIO,
+    path: Path | None = None,
 ) -> ShutdownReport:
     """Run ``workers`` worker processes until SIGINT or SIGTERM, then stop them all."""
     supervisor = Supervisor(
@@ -170,6 +185,7 @@ async def supervise(
         config.state_dir,
         local,
         shutdown_timeout_secs=config.pipeline.shutdown_timeout_secs,
+        config_path=path,
     )
     monitor = (
         Monitor(supervisor, config.monitor, tail_page(config)) if config.monitor.enabled else None
@@ -178,6 +194,7 @@ async def supervise(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, supervisor.reload)
     try:
         await supervisor.start()
     except WorkerFailed as error:

@@ -285,6 +285,38 @@ def sanitize_index_name(name: str) -> str:
     return clean
 
 
+_UNCLOSED: Final = re.compile(r"%\{[^}]*$")
+# A Joda date pattern written without %{+...}: "logs-YYYY.MM.dd".
+_BARE_DATE: Final = re.compile(r"(?<![%{A-Za-z])((?:YYYY|yyyy|xxxx)(?:[.\-_/]?(?:MM|ww|dd|HH))+)")
+
+
+def _clean(text: str) -> str:
+    return _INDEX_FORBIDDEN.sub("_", text.lower())
+
+
+def _index_hint(name: str) -> str:
+    """What to suggest for a constant index name Elasticsearch would refuse.
+
+    Lowercasing is right for plain text, wrong for a date pattern whose
+    reference was mistyped (``logs-%{+YYYY.MM.dd`` must not become ``mm``,
+    minutes): for those, suggest the reference closed or written out.
+    """
+    unclosed = _UNCLOSED.search(name)
+    if unclosed is not None:
+        fixed = _clean(name[: unclosed.start()]) + unclosed.group(0) + "}"
+        try:
+            compile_template(fixed)
+        except ValueError:
+            return f"the reference {unclosed.group(0)!r} is not closed with '}}'"
+        return f"the reference {unclosed.group(0)!r} is not closed: did you mean {fixed!r}?"
+    bare = _BARE_DATE.search(name)
+    if bare is not None:
+        date = "%{+" + bare.group(1) + "}"
+        fixed = _clean(name[: bare.start()]) + date + _clean(name[bare.end() :])
+        return f"a date is written %{{+FORMAT}}: did you mean {fixed!r}?"
+    return f"did you mean {sanitize_index_name(name)!r}?"
+
+
 def compile_index_template(source: str) -> Template:
     """Compile an index-name template whose output is always a valid index name.
 
@@ -298,7 +330,7 @@ def compile_index_template(source: str) -> Template:
             raise ValueError(
                 f"index {source!r} is not a valid Elasticsearch index name (lowercase, no "
                 f'\\ / * ? " < > | , # : or spaces, not starting with _ - +); '
-                f"did you mean {sanitize_index_name(name)!r}?"
+                f"{_index_hint(name)}"
             )
         return template
     render = template.render

@@ -63,6 +63,7 @@ from logstream.buffer import BatchBuffer
 from logstream.event import TAG_JSON_FAILURE, Batch, decode_json, failed_event, normalise
 from logstream.metrics import DecodeIssue, UnitMetrics
 from logstream.netaddr import parse_listen
+from logstream.requestlog import request_error_logger
 from logstream.tls import TlsServerSettings
 from logstream.units import BuildContext, Input, InputConfig
 
@@ -154,6 +155,7 @@ class HttpInput(Input):
             self._auth = b"Basic " + token
         self._keep = tuple(h.lower() for h in config.keep_headers)
         self._ssl = None if config.tls is None else config.tls.context(name)
+        self._request_log = request_error_logger(f"http input {name}", lambda: self.metrics)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -173,6 +175,8 @@ class HttpInput(Input):
             access_log=None,
             auto_decompress=False,
             keepalive_timeout=self.config.idle_timeout_secs,
+            # Malformed requests: counted, one log line per interval, no tracebacks.
+            logger=self._request_log,
         )
         await self._runner.setup()
         handlers = self._runner.server
@@ -212,6 +216,7 @@ class HttpInput(Input):
             await runner.cleanup()
         except Exception:
             log.exception("http input %s: error while stopping", self.name)
+        self._request_log.throttled.flush()  # the malformed requests not yet told
 
     # ----------------------------------------------------------------- requests
 

@@ -19,6 +19,7 @@ when it does not start.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import shutil
@@ -28,6 +29,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
@@ -154,8 +156,10 @@ class Noida:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            # Its own process group, so stop() reaches a wrapper's child too.
+            # Its own process group, so stop() reaches a wrapper's child too; and the
+            # server is told to stop when the process that started it dies (kill -9).
             start_new_session=True,
+            preexec_fn=_pdeathsig(),
         )
 
     def _wait_for_url(self, process: subprocess.Popen[bytes], offset: int, deadline: float) -> str:
@@ -201,13 +205,19 @@ class Noida:
     def stop(self, timeout_secs: float = 10.0) -> None:
         """Stop the server gracefully (SIGTERM; SIGKILL after ``timeout_secs``). Idempotent."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            _signal_group(process, signal.SIGTERM)
-            try:
-                process.wait(timeout_secs)
-            except subprocess.TimeoutExpired:
+        if process is not None:
+            if process.poll() is None:
+                _signal_group(process, signal.SIGTERM)
+                try:
+                    process.wait(timeout_secs)
+                except subprocess.TimeoutExpired:
+                    _signal_group(process, signal.SIGKILL)
+                    process.wait()
+            # A wrapper may have ended before the server it started: the server is
+            # still in the group. Wait for the group to empty; kill what stays.
+            if not _group_gone(process.pid, timeout_secs):
                 _signal_group(process, signal.SIGKILL)
-                process.wait()
+                _group_gone(process.pid, 5.0)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -223,6 +233,51 @@ class Noida:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _pdeathsig() -> Callable[[], None] | None:
+    """Linux: a pre-exec hook that has the child get SIGTERM when the thread that
+    started it dies (``kill -9`` of logstream). Resolved here, in the parent: the hook
+    itself only makes one system call (nothing to import or lock after fork)."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    signum = int(signal.SIGTERM)
+
+    def hook() -> None:  # pragma: no cover - runs in the child, before exec
+        prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
+
+    return hook
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _group_gone(pgid: int, timeout_secs: float) -> bool:
+    """Wait until no live process is left in group ``pgid``; True when none is."""
+    deadline = time.monotonic() + timeout_secs
+    while group_members(pgid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def group_members(pgid: int) -> list[int]:
+    """The pids in process group ``pgid`` (from /proc), for checks and tests."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 3 and int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
 
 
 def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:

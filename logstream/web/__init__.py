@@ -86,9 +86,7 @@ def tail_routes(page_config: dict[str, Any]) -> list[web.RouteDef]:
         path = DIST_DIR / name
         if name not in ASSETS or not path.is_file():
             raise web.HTTPNotFound(text=NOT_BUILT.format(missing=path) if name in ASSETS else "")
-        return web.FileResponse(
-            path, headers={"Content-Type": ASSETS[name], **_NO_CACHE}
-        )
+        return web.FileResponse(path, headers={"Content-Type": ASSETS[name], **_NO_CACHE})
 
     async def config_json(request: web.Request) -> web.Response:
         return web.json_response(page_config, headers=_NO_CACHE)

@@ -27,7 +27,7 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from logstream.metrics import UnitKind, UnitMetrics
+from logstream.metrics import Registry, UnitKind, UnitMetrics
 
 # Gauges that state a host-wide setting: every worker reports the same value.
 HOST_GAUGES = frozenset({"logstream_rate_cap_bytes_per_second"})
@@ -67,8 +67,10 @@ class WorkerView:
 class Aggregate(Collector):
     """The sum of every worker's metrics, as a prometheus-client collector."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, local: Registry | None = None) -> None:
         self.views = [WorkerView() for _ in range(workers)]
+        # The supervisor's own counters (its monitor's refused requests), added in.
+        self.local = local
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -94,8 +96,11 @@ class Aggregate(Collector):
     def _families(self) -> tuple[dict[str, _Family], dict[int, float]]:
         families: dict[str, _Family] = {}
         events_in: dict[int, float] = defaultdict(float)
-        for index, view in enumerate(self.views):
-            metrics: Iterable[Metric] = [*view.retired, *(parse(view.text) if view.text else [])]
+        sources = [(index, [*view.retired, *(parse(view.text) if view.text else [])])
+                   for index, view in enumerate(self.views)]  # fmt: skip
+        if self.local is not None:
+            sources.append((-1, parse(self.local.exposition().decode())))
+        for index, metrics in sources:
             for metric in metrics:
                 family = families.get(metric.name)
                 if family is None:

@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from logstream.metrics import counters_table
+from logstream.metrics import Registry, UnitMetrics, counters_table
 from logstream.pipeline import ShutdownReport
 from logstream.workers.aggregate import Aggregate, merge_units
 from logstream.workers.worker import WorkerSpec
@@ -89,6 +89,7 @@ class Supervisor:
         shutdown_timeout_secs: float,
         log_level: str | None = None,
         metrics_interval_secs: float = 1.0,
+        config_path: Path | None = None,
     ) -> None:
         self.data = data
         self.workers = workers
@@ -97,7 +98,9 @@ class Supervisor:
         self.shutdown_timeout_secs = shutdown_timeout_secs
         self.log_level = log_level or logging.getLevelName(logging.getLogger().level)
         self.metrics_interval_secs = metrics_interval_secs
-        self.metrics = Aggregate(workers)
+        self.config_path = config_path
+        self.own = Registry()  # the supervisor's own counters (its monitor)
+        self.metrics = Aggregate(workers, self.own)
         self.slots = [_Slot(i) for i in range(workers)]
         self.stopping = False
         self.started_at = time.time()
@@ -224,6 +227,7 @@ class Supervisor:
             local_urls=self.local_urls,
             log_level=self.log_level,
             metrics_interval_secs=self.metrics_interval_secs,
+            config_path=None if self.config_path is None else str(self.config_path),
         )
         slot.final = None
         process = await asyncio.create_subprocess_exec(
@@ -271,10 +275,40 @@ class Supervisor:
             slot.error = str(message["error"])
             log.error("worker %d cannot start: %s", slot.index, slot.error)
 
+    def reload(self) -> None:
+        """SIGHUP: check the config file once here; if it is valid, the workers started
+        from now on run it and every running worker reloads it (each applies it as a
+        single process would, keeping unchanged inputs' sockets)."""
+        from logstream.config import ConfigError, parse_config, read_yaml
+
+        if self.config_path is None:
+            return
+        try:
+            data = read_yaml(self.config_path)
+            count = parse_config(data).pipeline.worker_count()
+        except ConfigError as error:
+            for line in str(error).splitlines():
+                log.error("reload refused: %s", line)
+            return
+        if count != self.workers:
+            log.warning(
+                "reload: pipeline.workers %d -> %d takes effect at the next restart",
+                self.workers,
+                count,
+            )
+        self.data = data
+        for slot in self.slots:
+            if slot.process is not None and slot.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    slot.process.send_signal(signal.SIGHUP)
+
     # ----------------------------------------------------------------- monitor source
 
     def exposition(self) -> bytes:
         return self.metrics.exposition()
+
+    def monitor_metrics(self) -> UnitMetrics:
+        return self.own.unit("monitor", "pipeline")
 
     def health(self) -> tuple[dict[str, Any], bool]:
         workers = [

@@ -53,6 +53,8 @@ class WorkerSpec:
     local_urls: dict[str, str] = field(default_factory=dict)
     log_level: str = "INFO"
     metrics_interval_secs: float = 1.0
+    # The config file: SIGHUP (forwarded by the supervisor) reloads it.
+    config_path: str | None = None
 
     def to_line(self) -> bytes:
         return orjson.dumps(asdict(self)) + b"\n"
@@ -126,6 +128,11 @@ async def serve(spec: WorkerSpec, channel: Channel) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await loop.connect_read_pipe(lambda: _StdinWatch(stop), sys.stdin)
+    if spec.config_path is not None:
+        from logstream import reload
+
+        reloading = reload.ReloadContext(config, ctx, spec.local_urls, Path(spec.config_path))
+        reload.install(loop, signal.SIGHUP, pipeline, reloading)
     try:
         await pipeline.start()
     except OSError as error:

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 
 from logstream.config import ConfigError, parse_config
 from logstream.local.mosquitto import free_port
@@ -418,3 +419,40 @@ def test_two_workers_keep_the_host_wide_mqtt_cap_as_the_broker_delivers_it(
     # How much of the cap is used: the sink-level test (test_budget) reaches 95%; end to
     # end through TCP batches the adaptive sampler settles lower (see the README).
     assert sum(totals) / len(totals) >= cap * 0.5, sum(totals) / len(totals)
+
+
+def test_sighup_reloads_every_worker_and_keeps_their_sockets(
+    tmp_path: Path, logstream_run: Callable[..., LogstreamProcess]
+) -> None:
+    config = base_config(tmp_path, 2)
+    running = logstream_run(config)
+    port = tcp_port(config)
+    first = send_tcp(port, connections=8, per_connection=100, tag="before")
+    running.wait_value("logstream_events_out_total", len(first), unit="file")
+    pids = [w["pid"] for w in running.health()["workers"]]
+    config["filters"] = [{"type": "mutate", "add_tags": ["reloaded"]}]
+    running.path.write_text(yaml.safe_dump(config))
+    running.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while running.log.read_text().count("reload applied") < 2:
+        assert time.monotonic() < deadline, running.log.read_text()[-2000:]
+        time.sleep(0.1)
+    second = send_tcp(port, connections=8, per_connection=100, tag="after")
+    running.wait_value("logstream_events_out_total", len(first) + len(second), unit="file")
+    assert [w["pid"] for w in running.health()["workers"]] == pids  # reloaded, not restarted
+    # A broken config: refused once by the supervisor, every worker keeps running.
+    running.path.write_text("inputs: [")
+    running.proc.send_signal(signal.SIGHUP)
+    time.sleep(1)
+    assert "reload refused" in running.log.read_text()
+    assert running.health()["status"] == "ok"
+    code, _, log = running.stop()
+    assert code == 0, log[-2000:]
+    tags: dict[str, list[str]] = {}
+    for path in (tmp_path / "out").glob("*.ndjson"):
+        for line in path.read_text().splitlines():
+            event = json.loads(line)
+            tags[event["message"]] = event.get("tags", [])
+    assert set(tags) == set(first) | set(second)
+    assert all("reloaded" not in tags[m] for m in first)
+    assert all("reloaded" in tags[m] for m in second)

@@ -60,7 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     tail.add_argument("topics", nargs="+", metavar="TOPIC", help="topic filter, e.g. 'logs/#'")
     tail.add_argument(
-        "--url", default="mqtt://127.0.0.1:1883", help="broker, mqtt[s]://[user:pass@]host:port"
+        "--url",
+        action="append",
+        help="broker, mqtt[s]://[user:pass@]host:port (default mqtt://127.0.0.1:1883); give it "
+        "again for each broker of a sink with several urls: each is followed, every message "
+        "printed once",
     )
     tail.add_argument("--level", help="show only events at or above this severity (e.g. WARNING)")
     tail.add_argument("--json", action="store_true", help="print each event as one JSON line")
@@ -99,7 +103,7 @@ def _tail(args: argparse.Namespace) -> int:
         return 2
     options = TailOptions(
         topics=args.topics,
-        url=args.url,
+        urls=tuple(args.url or ()),
         level=level,
         json=args.json,
         colour=colour_wanted(args.color, sys.stdout),

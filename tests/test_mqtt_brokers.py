@@ -15,7 +15,14 @@ import orjson
 import pytest
 
 from logstream.local.mosquitto import Mosquitto
-from logstream.payload import ENVELOPE_TYPE, decode, envelope_line
+from logstream.payload import (
+    ENVELOPE_TYPE,
+    CompressionEstimate,
+    decode,
+    envelope_line,
+    frame_within,
+    framer,
+)
 from logstream.tail import Dedupe, Gap
 from logstream.units import BuildContext
 from sinks.mqtt import MqttSinkConfig
@@ -89,8 +96,6 @@ def test_the_window_bounds_what_is_remembered() -> None:
 
 def test_numbered_payloads_carry_producer_and_contiguous_numbers_also_when_split() -> None:
     numbering = Numbering("web-1-abcd")
-    from logstream.payload import CompressionEstimate, framer, frame_within
-
     lines = [orjson.dumps({"message": "x" * 200, "n": n}) for n in range(40)]
     numbering.begin("logs/a")
     messages = frame_within(framer("ndjson"), lines, 2_000, CompressionEstimate(), numbering)
@@ -206,7 +211,8 @@ def test_tail_prints_every_event_once_when_one_of_two_brokers_is_killed_mid_stre
     numbers = [orjson.loads(line)["n"] for line in tail.out]
     assert sorted(numbers) == list(range(sent)), "every event exactly once"
     assert not any("gap:" in line for line in tail.err), tail.err
-    assert any(f"connection to mqtt://127.0.0.1:{second.port} lost" in l for l in tail.err)
+    lost = f"connection to mqtt://127.0.0.1:{second.port} lost"
+    assert any(lost in line for line in tail.err), tail.err
 
 
 async def _publish_while_killing(first: Mosquitto, second: Mosquitto, protocol: str) -> int:

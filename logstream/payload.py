@@ -325,7 +325,7 @@ class Numbering(Protocol):
 
 
 def envelope_line(producer: str, seq: int) -> bytes:
-    """The first line of a version 2 batched payload (docs/mqtt-payload.md, section 4)."""
+    """The first line of a version 2 batched payload (docs/mqtt-payload.md, section 7)."""
     return orjson.dumps({"type": ENVELOPE_TYPE, PROP_PRODUCER: producer, PROP_SEQ: seq})
 
 

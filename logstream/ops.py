@@ -31,6 +31,7 @@ from logstream.natsconn import NatsConnection, NatsConnectionConfig
 from logstream.secrets import mask_text, mask_url
 from logstream.sinks.elasticsearch import ElasticsearchSink, ElasticsearchSinkConfig, SpoolConfig
 from logstream.sinks.mqtt import MqttSink, MqttSinkConfig
+from logstream.sinks.nats import NatsSinkConfig
 from logstream.units import BuildContext, Sink, SinkConfig
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ async def check_connections(config: Config, out: list[str]) -> bool:
         elif isinstance(unit, MqttSinkConfig):
             sink = _build_sink(config, unit)
             line, good = await _check_mqtt(cast(MqttSink, sink))
-        elif isinstance(unit, NatsConnectionConfig):
+        elif isinstance(unit, NatsSinkConfig):
             sink = _build_sink(config, unit)
             line, good = await _check_nats(unit, sink.name)
         else:

@@ -61,8 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("topics", nargs="+", metavar="TOPIC", help="topic filter, e.g. 'logs/#'")
     tail.add_argument(
         "--url",
+        action="append",
         help="broker, mqtt[s]://[user:pass@]host:port (default: the local broker of a running "
-        "`logstream run`, from <state_dir>/mqtt.url)",
+        "`logstream run`, from <state_dir>/mqtt.url); give it again for each broker of a sink "
+        "with several urls: each is followed, every message printed once",
     )
     tail.add_argument(
         "-c",
@@ -127,7 +129,8 @@ def _tail(args: argparse.Namespace) -> int:
         return 2
     options = TailOptions(
         topics=args.topics,
-        url=args.url or default_url(args.config, sys.stderr),
+        url=args.url[0] if args.url else default_url(args.config, sys.stderr),
+        urls=tuple(args.url or ()),
         level=level,
         json=args.json,
         colour=colour_wanted(args.color, sys.stdout),

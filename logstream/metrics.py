@@ -127,6 +127,12 @@ METRICS: dict[str, str] = {
         "Token leases a sink served from its local fallback share because the shared "
         "budget (Redis) was unreachable."
     ),
+    "logstream_nats_redelivered_total": (
+        "NATS messages an input received again (JetStream num_delivered > 1)."
+    ),
+    "logstream_nats_terminated_total": (
+        "NATS messages an input terminated (term: never redelivered), by reason."
+    ),
 }
 
 DROP_REASONS: tuple[str, ...] = get_args(DropReason)
@@ -173,6 +179,9 @@ class UnitMetrics:
         # Configured byte caps (MQTT rate_limit): topic filter ('#' every topic, '*' total)
         # -> bytes/s.
         self.rate_caps: dict[str, float] = {}
+        # A nats input: messages delivered more than once, and terminated by reason.
+        self.nats_redelivered = 0
+        self.nats_terminated: defaultdict[str, int] = defaultdict(int)
 
     def drop(self, count: int, reason: DropReason) -> None:
         """Count ``count`` events dropped for ``reason``."""
@@ -301,6 +310,8 @@ class Registry(Collector):
         already = counter("logstream_already_indexed_total")
         corrupt = counter("logstream_spool_corrupt_records_total")
         fallback = counter("logstream_budget_fallback_leases_total")
+        redelivered = counter("logstream_nats_redelivered_total")
+        terminated = counter("logstream_nats_terminated_total", ["reason"])
         spool_events = GaugeMetricFamily(
             "logstream_spool_events", METRICS["logstream_spool_events"], labels=labels
         )
@@ -355,6 +366,11 @@ class Registry(Collector):
                 conns.add_metric(key, m.connections)
             if m.budget_fallback_leases:
                 fallback.add_metric(key, m.budget_fallback_leases)
+            if m.nats_redelivered:
+                redelivered.add_metric(key, m.nats_redelivered)
+            for reason, count in m.nats_terminated.items():
+                terminated.add_metric([*key, reason], count)
         yield from (events_in, events_out, bytes_in, bytes_out, dropped, issues, blocked)
         yield from (retries, errors, unselected, redactions, refused, protocol, files)
         yield from (depth, conns, already, corrupt, spool_events, spool_bytes, fallback, caps)
+        yield from (redelivered, terminated)

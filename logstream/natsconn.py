@@ -16,6 +16,8 @@ misconfigured file is named by its path only.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import ssl
 import time
@@ -212,6 +214,33 @@ class NatsConnection:
         log.info("%s: connected to NATS %s", self.unit, _where(client))
         return client
 
+    async def check(self, timeout_secs: float = 5.0) -> str:
+        """Log in once (no retry) and ask JetStream for the account; what was found.
+        Raises ``ConnectionError`` saying why not (credentials masked)."""
+        options = {
+            **self.options(),
+            "allow_reconnect": False,
+            "max_reconnect_attempts": 0,
+            "error_cb": _ignore_error,
+            "disconnected_cb": None,
+            "reconnected_cb": None,
+        }
+        try:
+            client = await asyncio.wait_for(nats.connect(**options), timeout_secs)
+        except (nats.errors.Error, OSError, TimeoutError) as error:
+            raise ConnectionError(f"cannot log in: {describe(error)}") from None
+        try:
+            version = client.connected_server_version
+            try:
+                account = await client.jetstream().account_info()
+                jetstream = f"JetStream: {account.streams} streams"
+            except (nats.errors.Error, OSError) as error:
+                jetstream = f"JetStream unavailable: {describe(error)}"
+            return f"{_where(client)}: OK, nats-server {version}, {jetstream}"
+        finally:
+            with contextlib.suppress(Exception):
+                await client.close()
+
     async def close(self) -> None:
         self._closing = True
         client, self.client = self.client, None
@@ -237,6 +266,10 @@ class NatsConnection:
         client = self.client
         where = _where(client) if client is not None else "?"
         log.info("%s: reconnected to NATS %s", self.unit, where)
+
+
+async def _ignore_error(error: Exception) -> None:
+    """A one-off login (``check``) reports its error itself."""
 
 
 def describe(error: BaseException) -> str:

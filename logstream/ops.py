@@ -3,7 +3,8 @@
 ``logstream check --connect`` builds the config's sinks and asks each
 destination whether it can be used: an Elasticsearch sink does ``GET /``
 with its credentials and says what it found (Elasticsearch or OpenSearch,
-version); an MQTT sink connects to its broker. Exit status 0 when all
+version); an MQTT sink connects to its broker (each of its brokers); a NATS
+sink logs in once and asks JetStream for its account. Exit status 0 when all
 answered, 1 otherwise.
 
 ``logstream replay --dlq FILE`` sends a dead-letter file's documents again
@@ -26,9 +27,11 @@ from typing import Any, cast
 
 from logstream.config import Config, ConfigError
 from logstream.dlq import DeadLetter, read_dead_letters
+from logstream.natsconn import NatsConnection, NatsConnectionConfig
 from logstream.secrets import mask_text, mask_url
 from logstream.sinks.elasticsearch import ElasticsearchSink, ElasticsearchSinkConfig, SpoolConfig
 from logstream.sinks.mqtt import MqttSink, MqttSinkConfig
+from logstream.sinks.nats import NatsSinkConfig
 from logstream.units import BuildContext, Sink, SinkConfig
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,9 @@ async def check_connections(
         elif isinstance(unit, MqttSinkConfig):
             sink = _build_sink(config, unit)
             line, good = await _check_mqtt(cast(MqttSink, sink))
+        elif isinstance(unit, NatsSinkConfig):
+            sink = _build_sink(config, unit)
+            line, good = await _check_nats(unit, sink.name)
         else:
             sink = _build_sink(config, unit)
             line, good = "nothing to connect to", True
@@ -88,16 +94,25 @@ async def _check_elasticsearch(sink: ElasticsearchSink) -> tuple[str, bool]:
     return f"{hosts}: OK, {info.describe()}", True
 
 
+async def _check_nats(config: NatsConnectionConfig, name: str) -> tuple[str, bool]:
+    try:
+        return await NatsConnection(config, f"sink {name}").check(), True
+    except (ConnectionError, ValueError) as error:
+        return f"{config.described_servers()}: FAILED: {mask_text(str(error))}", False
+
+
 async def _check_mqtt(sink: MqttSink) -> tuple[str, bool]:
-    url = mask_url(sink.config.url)
     try:
         await sink.start()
-        connected = sink.connected or await sink.wait_connected(5.0)
+        await sink.wait_connected(5.0, every=True)
+        states = [(mask_url(c.where()), c.connected) for c in sink.connections]
     finally:
         await sink.close()
-    if connected:
-        return f"{url}: OK, connected", True
-    return f"{url}: FAILED: no connection within the wait", False
+    line = ", ".join(
+        f"{url}: OK, connected" if up else f"{url}: FAILED: no connection within the wait"
+        for url, up in states
+    )
+    return line, all(up for _, up in states)
 
 
 def pick_elasticsearch_sink(config: Config, name: str | None) -> ElasticsearchSink:

@@ -39,6 +39,10 @@ from logstream.event import Event
 from logstream.metrics import UnitMetrics
 
 FORMAT_VERSION: Final = 1
+# Version 2 = version 1 plus the envelope line (``type: logstream.envelope``) that opens a
+# batched payload of a publisher that numbers its messages (several brokers).
+ENVELOPE_VERSION: Final = 2
+SUPPORTED_VERSIONS: Final = (FORMAT_VERSION, ENVELOPE_VERSION)
 
 Encoding = Literal["json", "ndjson", "lz4", "zstd"]
 ENCODING_NAMES: Final[tuple[Encoding, ...]] = ("json", "ndjson", "lz4", "zstd")
@@ -60,11 +64,15 @@ PROP_ENCODING: Final = "encoding"
 PROP_EVENTS: Final = "events"
 PROP_SAMPLE_RATES: Final = "sample_rates"
 PROP_RECORD: Final = "record"
+PROP_PRODUCER: Final = "producer"
+PROP_SEQ: Final = "seq"
 
 # The field of a kept event that says how many events it stands for.
 SAMPLE_RATE_FIELD: Final = "sample_rate"
 # The ``type`` of an accounting record.
 ACCOUNTING_TYPE: Final = "logstream.accounting"
+# The ``type`` of the envelope line: who published the payload and its number on the topic.
+ENVELOPE_TYPE: Final = "logstream.envelope"
 
 # Decoded size above which a payload is refused (a decompression bomb guard).
 DEFAULT_MAX_DECODED_BYTES: Final = 64 * 1024 * 1024
@@ -304,23 +312,49 @@ class CompressionEstimate:
         return max(1, int(max_framed_bytes * 0.9 / max(self.value, 0.01)))
 
 
+class Numbering(Protocol):
+    """Numbers a topic's messages as they are framed (``frame_within``'s ``numbering``)."""
+
+    def envelope_line(self) -> bytes:
+        """The envelope line of the next message (the same until :meth:`advance`)."""
+        ...
+
+    def advance(self) -> None:
+        """The message framed with the last envelope line was kept: move to the next."""
+        ...
+
+
+def envelope_line(producer: str, seq: int) -> bytes:
+    """The first line of a version 2 batched payload (docs/mqtt-payload.md, section 7)."""
+    return orjson.dumps({"type": ENVELOPE_TYPE, PROP_PRODUCER: producer, PROP_SEQ: seq})
+
+
 def frame_within(
-    framer_: Framer, lines: list[bytes], max_bytes: int, estimate: CompressionEstimate
+    framer_: Framer,
+    lines: list[bytes],
+    max_bytes: int,
+    estimate: CompressionEstimate,
+    numbering: Numbering | None = None,
 ) -> list[Message]:
-    """Frame ``lines`` into payloads of at most ``max_bytes`` each (halving as needed)."""
+    """Frame ``lines`` into payloads of at most ``max_bytes`` each (halving as needed).
+
+    With ``numbering``, each payload opens with its envelope line; the payloads come
+    out numbered in order, with no number skipped (a trial that was too big is
+    framed again under the same number)."""
     if not lines:
         return []
     if not framer_.batched:
         return [(line, 1) for line in lines]
-    raw = join_lines(lines)
+    raw = join_lines(lines if numbering is None else [numbering.envelope_line(), *lines])
     payload = framer_.frame(raw)
     estimate.learn(len(raw), len(payload))
     if len(payload) <= max_bytes or len(lines) == 1:
+        if numbering is not None:
+            numbering.advance()
         return [(payload, len(lines))]
     half = len(lines) // 2
-    return frame_within(framer_, lines[:half], max_bytes, estimate) + frame_within(
-        framer_, lines[half:], max_bytes, estimate
-    )
+    first = frame_within(framer_, lines[:half], max_bytes, estimate, numbering)
+    return first + frame_within(framer_, lines[half:], max_bytes, estimate, numbering)
 
 
 def _encoder_factory(encoding: str) -> Callable[..., Encoder]:
@@ -354,6 +388,10 @@ class Decoded:
     sample_rates: dict[str, float] = field(default_factory=dict)
     # Lines that were not JSON objects (the rest of the payload is kept).
     errors: list[str] = field(default_factory=list)
+    # Who published it and its number on the topic (format version 2 envelope line, or
+    # the MQTT 5 properties); None when the publisher does not number its messages.
+    producer: str | None = None
+    seq: int | None = None
 
 
 def detect_encoding(payload: bytes) -> Encoding:
@@ -411,6 +449,7 @@ def decode(
     elif not _decode_object(text, decoded):
         decoded.encoding = "ndjson"
         _decode_lines(text, decoded)
+    _take_envelope(decoded, props)
     if not decoded.events and decoded.errors:
         raise PayloadError(
             f"no event in the {decoded.encoding} payload: " + "; ".join(decoded.errors[:3])
@@ -442,12 +481,38 @@ def _version(raw: str | None) -> int | None:
         version = int(raw)
     except ValueError:
         raise PayloadError(f"format version {raw!r} is not a number") from None
-    if version != FORMAT_VERSION:
+    if version not in SUPPORTED_VERSIONS:
         raise PayloadError(
-            f"format version {version} is not supported (this decoder reads version "
-            f"{FORMAT_VERSION}); upgrade logstream"
+            f"format version {version} is not supported (this decoder reads versions "
+            f"{', '.join(map(str, SUPPORTED_VERSIONS))}); upgrade logstream"
         )
     return version
+
+
+def _take_envelope(decoded: Decoded, props: Mapping[str, str]) -> None:
+    """Take the envelope line (the first event, when it is one) out of the events and
+    set ``producer`` and ``seq`` from it or from the MQTT 5 properties."""
+    events = decoded.events
+    line: Event | None = None
+    if events and events[0].get("type") == ENVELOPE_TYPE:
+        line = events.pop(0)
+    producer: object = props.get(PROP_PRODUCER)
+    seq: object = props.get(PROP_SEQ)
+    if line is not None:
+        producer = line.get(PROP_PRODUCER) if producer is None else producer
+        seq = line.get(PROP_SEQ) if seq is None else seq
+    if producer is None and seq is None:
+        return
+    try:
+        number = int(seq) if isinstance(seq, int | str) and not isinstance(seq, bool) else None
+    except ValueError:
+        number = None
+    if not isinstance(producer, str) or not producer or number is None or number < 1:
+        decoded.errors.append(
+            f"bad envelope: producer {producer!r}, seq {seq!r} (want a name and a number >= 1)"
+        )
+        return
+    decoded.producer, decoded.seq = producer, number
 
 
 def _declared_encoding(content_type: str | None, encoding: str | None) -> Encoding | None:

@@ -20,7 +20,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from logstream.config import ConfigError, build_pipeline, local_needs, parse_config
-from logstream.inputs.nats import NatsInput
+from logstream.inputs.nats import NatsInput, NatsInputConfig
 from logstream.local.nats import LocalNats, NatsServer
 from logstream.natsconn import mask_url
 from logstream.pipeline import Pipeline
@@ -209,6 +209,11 @@ def test_bad_envelopes_are_counted_dead_lettered_and_terminated(
         assert info.num_ack_pending == 0 and info.num_redelivered == 0
         assert source.metrics.dropped == {"bad_envelope": 3, "bad_envelope_line": 1}
         assert source.terminated == 3 and source.acked == 2
+        text = indexer.registry.exposition().decode()
+        for reason in ("not_an_envelope", "truncated_frame", "unknown_version"):
+            assert (
+                f'logstream_nats_terminated_total{{kind="input",reason="{reason}",unit="nats"}} 1.0'
+            ) in text, text
         await indexer.stop()
         await client.close()
 
@@ -224,6 +229,43 @@ def test_bad_envelopes_are_counted_dead_lettered_and_terminated(
     assert dead[0].data == b"\x00\x01 not an envelope"
     assert "truncated LZ4 frame" in dead[1].headers["Logstream-Error"]  # type: ignore[index]
     assert dead[2].headers["Nats-Sequence"] == "5"  # type: ignore[index]
+
+
+def test_redelivered_messages_are_counted(nats_server: NatsServer, tmp_path: Path) -> None:
+    """A message another indexer fetched and never acked comes again after ack_wait:
+    counted in logstream_nats_redelivered_total, and its events are delivered."""
+    out = tmp_path / "indexed.ndjson"
+    frame = lz4.frame.compress(
+        b"".join(orjson.dumps(e) + b"\n" for e in numbered(3)), content_checksum=True
+    )
+
+    async def main() -> None:
+        client = await nats.connect(nats_server.url)
+        js = client.jetstream()
+        await js.add_stream(name="LOGS", subjects=["logs.>"])
+        config = parse_config(indexer_config(nats_server.url, out, ack_wait_secs=1.0))
+        source_config = config.inputs[0]
+        assert isinstance(source_config, NatsInputConfig)
+        await js.add_consumer("LOGS", source_config.consumer_config())
+        await js.publish("logs.a", frame, headers={"logstream": "1", "encoding": "lz4"})
+        await js.publish("logs.a", frame, headers={"logstream": "1", "encoding": "lz4"})
+        # A crashed indexer: it fetched the first message and never acked it.
+        crashed = await js.pull_subscribe_bind("indexers", "LOGS")
+        (taken,) = await crashed.fetch(1, timeout=5)
+        assert taken.metadata.num_delivered == 1
+        await asyncio.sleep(1.5)  # past ack_wait: the message is up for redelivery
+        indexer = pipeline(tmp_path, indexer_config(nats_server.url, out, ack_wait_secs=1.0))
+        await indexer.start()
+        await eventually(lambda: len(read_events(out)) == 6, 10)
+        source = indexer.inputs[0]
+        assert isinstance(source, NatsInput)
+        assert source.metrics.nats_redelivered == 1
+        text = indexer.registry.exposition().decode()
+        assert 'logstream_nats_redelivered_total{kind="input",unit="nats"} 1.0' in text, text
+        await indexer.stop()
+        await client.close()
+
+    run(main(), 30)
 
 
 def test_messages_are_acked_only_once_safe_and_kept_alive_meanwhile(

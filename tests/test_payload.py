@@ -162,7 +162,7 @@ def lz4_payload() -> bytes:
         (LZ4_MAGIC + b"\xff" * 20, None, "corrupt LZ4 frame"),
         (lz4_payload() + b"extra", None, "bytes after the LZ4 frame"),
         (ZSTD_MAGIC + b"\x00" * 3, None, "zstd frame"),
-        (b'{"a": 1}', {"logstream": "2"}, "format version 2 is not supported"),
+        (b'{"a": 1}', {"logstream": "3"}, "format version 3 is not supported"),
         (b'{"a": 1}', {"logstream": "x"}, "format version 'x' is not a number"),
         (b'{"a": 1}', {"encoding": "brotli"}, "unknown encoding 'brotli'"),
         (b'{"a": 1}', {"encoding": "lz4"}, "says encoding 'lz4' but the payload is json"),

@@ -330,6 +330,7 @@ class NatsInput(Input):
         try:
             if msg.metadata.num_delivered > 1:
                 self.redelivered += 1
+                self.metrics.nats_redelivered += 1
         except (nats.errors.Error, ValueError, IndexError):
             pass
         try:
@@ -384,6 +385,7 @@ class NatsInput(Input):
         try:
             await msg.term()
             self.terminated += 1
+            self.metrics.nats_terminated[term_reason(reason)] += 1
         except (nats.errors.Error, OSError) as error:
             log.warning("input %s: term failed: %s", self.name, describe(error))
 
@@ -421,6 +423,31 @@ class NatsInput(Input):
                 held.since = now
                 with contextlib.suppress(nats.errors.Error, OSError):
                     await held.msg.in_progress()
+
+
+# What a PayloadError's message starts with (or holds) -> the ``reason`` label of
+# logstream_nats_terminated_total (a closed set: the message itself is logged).
+_TERM_REASONS = (
+    ("truncated", "truncated_frame"),
+    ("corrupt", "corrupt_frame"),
+    ("format version", "unknown_version"),
+    ("unknown encoding", "unknown_encoding"),
+    ("says encoding", "wrong_encoding"),
+    ("not a logstream payload", "not_an_envelope"),
+    ("empty payload", "not_an_envelope"),
+    ("no event", "no_events"),
+    ("decodes to more than", "too_big"),
+    ("is over", "too_big"),
+    ("after the", "trailing_bytes"),
+)
+
+
+def term_reason(error: str) -> str:
+    """The reason label of a terminated message, from its decoding error."""
+    for needle, reason in _TERM_REASONS:
+        if needle in error:
+            return reason
+    return "bad_envelope"
 
 
 def _where(msg: Msg) -> str:

@@ -203,7 +203,30 @@ class MqttSinkConfig(SinkConfig):
     """
 
     type: Literal["mqtt"]
-    url: str = Field(description="mqtt://host[:port] or mqtts://host[:port] (1883 / 8883).")
+    url: str = Field(
+        default="",
+        description="mqtt://host[:port] or mqtts://host[:port] (1883 / 8883); with urls, "
+        "the first of them.",
+    )
+    urls: list[str] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Several brokers: every message is published to each (its own connection, "
+        "outstanding bound and counters); give url or urls.",
+    )
+    sequence: bool | None = Field(
+        default=None,
+        description="Number messages per topic with a producer id (envelope line and MQTT 5 "
+        "properties) so subscribers of several brokers drop repeats (default: on with "
+        "several urls).",
+    )
+    producer: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Producer id in numbered messages (default: host name and a random part, "
+        "new at every start).",
+    )
     username: str | None = None
     password: SecretStr | None = None
     ca_file: Path | None = Field(
@@ -270,16 +293,37 @@ class MqttSinkConfig(SinkConfig):
     @model_validator(mode="before")
     @classmethod
     def _take_credentials_out_of_url(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or not isinstance(data.get("url"), str):
+        if not isinstance(data, dict):
             return data
-        scheme, sep, rest = data["url"].partition("://")
-        netloc, slash, tail = rest.partition("/")
-        userinfo, at, hostport = netloc.rpartition("@")
-        if not sep or not at:
+        urls = data.get("urls")
+        if isinstance(urls, list) and urls:
+            if data.get("url"):
+                raise ValueError("give url or urls, not both")
+            if not all(isinstance(url, str) for url in urls):
+                raise ValueError("urls must be a list of mqtt:// or mqtts:// URLs")
+            found: dict[str, str] = {}
+            clean = []
+            for url in urls:
+                bare, username, password = _split_credentials(url)
+                clean.append(bare)
+                for key, value in (("username", username), ("password", password)):
+                    if not value:
+                        continue
+                    if found.setdefault(key, value) != value:
+                        raise ValueError(
+                            f"urls hold different values of {key}: one {key} for every broker"
+                        )
+            data = {**data, "urls": clean, "url": clean[0]}
+            for key, value in found.items():
+                if data.get(key) and data[key] != value:
+                    raise ValueError(f"{key} is given both in urls and as {key}: give it once")
+                data[key] = value
             return data
-        user, _, password = userinfo.partition(":")
-        data = {**data, "url": f"{scheme}://{hostport}{slash}{tail}"}
-        for key, value in (("username", unquote(user)), ("password", unquote(password))):
+        if not isinstance(data.get("url"), str):
+            return data
+        bare, username, password = _split_credentials(data["url"])
+        data = {**data, "url": bare}
+        for key, value in (("username", username), ("password", password)):
             if not value:
                 continue
             if data.get(key):
@@ -302,8 +346,22 @@ class MqttSinkConfig(SinkConfig):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        parse_url(value)
+        if value:
+            parse_url(value)
         return value
+
+    @field_validator("urls")
+    @classmethod
+    def _check_urls(cls, value: list[str]) -> list[str]:
+        endpoints = [parse_url(url) for url in value]
+        if len({(e.host, e.port) for e in endpoints}) != len(endpoints):
+            raise ValueError("urls name the same broker twice")
+        return value
+
+    @property
+    def numbered(self) -> bool:
+        """Whether messages carry a producer id and a number (``sequence``)."""
+        return self.sequence if self.sequence is not None else len(self.urls) > 1
 
     @field_validator("websockets_url", mode="before")
     @classmethod
@@ -323,10 +381,20 @@ class MqttSinkConfig(SinkConfig):
 
     @model_validator(mode="after")
     def _check_combinations(self) -> MqttSinkConfig:
+        if not self.urls:
+            if not self.url:
+                raise ValueError("give url (one broker) or urls (several brokers)")
+            object.__setattr__(self, "urls", [self.url])  # frozen: set once, here
         if self.websockets_url is not None:
             _check_websockets_url(self.websockets_url)
-        if self.ca_file is not None and not self.url.startswith("mqtts://"):
+        if self.ca_file is not None and not any(u.startswith("mqtts://") for u in self.urls):
             raise ValueError(f"ca_file is only used with an mqtts:// url, value: {self.url!r}")
+        if self.numbered and self.encoding == "json" and self.protocol != "5":
+            raise ValueError(
+                "numbered messages (sequence, or several urls) with encoding json need "
+                "protocol 5 (the number goes in MQTT 5 properties); use a batched encoding "
+                "(ndjson, lz4, zstd), whose payloads carry it, or protocol 5"
+            )
         if self.password is not None and self.username is None:
             raise ValueError("password is set but username is not")
         if self.compression_level is not None:
@@ -347,6 +415,17 @@ class MqttSinkConfig(SinkConfig):
         from .sink import MqttSink  # the sink imports this module
 
         return MqttSink(self, name, ctx)
+
+
+def _split_credentials(url: str) -> tuple[str, str, str]:
+    """``mqtt://user:password@host`` -> (``mqtt://host``, user, password), unquoted."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, hostport = netloc.rpartition("@")
+    if not sep or not at:
+        return url, "", ""
+    user, _, password = userinfo.partition(":")
+    return f"{scheme}://{hostport}{slash}{tail}", unquote(user), unquote(password)
 
 
 def _check_websockets_url(value: str) -> None:

@@ -23,17 +23,20 @@ import ssl
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from logstream.metrics import UnitMetrics
+from logstream.metrics import DropReason, UnitMetrics
 
 from .config import Endpoint, MqttSinkConfig
 from .payloads import Payload
+
+if TYPE_CHECKING:
+    from .fanout import Copies
 
 log = logging.getLogger("logstream.sinks.mqtt")
 
@@ -61,6 +64,7 @@ class Connection:
         *,
         on_connected: Callable[[int | None], None],
         on_sent: Callable[[], None],
+        buffer_while_down: bool = False,
     ) -> None:
         self.config = config
         self.name = name
@@ -75,8 +79,12 @@ class Connection:
         self.connected_event = asyncio.Event()
         self.closing = False
         self.broker_max_packet: int | None = None  # from an MQTT 5 CONNACK
-        # mid -> (events, payload bytes) of messages paho has not reported sent.
-        self.pending: dict[int, tuple[int, int]] = {}
+        # QoS 1 with several brokers: while down, paho's queue (bounded like ``pending``)
+        # keeps the messages for when the broker is back.
+        self.buffer_while_down = buffer_while_down and config.qos == 1
+        # mid -> (events, payload bytes, the copies it is one of) of messages paho has
+        # not reported sent.
+        self.pending: dict[int, tuple[int, int, Copies | None]] = {}
         self.pending_bytes = 0
         self.idle = asyncio.Event()  # set while nothing is pending
         self.idle.set()
@@ -92,6 +100,13 @@ class Connection:
     def ready(self) -> bool:
         """Connected, and not closed: a publish may be handed to paho."""
         return self.client is not None and self.connected
+
+    @property
+    def accepts(self) -> bool:
+        """A publish may be handed to paho: connected, or buffering while down."""
+        return self.client is not None and (
+            self.connected or (self.buffer_while_down and not self.closing)
+        )
 
     def start(self) -> None:
         """Start paho's network thread connecting in the background (with a backoff)."""
@@ -159,14 +174,20 @@ class Connection:
                 await asyncio.wait_for(self.room.wait(), 1.0)
         return False
 
-    def publish(self, topic: str, payload: Payload) -> None:
+    def lost(self, events: int, reason: DropReason, copies: Copies | None) -> None:
+        """Count a message that will not be sent (on the sink, or on this broker)."""
+        self.metrics.drop(events, reason)
+        if copies is not None:
+            copies.lost(reason)
+
+    def publish(self, topic: str, payload: Payload, copies: Copies | None = None) -> None:
         """Hand a message to paho and track it until paho reports it sent."""
         client = self.client
         if client is None:  # pragma: no cover - the scheduler checked
             return
         size = len(payload.data)
         if self.broker_max_packet is not None and payload.wire > self.broker_max_packet:
-            self.metrics.drop(payload.events, "rejected")
+            self.lost(payload.events, "rejected", copies)
             self.warn_once(
                 "max_packet",
                 "sink %s: a message of %d bytes is over the broker's maximum packet size %d; "
@@ -182,20 +203,20 @@ class Connection:
                 topic, payload.data, qos, self.config.retain, properties=payload.properties
             )
         except ValueError as error:  # a topic over 65535 bytes, a payload over 256 MB
-            self.metrics.drop(payload.events, "rejected")
+            self.lost(payload.events, "rejected", copies)
             self.warn_once("publish", "sink %s: message rejected: %s", self.name, error)
             return
         rc = info.rc
         if rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos == 0:
             # [2] paho lost the connection after the last drain: not queued.
-            self.metrics.drop(payload.events, "not_connected")
+            self.lost(payload.events, "not_connected", copies)
             return
         if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             # MQTT_ERR_QUEUE_SIZE; a QoS 1 message with NO_CONN is kept by
             # paho and sent after reconnecting, so it is pending like any other.
-            self.metrics.drop(payload.events, "broker_backpressure")
+            self.lost(payload.events, "broker_backpressure", copies)
             return
-        self.pending[info.mid] = (payload.events, size)
+        self.pending[info.mid] = (payload.events, size, copies)
         self.pending_bytes += size
         self.idle.clear()
 
@@ -223,6 +244,15 @@ class Connection:
                 log.warning("sink %s: paho's network thread did not stop in time", self.name)
                 return
             await asyncio.sleep(0.01)
+
+    def lose_pending(self, reason: DropReason) -> int:
+        """Count every pending message as dropped for ``reason``; return the events."""
+        lost = 0
+        for events, _, copies in self.pending.values():
+            lost += events
+            self.lost(events, reason, copies)
+        self.forget_pending()
+        return lost
 
     def forget_pending(self) -> None:
         self.pending.clear()
@@ -306,16 +336,18 @@ class Connection:
                 entry = pending.pop(item[1], None)
                 if entry is None:  # forgotten at a disconnect (QoS 0)
                     continue
-                events, size = entry
+                events, size, copies = entry
                 self.pending_bytes -= size
                 if item[2]:
-                    metrics.drop(events, "rejected")
+                    self.lost(events, "rejected", copies)
                     self.warn_once(
                         "puback", "sink %s: broker refused a message: %s", self.name, item[3]
                     )
                 else:
                     metrics.events_out += events
                     metrics.bytes_out += size
+                    if copies is not None:
+                        copies.sent(size)
                 self.room.set()
                 self._on_sent_hook()
             elif kind == CONNECTED:
@@ -361,9 +393,7 @@ class Connection:
             # an on_publish: they are lost now. (QoS 1 messages are resent.)
             # [2] One published after paho's disconnect but before this line got
             # MQTT_ERR_NO_CONN in publish() and was never pending.
-            lost = sum(count for count, _ in self.pending.values())
-            self.metrics.drop(lost, "not_connected")
-            self.forget_pending()
+            self.lose_pending("not_connected")
         if was_connected:
             log.warning(
                 "sink %s: lost the connection to %s (%s); reconnecting, dropping events "

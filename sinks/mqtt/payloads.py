@@ -10,6 +10,8 @@ returns :class:`Payload` objects for the scheduler to queue. Formats follow
 
 from __future__ import annotations
 
+import secrets
+import socket
 from dataclasses import dataclass
 
 from paho.mqtt.packettypes import PacketTypes
@@ -17,13 +19,17 @@ from paho.mqtt.properties import Properties
 
 from logstream.payload import (
     CONTENT_TYPES,
+    ENVELOPE_VERSION,
     FORMAT_VERSION,
     PROP_ENCODING,
     PROP_EVENTS,
+    PROP_PRODUCER,
     PROP_RECORD,
     PROP_SAMPLE_RATES,
+    PROP_SEQ,
     PROP_VERSION,
     Framer,
+    envelope_line,
     format_sample_rates,
     frame_within,
     join_lines,
@@ -37,6 +43,8 @@ from .state import TopicState
 PACKET_MARGIN = 512
 # Properties objects kept for reuse (most messages share them).
 _PROPERTIES_CACHE_MAX = 512
+# Topics whose message numbers are remembered; past this the numbering starts a new epoch.
+_NUMBERED_TOPICS_MAX = 100_000
 
 
 def wire_size(topic_bytes: int, payload_bytes: int, qos: int, properties_bytes: int | None) -> int:
@@ -67,6 +75,7 @@ class Payload:
     # The highest severity index in it (a queue that overflows gives up the lowest first);
     # above every severity for an accounting record, which is never given up.
     severity: int = LEVELS - 1
+    seq: int = 0  # its number on the topic (0: the sink does not number messages)
 
 
 # A payload and the NDJSON bytes of its events per severity (None: one event, or untracked).
@@ -93,15 +102,26 @@ class _PackedProperties(Properties):
 
 
 def payload_properties(
-    encoding: str, count: int, sample_rates: str = "", accounting: bool = False
+    encoding: str,
+    count: int,
+    sample_rates: str = "",
+    accounting: bool = False,
+    *,
+    producer: str | None = None,
+    seq: int = 0,
 ) -> Properties:
-    """The MQTT 5 PUBLISH properties of a payload (docs/mqtt-payload.md), packed once."""
+    """The MQTT 5 PUBLISH properties of a payload (docs/mqtt-payload.md), packed once.
+
+    With ``producer`` and ``seq`` (a numbering sink), batched payloads are format
+    version 2 (they open with the envelope line)."""
     properties = _PackedProperties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     properties.ContentType = CONTENT_TYPES[encoding]
     if encoding in ("json", "ndjson"):
         properties.PayloadFormatIndicator = 1  # UTF-8 text
+    numbered = producer is not None and seq > 0
+    version = ENVELOPE_VERSION if numbered and encoding != "json" else FORMAT_VERSION
     user = [
-        (PROP_VERSION, str(FORMAT_VERSION)),
+        (PROP_VERSION, str(version)),
         (PROP_ENCODING, encoding),
         (PROP_EVENTS, str(count)),
     ]
@@ -109,15 +129,68 @@ def payload_properties(
         user.append((PROP_SAMPLE_RATES, sample_rates))
     if accounting:
         user.append((PROP_RECORD, "accounting"))
+    if numbered:
+        user += [(PROP_PRODUCER, str(producer)), (PROP_SEQ, str(seq))]
     properties.UserProperty = user
     properties.seal()
     return properties
 
 
+def default_producer() -> str:
+    """This process's producer id: the host name and a random part (a new one per start)."""
+    host = socket.gethostname().split(".", 1)[0] or "host"
+    return f"{host}-{secrets.token_hex(4)}"
+
+
+class Numbering:
+    """The producer id and every topic's last message number (``sequence``).
+
+    Numbers start at 1 per topic and go up by one per message (accounting records
+    included), whatever broker it goes to: every broker gets the same number for
+    the same message, so a subscriber following several drops repeats. The
+    numbers outlive a topic the sink forgets while idle; if more than
+    ``_NUMBERED_TOPICS_MAX`` topics were numbered the counts start again under a
+    new epoch, which is part of the producer id (subscribers see a new producer).
+    """
+
+    def __init__(self, producer: str) -> None:
+        self.base = producer
+        self.epoch = 0
+        self.producer = producer
+        self.last: dict[str, int] = {}
+        self._topic = ""
+        self._next = 1
+
+    def begin(self, topic: str) -> int:
+        """Number the next messages of ``topic``; return the number of the first."""
+        if topic not in self.last and len(self.last) >= _NUMBERED_TOPICS_MAX:
+            self.last.clear()
+            self.epoch += 1
+            self.producer = f"{self.base}.e{self.epoch}"
+        self._topic = topic
+        self._next = self.last.get(topic, 0) + 1
+        return self._next
+
+    def envelope_line(self) -> bytes:
+        return envelope_line(self.producer, self._next)
+
+    def advance(self) -> None:
+        self.last[self._topic] = self._next
+        self._next += 1
+
+    def take(self, topic: str) -> int:
+        """The number of one more message of ``topic``."""
+        seq = self.begin(topic)
+        self.advance()
+        return seq
+
+
 class PayloadBuilder:
     """Lines in, framed payloads out, per topic (see the module docstring)."""
 
-    def __init__(self, config: MqttSinkConfig, framer: Framer) -> None:
+    def __init__(
+        self, config: MqttSinkConfig, framer: Framer, numbering: Numbering | None = None
+    ) -> None:
         self.config = config
         self.framer = framer
         self.batched = framer.batched
@@ -125,6 +198,8 @@ class PayloadBuilder:
         # Set by the connection from an MQTT 5 CONNACK (None: not announced).
         self.broker_max_packet: int | None = None
         self._properties_cache: dict[tuple[int, str, bool], tuple[Properties, int]] = {}
+        # Producer id and message numbers (``sequence``); None: messages are not numbered.
+        self.numbering = numbering
 
     def max_payload(self, state: TopicState) -> int:
         """The framed payload size a topic's payloads are kept under."""
@@ -142,6 +217,22 @@ class PayloadBuilder:
         self, state: TopicState, lines: list[bytes], levels: list[int] | None
     ) -> list[Sealed]:
         """One message per line (``encoding: json``)."""
+        numbering = self.numbering
+        if numbering is not None:  # the number goes in the MQTT 5 properties only
+            hot = ONE_HOT
+            return [
+                (
+                    self.payload(
+                        state,
+                        line,
+                        1,
+                        None if levels is None else hot[levels[i]],
+                        seq=numbering.take(state.name),
+                    ),
+                    None,
+                )
+                for i, line in enumerate(lines)
+            ]
         if levels is None:
             return [(self.payload(state, line, 1, None), None) for line in lines]
         return [
@@ -182,11 +273,13 @@ class PayloadBuilder:
             return []
         state.lines, state.levels, state.raw = [], [], 0
         max_payload = self.max_payload(state)
-        messages = frame_within(self.framer, lines, max_payload, state.estimate)
+        numbering = self.numbering
+        seq = numbering.begin(state.name) if numbering is not None else 0
+        messages = frame_within(self.framer, lines, max_payload, state.estimate, numbering)
         state.raw_limit = state.estimate.raw_limit(max_payload)
         sealed: list[Sealed] = []
         start = 0
-        for data, count in messages:
+        for number, (data, count) in enumerate(messages, seq):
             by_level: list[int] | None = None
             raw_by_level: list[int] | None = None
             if levels:
@@ -195,14 +288,22 @@ class PayloadBuilder:
                     index = levels[position]
                     by_level[index] += 1
                     raw_by_level[index] += len(lines[position]) + 1
-            sealed.append((self.payload(state, data, count, by_level), raw_by_level))
+            payload = self.payload(state, data, count, by_level, seq=number if seq else 0)
+            sealed.append((payload, raw_by_level))
             start += count
         return sealed
 
     def record(self, state: TopicState, line: bytes) -> Payload:
         """An accounting record (one JSON line) framed as the sink's payloads are."""
-        data = self.framer.frame(join_lines([line]) if self.batched else line)
-        return self.payload(state, data, 1, None, accounting=True)
+        numbering = self.numbering
+        seq = numbering.take(state.name) if numbering is not None else 0
+        if not self.batched:
+            data = self.framer.frame(line)
+        elif numbering is not None:
+            data = self.framer.frame(join_lines([envelope_line(numbering.producer, seq), line]))
+        else:
+            data = self.framer.frame(join_lines([line]))
+        return self.payload(state, data, 1, None, accounting=True, seq=seq)
 
     def payload(
         self,
@@ -212,9 +313,14 @@ class PayloadBuilder:
         by_level: list[int] | None,
         *,
         accounting: bool = False,
+        seq: int = 0,
     ) -> Payload:
         properties, properties_bytes = None, None
-        if self.v5:
+        if self.v5 and seq:
+            properties, properties_bytes = self.numbered_properties(
+                state, count, by_level, accounting, seq
+            )
+        elif self.v5:
             rates = ""
             if by_level is not None and any(state.rates):
                 rates = format_sample_rates(
@@ -230,7 +336,39 @@ class PayloadBuilder:
         if by_level is not None and not accounting:
             severity = max((i for i in range(LEVELS) if by_level[i]), default=0)
         return Payload(
-            data, 0 if accounting else count, wire, properties, by_level, accounting, severity
+            data, 0 if accounting else count, wire, properties, by_level, accounting, severity, seq
+        )
+
+    def numbered_properties(
+        self,
+        state: TopicState,
+        count: int,
+        by_level: list[int] | None,
+        accounting: bool,
+        seq: int,
+    ) -> tuple[Properties, int]:
+        """MQTT 5 properties with the producer and the message number (one per message)."""
+        assert self.numbering is not None
+        properties = payload_properties(
+            self.config.encoding,
+            count,
+            self._rates(state, by_level),
+            accounting,
+            producer=self.numbering.producer,
+            seq=seq,
+        )
+        return properties, len(properties.pack())  # type: ignore[no-untyped-call]
+
+    @staticmethod
+    def _rates(state: TopicState, by_level: list[int] | None) -> str:
+        if by_level is None or not any(state.rates):
+            return ""
+        return format_sample_rates(
+            {
+                LEVEL_NAMES[i]: state.factors[i]
+                for i in range(LEVELS)
+                if state.rates[i] is not None and by_level[i]
+            }
         )
 
     def properties(self, count: int, rates: str, accounting: bool) -> tuple[Properties, int]:

@@ -28,7 +28,8 @@ from logstream.units import BuildContext, Sink
 from .adaptive import Sampler, Share
 from .config import MqttSinkConfig, parse_url
 from .connection import Connection
-from .payloads import PayloadBuilder, Sealed
+from .fanout import Fanout
+from .payloads import Numbering, PayloadBuilder, Sealed, default_producer
 from .scheduler import BucketFactory, Scheduler
 from .shared import host_buckets, open_budget
 from .state import TopicState, head_severity
@@ -53,18 +54,34 @@ class MqttSink(Sink):
     ) -> None:
         super().__init__(name, ctx.registry.unit(name, "sink"))
         self.config = config
-        self.endpoint = parse_url(config.url)
+        endpoints = [parse_url(url) for url in config.urls]
+        self.endpoint = endpoints[0]
         self._topic_of = compile_topic(config.topic, config.missing)
         self._group = self._group_constant if "{" not in config.topic else self._group_by_topic
         self._clock: Clock = ctx.clock
-        self.builder = PayloadBuilder(config, framer(config.encoding, config.compression_level))
-        self.connection = Connection(
-            config,
-            name,
-            self.metrics,
-            self.endpoint,
-            on_connected=self._on_connected,
-            on_sent=self._on_sent,
+        numbering = Numbering(config.producer or default_producer()) if config.numbered else None
+        self.builder = PayloadBuilder(
+            config, framer(config.encoding, config.compression_level), numbering
+        )
+        several = len(endpoints) > 1
+        # One connection per broker; with several, each counts on a unit of its own.
+        self.connections = [
+            Connection(
+                config,
+                f"{name}@{endpoint.host}:{endpoint.port}" if several else name,
+                ctx.registry.unit(f"{name}@{endpoint.host}:{endpoint.port}", "sink")
+                if several
+                else self.metrics,
+                endpoint,
+                on_connected=self._on_connected,
+                on_sent=self._on_sent,
+                buffer_while_down=several,
+            )
+            for endpoint in endpoints
+        ]
+        self.connection = self.connections[0]
+        self.sender: Connection | Fanout = (
+            Fanout(self.connections, self.metrics) if several else self.connection
         )
         # Bandwidth control, chosen here: without caps nothing is sampled or tracked.
         limits = config.rate_limit if config.rate_limit and config.rate_limit.any_caps else None
@@ -82,7 +99,7 @@ class MqttSink(Sink):
             self._clock,
             self.metrics,
             self.builder,
-            self.connection,
+            self.sender,
             schedule=self._schedule,
             block=config.when_full == "block",
             buckets=buckets,
@@ -106,15 +123,22 @@ class MqttSink(Sink):
 
     @property
     def connected(self) -> bool:
-        return self.connection.connected
+        """Connected to a broker (with several: to at least one)."""
+        return self.sender.connected
+
+    @property
+    def producer(self) -> str | None:
+        """The producer id in numbered messages (None: messages are not numbered)."""
+        numbering = self.builder.numbering
+        return numbering.producer if numbering is not None else None
 
     @property
     def outstanding_messages(self) -> int:
-        return len(self.connection.pending)
+        return sum(len(connection.pending) for connection in self.connections)
 
     @property
     def outstanding_bytes(self) -> int:
-        return self.connection.pending_bytes
+        return sum(connection.pending_bytes for connection in self.connections)
 
     @property
     def queued_messages(self) -> int:
@@ -127,9 +151,20 @@ class MqttSink(Sink):
         ratios = state.ratios if state is not None else [1.0] * LEVELS
         return dict(zip(LEVEL_NAMES, ratios, strict=True))
 
-    async def wait_connected(self, timeout_secs: float) -> bool:
-        """Wait until the client is connected; False if it was not within the time."""
-        return await self.connection.wait_connected(timeout_secs)
+    async def wait_connected(self, timeout_secs: float, *, every: bool = False) -> bool:
+        """Wait until a broker (``every``: each broker) is connected; False if not in time."""
+        waits = [connection.wait_connected(timeout_secs) for connection in self.connections]
+        if every or len(waits) == 1:
+            return all(await asyncio.gather(*waits))
+        tasks = [asyncio.ensure_future(wait) for wait in waits]
+        try:
+            for done in asyncio.as_completed(tasks):
+                if await done:
+                    return True
+            return False
+        finally:
+            for task in tasks:
+                task.cancel()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -141,14 +176,15 @@ class MqttSink(Sink):
         trying with a backoff).
         """
         config = self.config
-        self.connection.start()
+        for connection in self.connections:
+            connection.start()
         self._timer = asyncio.create_task(self._run_timer(), name=f"mqtt-timer:{self.name}")
         if config.connect_wait_secs and not await self.wait_connected(config.connect_wait_secs):
             log.warning(
                 "sink %s: not connected to %s after %.1f s; dropping events (not_connected) "
                 "until it is",
                 self.name,
-                self.connection.where(),
+                " or ".join(connection.where() for connection in self.connections),
                 config.connect_wait_secs,
             )
 
@@ -156,7 +192,7 @@ class MqttSink(Sink):
         """Sample, encode and queue the batch per topic, publishing what the caps allow
         now. Never waits on the network or on a rate limit; with ``when_full:
         block`` it waits for paho to take messages (the pipeline's backpressure)."""
-        connection, scheduler = self.connection, self.scheduler
+        connection, scheduler = self.sender, self.scheduler
         if not connection.ready:
             self.metrics.drop(len(batch), "not_connected")
             return
@@ -218,7 +254,7 @@ class MqttSink(Sink):
 
     async def _unblock(self) -> None:
         """``when_full: block``: wait until paho took what the ready queues hold."""
-        connection, scheduler = self.connection, self.scheduler
+        connection, scheduler = self.sender, self.scheduler
         while scheduler.blocked and connection.connected and not connection.closing:
             connection.room.clear()
             with contextlib.suppress(TimeoutError):
@@ -254,50 +290,63 @@ class MqttSink(Sink):
         Returns within ``close_timeout_secs`` + 6 s at most, also when the
         broker has stopped reading.
         """
-        connection = self.connection
-        client = connection.client
-        if client is None:
+        connections = [c for c in self.connections if c.client is not None]
+        if not connections:
             if self.budget is not None:
                 self.budget.close()
             return
+        sender = self.sender
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.close_timeout_secs
         try:
             self._flush_all()
-            while self.scheduler.active and connection.connected and loop.time() < deadline:
+            while self.scheduler.active and sender.connected and loop.time() < deadline:
                 self._wake.set()  # the timer task pumps as tokens and room come
                 await asyncio.sleep(0.01)
         finally:  # also when cancelled: the timer task must not outlive the sink
             await self._stop_timer()
             self._last_records()
             self.scheduler.send_records()
-            connection.client = None
+            clients = [(connection, connection.client) for connection in connections]
+            for connection in connections:
+                connection.client = None
             self.scheduler.drop_queued("shutdown")
         try:
-            if connection.pending:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(connection.idle.wait(), max(0.0, deadline - loop.time()))
-        finally:  # also when cancelled: paho's thread must not outlive the sink
-            stopper = connection.begin_stop(client)
-        await connection.wait_stopped(stopper)
+            for connection in connections:
+                if connection.pending and connection.connected:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            connection.idle.wait(), max(0.0, deadline - loop.time())
+                        )
+        finally:  # also when cancelled: paho's threads must not outlive the sink
+            stoppers = [
+                (connection, connection.begin_stop(client))
+                for connection, client in clients
+                if client is not None
+            ]
+        for connection, stopper in stoppers:
+            await connection.wait_stopped(stopper)
+            self._closed(connection)
+        if self.budget is not None:
+            self.budget.close()
+
+    def _closed(self, connection: Connection) -> None:
+        """After paho's thread ended: what it reported, and what it never sent."""
         connection.drain()  # what paho reported before its thread ended
         connection.connected = False
         connection.connected_event.clear()
         if connection.pending:
-            events = sum(count for count, _ in connection.pending.values())
-            self.metrics.drop(events, "shutdown")
+            messages = len(connection.pending)
+            events = connection.lose_pending("shutdown")
             log.warning(
                 "sink %s: %d events in %d messages were not confirmed sent to %s within "
                 "close_timeout_secs=%s; counted as dropped (shutdown)",
                 self.name,
                 events,
-                len(connection.pending),
+                messages,
                 connection.where(),
                 self.config.close_timeout_secs,
             )
-            connection.forget_pending()
-        if self.budget is not None:
-            self.budget.close()
 
     @property
     def _accounting(self) -> bool:
@@ -344,7 +393,9 @@ class MqttSink(Sink):
     # ------------------------------------------------------------------ hooks from the connection
 
     def _on_connected(self, max_packet: int | None) -> None:
-        self.builder.broker_max_packet = max_packet
+        # With several brokers, payloads fit the smallest maximum any of them announced.
+        announced = [c.broker_max_packet for c in self.connections if c.broker_max_packet]
+        self.builder.broker_max_packet = min(announced) if announced else max_packet
 
     def _on_sent(self) -> None:
         if self.scheduler.blocked:

@@ -1,0 +1,264 @@
+"""Several MQTT brokers: the sink publishes every message to each, numbered by producer and
+topic; ``logstream tail --url A --url B`` prints every event once, also when one broker dies."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+
+from logstream.local.mosquitto import Mosquitto
+from logstream.payload import (
+    ENVELOPE_TYPE,
+    CompressionEstimate,
+    decode,
+    envelope_line,
+    frame_within,
+    framer,
+)
+from logstream.tail import Dedupe, Gap
+from logstream.units import BuildContext
+from sinks.mqtt import MqttSinkConfig
+from sinks.mqtt.payloads import Numbering
+
+# --------------------------------------------------------------------------- dedupe
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_dedupe_admits_each_number_once_per_producer_and_topic() -> None:
+    dedupe = Dedupe()
+    assert dedupe.admit("p", "t", 5)  # joining mid-stream: no gap
+    assert not dedupe.admit("p", "t", 5)
+    assert dedupe.admit("p", "t", 6)
+    assert dedupe.admit("p", "u", 6)  # another topic
+    assert dedupe.admit("q", "t", 6)  # another producer
+    assert not dedupe.admit("p", "t", 6)
+    assert dedupe.duplicates == 2
+    assert dedupe.gaps(0.0) == []
+
+
+def test_a_number_skipped_then_delivered_by_the_other_broker_is_no_gap() -> None:
+    clock = FakeClock()
+    dedupe = Dedupe(clock=clock)
+    assert dedupe.admit("p", "t", 1)
+    assert dedupe.admit("p", "t", 4)  # broker A is ahead: 2 and 3 are missing for now
+    assert dedupe.admit("p", "t", 3)  # broker B delivers them
+    assert dedupe.admit("p", "t", 2)
+    assert not dedupe.admit("p", "t", 2)
+    clock.now += 10
+    assert dedupe.gaps(2.0) == []
+
+
+def test_numbers_nobody_delivered_are_reported_once_as_a_range_after_the_wait() -> None:
+    clock = FakeClock()
+    dedupe = Dedupe(clock=clock)
+    dedupe.admit("p", "t", 1)
+    dedupe.admit("p", "t", 5)
+    clock.now += 1
+    assert dedupe.gaps(2.0) == []  # not overdue yet
+    clock.now += 2
+    assert dedupe.gaps(2.0) == [Gap("p", "t", 2, 4)]
+    assert dedupe.gaps(2.0) == []  # reported once
+    assert Gap("p", "t", 2, 4).describe() == "gap: 3 messages missing on t from p (seq 2-4)"
+    assert dedupe.admit("p", "t", 3)  # late, but never printed before
+    assert dedupe.late == 1
+
+
+def test_the_window_bounds_what_is_remembered() -> None:
+    clock = FakeClock()
+    dedupe = Dedupe(window=10, max_streams=2, clock=clock)
+    dedupe.admit("p", "t", 1)
+    dedupe.admit("p", "t", 100)  # 2..99 missing, more than the window: reported at once
+    assert dedupe.gaps(60.0) == [Gap("p", "t", 2, 89)]
+    assert len(dedupe.streams[("p", "t")].missing) == 10
+    assert not dedupe.admit("p", "t", 50)  # too old to tell: dropped
+    dedupe.admit("p", "u", 1)
+    dedupe.admit("p", "v", 1)
+    assert list(dedupe.streams) == [("p", "u"), ("p", "v")]  # least recently used went
+
+
+# --------------------------------------------------------------------------- numbering
+
+
+def test_numbered_payloads_carry_producer_and_contiguous_numbers_also_when_split() -> None:
+    numbering = Numbering("web-1-abcd")
+    lines = [orjson.dumps({"message": "x" * 200, "n": n}) for n in range(40)]
+    numbering.begin("logs/a")
+    messages = frame_within(framer("ndjson"), lines, 2_000, CompressionEstimate(), numbering)
+    assert len(messages) > 2
+    seen = []
+    for data, count in messages:
+        decoded = decode(data)
+        assert decoded.producer == "web-1-abcd"
+        assert len(decoded.events) == count
+        assert all(event.get("type") != ENVELOPE_TYPE for event in decoded.events)
+        seen.append(decoded.seq)
+    assert seen == list(range(1, len(messages) + 1))
+    assert numbering.take("logs/a") == len(messages) + 1
+    assert numbering.take("logs/b") == 1
+
+
+def test_envelope_from_mqtt5_properties_and_bad_envelopes_are_reported() -> None:
+    decoded = decode(b'{"a": 1}', properties={"producer": "p", "seq": "7", "logstream": "1"})
+    assert (decoded.producer, decoded.seq, decoded.events) == ("p", 7, [{"a": 1}])
+    bad = decode(envelope_line("p", 0) + b"\n" + b'{"a": 1}\n', properties={"logstream": "2"})
+    assert bad.seq is None and bad.events == [{"a": 1}]
+    assert "bad envelope" in bad.errors[0]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"urls": ["mqtt://h:1", "mqtt://h:1"]}, "the same broker twice"),
+        ({"urls": ["mqtt://h:1"], "url": "mqtt://h:2"}, "give url or urls, not both"),
+        ({"urls": ["mqtt://a:x@h:1", "mqtt://a:y@h:2"]}, "different values of password"),
+        (
+            {"urls": ["mqtt://h:1", "mqtt://h:2"], "encoding": "json", "protocol": "3.1.1"},
+            "need protocol 5",
+        ),
+    ],
+)
+def test_bad_broker_lists_are_refused(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message) as caught:
+        MqttSinkConfig.model_validate({"type": "mqtt", "topic": "t", **settings})
+    assert "x@" not in str(caught.value).replace("mqtt://a:x@h", "")
+
+
+def test_several_urls_share_credentials_and_number_messages() -> None:
+    config = MqttSinkConfig.model_validate(
+        {"type": "mqtt", "topic": "t", "urls": ["mqtt://u:pw@h:1", "mqtt://u:pw@h:2"]}
+    )
+    assert config.urls == ["mqtt://h:1", "mqtt://h:2"]
+    assert config.url == "mqtt://h:1"
+    assert (config.username, config.password and config.password.get_secret_value()) == (
+        "u",
+        "pw",
+    )
+    assert config.numbered
+    one = MqttSinkConfig.model_validate({"type": "mqtt", "topic": "t", "url": "mqtt://h:1"})
+    assert one.urls == ["mqtt://h:1"] and not one.numbered
+
+
+# --------------------------------------------------------------------------- real brokers
+
+
+class Tail:
+    """``logstream tail`` as a subprocess, its stdout and stderr read on threads."""
+
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "logstream", "tail", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.out: list[str] = []
+        self.err: list[str] = []
+        for stream, into in ((self.process.stdout, self.out), (self.process.stderr, self.err)):
+            threading.Thread(target=self._read, args=(stream, into), daemon=True).start()
+
+    @staticmethod
+    def _read(stream: Any, into: list[str]) -> None:
+        for line in stream:
+            into.append(line.rstrip("\n"))
+
+    def wait_for(self, what: Callable[[], bool], timeout: float, message: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not what():
+            assert self.process.poll() is None, f"tail ended: {self.err}"
+            assert time.monotonic() < deadline, f"{message}; stderr: {self.err}"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_tail_prints_every_event_once_when_one_of_two_brokers_is_killed_mid_stream(
+    mosquitto_factory: Callable[..., Mosquitto], protocol: str
+) -> None:
+    first, second = mosquitto_factory(), mosquitto_factory()
+    tail = Tail("--url", first.url, "--url", second.url, "--json", "--protocol", protocol, "logs/#")
+    try:
+        tail.wait_for(
+            lambda: sum("subscribed to" in line for line in tail.err) == 2, 10, "no subscription"
+        )
+        sent = asyncio.run(_publish_while_killing(first, second, protocol))
+        tail.wait_for(lambda: len(tail.out) >= sent, 20, f"not all {sent} events printed")
+        time.sleep(0.5)  # a repeat would come now
+    finally:
+        tail.stop()
+    numbers = [orjson.loads(line)["n"] for line in tail.out]
+    assert sorted(numbers) == list(range(sent)), "every event exactly once"
+    assert not any("gap:" in line for line in tail.err), tail.err
+    lost = f"connection to mqtt://127.0.0.1:{second.port} lost"
+    assert any(lost in line for line in tail.err), tail.err
+
+
+async def _publish_while_killing(first: Mosquitto, second: Mosquitto, protocol: str) -> int:
+    config = MqttSinkConfig.model_validate(
+        {
+            "type": "mqtt",
+            "urls": [first.url, second.url],
+            "topic": "logs/{host}",
+            "encoding": "lz4",
+            "protocol": protocol,
+            "qos": 1,
+            "payload_max_events": 20,
+            "payload_max_delay_secs": 0.02,
+        }
+    )
+    ctx = BuildContext()
+    sink = config.build("mqtt", ctx)
+    await sink.start()
+    assert await sink.wait_connected(5, every=True)
+    n = 0
+
+    async def send(batches: int) -> None:
+        nonlocal n
+        for _ in range(batches):
+            await sink.write(
+                [{"host": f"web-{n % 3}", "message": f"event {n}", "n": n + i} for i in range(10)]
+            )
+            n += 10
+            await asyncio.sleep(0.01)
+
+    await send(30)
+    second._kill()  # SIGKILL, mid-stream
+    await send(30)
+    second.start()  # same port
+    deadline = time.monotonic() + 15
+    while not sink.connections[1].connected:
+        assert time.monotonic() < deadline, "the sink did not reconnect to the restarted broker"
+        await sink.connection.wait_connected(0.1)
+        await asyncio.sleep(0.1)
+    broker = ctx.registry[f"mqtt@127.0.0.1:{second.port}"]
+    before = broker.events_out
+    await send(30)
+    await sink.close()
+    # QoS 1: the restarted broker acknowledged messages again.
+    assert broker.events_out > before, "the restarted broker got nothing"
+    metrics = sink.metrics
+    # Each event counted once on the sink: every one reached a broker.
+    assert metrics.events_out == n and metrics.dropped_total == 0, metrics.snapshot()
+    return n

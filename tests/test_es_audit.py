@@ -130,7 +130,7 @@ def test_nothing_counted_delivered_is_missing_after_cuts_lost_answers_and_a_stal
             request_timeout_secs=1.0,
             max_in_flight=2,
         )
-        pid = server._process.pid if server._process else 0  # noqa: SLF001
+        pid = server._process.pid if server._process else 0
 
         async def trouble(step: int) -> None:
             if step in (3, 9, 15, 21):

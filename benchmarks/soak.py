@@ -495,7 +495,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 break
             time.sleep(min(1.0, max(0.0, min(end, next_sample) - time.monotonic())))
         load.finish()
-        settle(monitor, load)
+        settle_secs = settle(monitor, load, args.settle_minutes * 60)
         counters = read_metrics(monitor)
     finally:
         if load is not None and load.is_alive():
@@ -542,6 +542,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rate": args.rate,
         "sent": load.sent,
         "load_behind_secs_max": round(load.behind_secs, 3),
+        "drain_after_load_secs": round(settle_secs, 1),
+        "es_spool_events_left": int(metric(counters, "logstream_spool_events", unit="es")),
         "rss_mb_first_last": [samples[0]["rss_mb"], samples[-1]["rss_mb"]],
         "rss_growth_mb_per_h_second_half": _round(
             slope_per_hour([(s["t"], s["rss_mb"]) for s in second_half])
@@ -568,9 +570,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def settle(monitor: str, load: Load, secs: float = 300) -> None:
-    """Wait until every sink has had every event the inputs took and the spool is empty."""
-    deadline = time.monotonic() + secs
+def settle(monitor: str, load: Load, secs: float) -> float:
+    """Wait until every sink has had every event the inputs took and the spool is empty
+    (the backlog a slow server left); how long that took."""
+    began = time.monotonic()
+    deadline = began + secs
     while time.monotonic() < deadline:
         counters = read_metrics(monitor)
         spool = metric(counters, "logstream_spool_events", unit="es")
@@ -578,8 +582,9 @@ def settle(monitor: str, load: Load, secs: float = 300) -> None:
         dropped = metric(counters, "logstream_events_dropped_total", reason="receive_buffer")
         if spool == 0 and out + dropped >= load.next_seq:
             time.sleep(3)  # the MQTT sink's last payloads and accounting records
-            return
+            break
         time.sleep(1)
+    return time.monotonic() - began
 
 
 def _ms(value: float | None) -> float | None:
@@ -595,6 +600,9 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--rate", type=int, default=3000, help="events/s over all inputs")
     parser.add_argument("--sample-secs", type=float, default=10.0)
+    parser.add_argument(
+        "--settle-minutes", type=float, default=30.0, help="at most this long to drain the spool"
+    )
     parser.add_argument("--out", type=Path, default=None, help="directory for results.json")
     parser.add_argument("--workdir", type=Path, default=None, help="where servers keep data")
     parser.add_argument("--keep", action="store_true", help="keep the servers' data and logs")

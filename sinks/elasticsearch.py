@@ -67,7 +67,7 @@ from urllib.parse import urlsplit
 
 from elastic_transport import NdjsonSerializer, OrjsonSerializer, TransportError
 from elasticsearch import AsyncElasticsearch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from logstream.bulk import (
     BulkEncoder,
@@ -182,8 +182,12 @@ class ElasticsearchSinkConfig(SinkConfig):
         default=None, description="Install an index template at start (mappings for our fields)."
     )
     username: str | None = Field(default=None, description="Basic auth (with password).")
-    password: str | None = None
-    api_key: str | None = Field(default=None, description="API key: the encoded form, or `id:key`.")
+    # Secrets: shown as ********** by repr, str, model_dump and errors; read only to
+    # build the authorization header.
+    password: SecretStr | None = None
+    api_key: SecretStr | None = Field(
+        default=None, description="API key: the encoded form, or `id:key`."
+    )
     ca_file: Path | None = Field(default=None, description="PEM file of CAs to trust (https).")
     compression: Literal["none", "gzip"] = Field(
         default="none", description="gzip: compress request bodies (less network, more CPU)."
@@ -227,11 +231,11 @@ class ElasticsearchSinkConfig(SinkConfig):
     def _empty_path_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
 
-    @field_validator("username", "password", "api_key")
+    @field_validator("username", "password", "api_key", mode="before")
     @classmethod
-    def _empty_is_unset(cls, value: str | None) -> str | None:
+    def _empty_is_unset(cls, value: Any) -> Any:
         # "${ES_API_KEY:-}" in a config gives "" when the variable is not set.
-        return value or None
+        return None if value == "" else value
 
     @field_validator("index")
     @classmethod
@@ -292,10 +296,10 @@ class ElasticsearchSink(Sink):
         # Headers of the three kinds of request: GET, JSON bodies, bulk (NDJSON) bodies.
         self._headers = {"accept": "application/json"}
         if config.username is not None and config.password is not None:
-            token = f"{config.username}:{config.password}".encode()
+            token = f"{config.username}:{config.password.get_secret_value()}".encode()
             self._headers["authorization"] = "Basic " + base64.b64encode(token).decode()
         elif config.api_key is not None:
-            key = config.api_key
+            key = config.api_key.get_secret_value()
             if ":" in key:  # id:key -> the encoded form
                 key = base64.b64encode(key.encode()).decode()
             self._headers["authorization"] = "ApiKey " + key

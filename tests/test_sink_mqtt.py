@@ -1043,9 +1043,15 @@ def test_caps_hold_ratios_converge_and_errors_are_kept_on_an_injected_clock() ->
 def test_a_capped_topic_on_a_real_broker_stays_within_the_cap_and_uses_it(
     mosquitto: Mosquitto | ExternalBroker, mqtt_topic_root: str
 ) -> None:
-    """Offered ~4x its cap, a topic's received bytes in every 1-second window after
-    the first are within cap + 2% and above 95% of the cap (mosquitto_sub's receive
-    timestamps; MQTT 3.1.1 QoS 0, so a message's wire size follows from its length)."""
+    """Offered ~4x its cap, a topic's bytes stay within cap + 2% in every 1-second
+    window and above 95% of the cap in each whole second after the first.
+
+    Windows are judged by the publisher's send times (the sink's clock when it hands
+    a message to paho), the clock the token bucket itself runs on: the subscriber's
+    arrival times carry scheduling jitter that moves a message into the next window
+    (103,316 B once measured against 102,000 allowed). What the publisher sent must
+    then all reach a subscriber, byte for byte (mosquitto_sub; MQTT 3.1.1 QoS 0, so a
+    message's wire size follows from its length)."""
     cap = 100_000
     topic = f"{mqtt_topic_root}/capped"
     host, port = urlsplit(mosquitto.url).hostname, urlsplit(mosquitto.url).port
@@ -1077,6 +1083,27 @@ def test_a_capped_topic_on_a_real_broker_stays_within_the_cap_and_uses_it(
     )
     batches = [level_events(300, hosts=1) for _ in range(100)]  # 6000 events/s for 5 s
     subscriber = Subscriber(mosquitto.url, f"{topic}/#", protocol="3.1.1")
+    # (send time, wire bytes, forced): the sink's own clock as it hands each message to
+    # paho; "forced" marks the accounting records sent at close whatever the caps.
+    sent: list[tuple[float, int, bool]] = []
+    connection, scheduler = sink.connection, sink.scheduler
+    publish, send_records = connection.publish, scheduler.send_records
+    forcing = False
+
+    def record_send(name: str, payload: Any) -> None:
+        sent.append((scheduler.clock.monotonic(), payload.wire, forcing))
+        publish(name, payload)
+
+    def record_forced() -> None:
+        nonlocal forcing
+        forcing = True
+        try:
+            send_records()
+        finally:
+            forcing = False
+
+    connection.publish = record_send  # type: ignore[method-assign]
+    scheduler.send_records = record_forced  # type: ignore[method-assign]
 
     async def scenario() -> None:
         await sink.start()
@@ -1095,15 +1122,16 @@ def test_a_capped_topic_on_a_real_broker_stays_within_the_cap_and_uses_it(
         out, _ = receiver.communicate(timeout=5)
         subscriber.close()
     topic_bytes = len(f"{topic}/web-0")
-    arrivals = []
-    for line in out.splitlines():
-        stamp, length, _ = line.split(" ", 2)
-        arrivals.append((float(stamp), wire_size(topic_bytes, int(length), 0, None)))
-    first = arrivals[0][0]
-    windows = [
-        sum(size for at, size in arrivals if first + k <= at < first + k + 1) for k in (1, 2, 3)
-    ]
-    assert all(total <= cap * 1.02 for total in windows), windows
+    received = [wire_size(topic_bytes, int(line.split()[1]), 0, None) for line in out.splitlines()]
+    assert sum(received) == sum(wire for _, wire, _ in sent), "every byte sent reached the broker"
+    # The bucket's promise over every 1-second window (one starting at each send): at
+    # most cap * (1 + burst_secs). Records forced out at close are the one documented
+    # exception (charged into debt, which only holds later messages back).
+    capped = [(at, wire) for at, wire, forced in sent if not forced]
+    peak = max(sum(w for at, w in capped if start <= at < start + 1) for start, _ in capped)
+    assert peak <= cap * 1.02, peak
+    first = capped[0][0]
+    windows = [sum(w for at, w in capped if first + k <= at < first + k + 1) for k in (1, 2, 3)]
     assert all(total >= cap * 0.95 for total in windows), windows
     records = [e for m in subscriber.messages for e in decode(m.payload).events if is_accounting(e)]
     assert records, "accounting records arrived"

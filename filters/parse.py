@@ -232,6 +232,16 @@ def _zone(name: str) -> zoneinfo.ZoneInfo | None:
         raise ValueError(f"unknown timezone {name!r}; use an IANA name like Europe/Paris") from None
 
 
+def _dispatch(candidates: list[Parser]) -> dict[str, tuple[Parser, ...]]:
+    """ASCII first character -> the candidates whose lines may start with it, in
+    order; ``""`` -> every candidate (empty lines, non-ASCII first characters)."""
+    table = {"": tuple(candidates)}
+    for code in range(128):
+        char = chr(code)
+        table[char] = tuple(p for p in candidates if p.starts is None or char in p.starts)
+    return table
+
+
 class _Stream(Stream):
     """A stream's format, detection state, levels and held record."""
 
@@ -267,6 +277,10 @@ class ParseFilter(GroupingFilter[_Stream]):
         self._stamps = stamps
         names = config.formats or list(FORMATS)
         self._candidates = [parsers[n] for n in FORMATS if n in names]
+        # Detection by a line's first character: the candidates that may start so
+        # (strong: and may carry a time); other lines are offered to every one.
+        self._by_first = _dispatch(self._candidates)
+        self._by_first_strong = _dispatch([p for p in self._candidates if p.timestamped])
         self._auto = forced is None
         self._event_parsers = [
             p
@@ -432,7 +446,9 @@ class ParseFilter(GroupingFilter[_Stream]):
     def _detect(
         self, line: str, event: Event, skip: Parser | None, *, strong: bool
     ) -> tuple[Parser, Fields] | None:
-        for parser in self._candidates:
+        table = self._by_first_strong if strong else self._by_first
+        first = line[:1]
+        for parser in table[first] if first in table else table[""]:
             if parser is skip:
                 continue
             fields = parser.parse(line, event)

@@ -60,13 +60,15 @@ Every secret masked is counted in ``logstream_redactions_total`` for the filter.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Callable
+from itertools import accumulate, chain, compress, repeat
 from typing import Any, Final, Literal
 
 import ahocorasick
 from pydantic import Field, field_validator
 
-from logstream.event import Batch, Event
+from logstream.event import Batch
 from logstream.fields import Get, Set, getter, parse_path, setter
 from logstream.units import BuildContext, Filter, FilterConfig
 
@@ -262,7 +264,14 @@ _GROUPS: Final[tuple[tuple[tuple[str, ...], tuple[_Spec, ...]], ...]] = (
 _NOT_SECRETS: Final = frozenset(
     ["null", "None", "none", "nil", "true", "false", "True", "False", "undefined"]
 )
+# Groups whose regexes can only match text that also holds this (checked with
+# `in` after the trigger was found: most URLs carry no credentials).
+_NEEDS: Final = {"://": "@"}
 _NAME_CACHE_MAX: Final = 4096
+_IS_DICT: Final = frozenset((dict,)).__contains__
+_IS_LIST: Final = frozenset((list,)).__contains__
+# Between the texts of a batch, screened as one: no trigger holds it.
+_SEPARATOR: Final = "\x00"
 _MAX_DEPTH: Final = 16
 
 Substitute = Callable[[str], str]
@@ -399,13 +408,13 @@ class RedactFilter(Filter):
                 if rule in chosen
             )
             if masks:
-                groups.append((triggers, masks))
+                groups.append((triggers, masks, _NEEDS.get(triggers[0])))
         self._groups = tuple(groups)
         # Every trigger -> the groups it opens: one pass over the lowered text
         # finds the groups to run (most texts open none).
         self._triggers = ahocorasick.Automaton(ahocorasick.STORE_ANY, ahocorasick.KEY_STRING)
         opens: dict[str, list[int]] = {}
-        for index, (triggers, _masks) in enumerate(self._groups):
+        for index, (triggers, _masks, _needs) in enumerate(self._groups):
             for trigger in triggers:
                 opens.setdefault(trigger, []).append(index)
         for trigger, indexes in opens.items():
@@ -413,6 +422,8 @@ class RedactFilter(Filter):
         self._screen = self._triggers.iter if opens else None
         if opens:
             self._triggers.make_automaton()
+        # The batch scan: Hyperscan when installed (else the automaton above).
+        self._scan_batch = _hyperscan_scanner(opens) if opens else None
         self._always = tuple(
             _masker(_user_pattern(pattern, index), False, replacement, self._counter)
             for index, pattern in enumerate(config.patterns)
@@ -420,13 +431,17 @@ class RedactFilter(Filter):
         self._fields: tuple[tuple[Get, Set], ...] = tuple(
             (getter(parse_path(field)), setter(parse_path(field))) for field in config.fields
         )
+        # Top-level fields: read for the whole batch at once (dict.get in C).
+        self._top_fields: tuple[str, ...] | None = (
+            tuple(str(parse_path(field)[0]) for field in config.fields)
+            if all(len(parse_path(field)) == 1 for field in config.fields)
+            else None
+        )
         self._replacement = replacement
         # Keys seen in events, and those of them that name a secret.
         self._known: set[str] = set()
         self._secret_names: set[str] = set()
-        self._mask_named: Callable[[dict[str, Any], int], None] = (
-            self._walk if config.by_field_name else _no_names
-        )
+        self._by_field_name = config.by_field_name
 
     def redact_text(self, text: str) -> str:
         """``text`` with every secret the rules find masked (counted)."""
@@ -437,29 +452,129 @@ class RedactFilter(Filter):
             for _end, indexes in screen(lowered):
                 found.update(indexes)
             if found:
-                groups = self._groups
-                for index in sorted(found):  # in _GROUPS order: private keys first
-                    for mask in groups[index][1]:
-                        masked = mask(text, lowered)
-                        if masked is not text:
-                            text, lowered = masked, _lower(masked)
+                text, lowered = self._run_groups(text, lowered, found)
         for mask in self._always:
             text = mask(text, lowered)
         return text
 
+    def _run_groups(self, text: str, lowered: str, found: set[int]) -> tuple[str, str]:
+        """The groups whose triggers the text holds, in _GROUPS order (private keys first)."""
+        groups = self._groups
+        for index in sorted(found):
+            _triggers, masks, needs = groups[index]
+            if needs is not None and needs not in lowered:
+                continue
+            for mask in masks:
+                masked = mask(text, lowered)
+                if masked is not text:
+                    text, lowered = masked, _lower(masked)
+        return text, lowered
+
     def process(self, batch: Batch) -> Batch:
         before = self._counter.hits
-        fields, redact, mask_named = self._fields, self.redact_text, self._mask_named
-        for event in batch:
-            for get, set_field in fields:
-                value = get(event)
-                if type(value) is str:
-                    masked = redact(value)
-                    if masked is not value and masked != value:
-                        set_field(event, masked)
-            mask_named(event, 0)
+        top = self._top_fields
+        if top is not None and self._screen is not None and not self._always:
+            for name in top:
+                self._redact_field(batch, name)
+        else:
+            fields, redact = self._fields, self.redact_text
+            for event in batch:
+                for get, set_field in fields:
+                    value = get(event)
+                    if type(value) is str:
+                        masked = redact(value)
+                        if masked is not value and masked != value:
+                            set_field(event, masked)
+        if self._by_field_name:
+            self._mask_names(batch)
         self.metrics.redactions += self._counter.hits - before
         return batch
+
+    def _redact_field(self, batch: Batch, name: str) -> None:
+        """Redact the top-level field ``name`` of every event of the batch.
+
+        The texts are screened as one (joined by a separator no trigger
+        holds, lowered once, one Hyperscan or Aho-Corasick pass), so the
+        events whose text holds no trigger -- most -- cost no Python code of
+        their own; the others go through the rules as :meth:`redact_text`
+        runs them.
+        """
+        texts = list(map(dict.get, batch, repeat(name)))
+        kinds = set(map(type, texts))
+        if str not in kinds:
+            return
+        if len(kinds) > 1:  # missing or not text: screened as empty text
+            texts = [text if type(text) is str else "" for text in texts]
+        joined = _SEPARATOR.join(texts)
+        lowered = joined.lower()
+        screen, scan_batch = self._screen, self._scan_batch
+        if len(lowered) != len(joined) or screen is None:
+            # A character whose lower case is longer: each text on its own.
+            for event, text in zip(batch, texts, strict=True):
+                if text:
+                    masked = self.redact_text(text)
+                    if masked is not text and masked != text:
+                        event[name] = masked
+            return
+        if scan_batch is not None and lowered.isascii():
+            hits = scan_batch(lowered)
+            last = 1  # Hyperscan's end offsets are past the trigger's last character
+        else:
+            hits = list(screen(lowered))
+            last = 0  # the automaton's are at it
+        if not hits:
+            return
+        # Whose a trigger is: the text starting last before it.
+        starts = list(accumulate(map(len, texts), _next_start, initial=0))
+        found: dict[int, set[int]] = {}
+        for end, indexes in hits:
+            at = bisect_right(starts, end - last) - 1
+            hit = found.get(at)
+            if hit is None:
+                found[at] = set(indexes)
+            else:
+                hit.update(indexes)
+        for at, groups in found.items():
+            text = texts[at]
+            masked, _ = self._run_groups(text, lowered[starts[at] : starts[at + 1] - 1], groups)
+            if masked is not text and masked != text:
+                batch[at][name] = masked
+
+    def _mask_names(self, batch: Batch) -> None:
+        """Mask secret-named fields (``by_field_name``) in every event of the batch.
+
+        The common batch -- no secret-named key at the top, no object inside
+        any event, lists of strings only (``tags``) -- is checked by set
+        operations over the whole batch, in C; only events that have such a
+        key and objects inside events are walked by :meth:`_walk`.
+        """
+        known = self._known
+        if not known.issuperset(chain.from_iterable(batch)):
+            for event in batch:
+                if not known.issuperset(event):
+                    for key in event.keys() - known:
+                        self._classify(key)
+        if not self._secret_names.isdisjoint(chain.from_iterable(batch)):
+            for event in batch:
+                self._mask_keys(event)
+        values = list(chain.from_iterable(map(dict.values, batch)))
+        kinds = set(map(type, values))
+        if dict not in kinds and list not in kinds:
+            return
+        types = list(map(type, values))
+        nested = list(compress(values, map(_IS_DICT, types)))
+        if list in kinds:
+            items = list(chain.from_iterable(compress(values, map(_IS_LIST, types))))
+            nested += compress(items, map(_IS_DICT, map(type, items)))
+        for node in nested:
+            self._walk(node, 1)
+
+    def _mask_keys(self, node: dict[str, Any]) -> None:
+        for key in self._secret_names.intersection(node):
+            value = node[key]
+            if type(value) is str and _hides_something(value, self._replacement):
+                node[key] = self._replacement
+                self._counter.hits += 1
 
     def _walk(self, node: dict[str, Any], depth: int) -> None:
         """Mask string values of secret-named keys in ``node`` and the objects inside it.
@@ -472,11 +587,7 @@ class RedactFilter(Filter):
         if not known.issuperset(node):
             for key in node.keys() - known:
                 self._classify(key)
-        for key in self._secret_names.intersection(node):
-            value = node[key]
-            if type(value) is str and _hides_something(value, self._replacement):
-                node[key] = self._replacement
-                self._counter.hits += 1
+        self._mask_keys(node)
         if depth >= _MAX_DEPTH:
             return
         kinds = set(map(type, node.values()))
@@ -505,10 +616,49 @@ class RedactFilter(Filter):
         return match is not None and _starts_name(name, match.start("kw"), match.group("kw"))
 
 
+BatchScan = Callable[[str], list[tuple[int, tuple[int, ...]]]]
+
+
+def _next_start(start: int, length: int) -> int:
+    return start + length + 1  # and the separator
+
+
+def _hyperscan_scanner(opens: dict[str, list[int]]) -> BatchScan | None:
+    """``lowered ASCII text -> [(end offset, group indexes)]`` of every trigger in it,
+    with Hyperscan; ``None`` when Hyperscan is not installed (or refuses the set)."""
+    try:
+        import hyperscan
+    except ImportError:  # not on this platform: the automaton does it
+        return None
+    words = list(opens)
+    groups = [tuple(opens[word]) for word in words]
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    try:
+        database.compile(
+            # Every character escaped (\xHH): the triggers are literals.
+            expressions=["".join(f"\\x{ord(c):02x}" for c in word).encode() for word in words],
+            ids=list(range(len(words))),
+            elements=len(words),
+            flags=[0] * len(words),
+        )
+        scratch = hyperscan.Scratch(database)
+    except hyperscan.error:  # pragma: no cover - a library that cannot take literals
+        return None
+    scan = database.scan
+
+    def scan_batch(text: str) -> list[tuple[int, tuple[int, ...]]]:
+        hits: list[tuple[int, tuple[int, ...]]] = []
+        append = hits.append
+
+        def on_match(word: int, start: int, end: int, flags: int, context: object) -> None:
+            append((end, groups[word]))
+
+        scan(text.encode("ascii"), match_event_handler=on_match, scratch=scratch)
+        return hits
+
+    return scan_batch
+
+
 def _hides_something(value: str, replacement: str) -> bool:
     """False for values that are no secret: null-ish words and already masked text."""
     return value != replacement and value not in _NOT_SECRETS and bool(value.strip("*"))
-
-
-def _no_names(event: Event, depth: int) -> None:
-    return None

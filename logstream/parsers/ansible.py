@@ -50,7 +50,14 @@ from typing import Any, Final
 import orjson
 
 from logstream.event import Event
-from logstream.parsers.common import Continues, Fields, LevelInfo, Timestamps, strip_ansi
+from logstream.parsers.common import (
+    DIGITS,
+    Continues,
+    Fields,
+    LevelInfo,
+    Timestamps,
+    strip_ansi,
+)
 from logstream.severity import Severity, parse_name
 
 ANSIBLE_LOG: Final = "ansible_log"
@@ -170,6 +177,8 @@ class StdoutParser:
 
     name: str = STDOUT
     folds: bool = True
+    starts: str | None = None
+    timestamped: bool = False
     states_level: bool = True
     continues: Continues | None = None
 
@@ -209,6 +218,8 @@ class LogParser:
 
     name: str = ANSIBLE_LOG
     folds: bool = True
+    starts: str | None = DIGITS
+    timestamped: bool = True
     states_level: bool = False
     continues: Continues | None = None
 
@@ -304,6 +315,8 @@ class AwxParser:
 
     name: str = AWX
     folds: bool = False
+    starts: str | None = None  # the event itself may be the job event
+    timestamped: bool = True
     states_level: bool = True
     continues: Continues | None = None
 
@@ -365,6 +378,8 @@ class LogstashCallbackParser:
 
     name: str = LOGSTASH
     folds: bool = False
+    starts: str | None = None  # the event itself may be the callback's
+    timestamped: bool = False
     states_level: bool = False
     continues: Continues | None = None
 

@@ -37,6 +37,14 @@ class Parser(Protocol):
     #: keeps no level history for the stream; a line without one would get
     #: the default).
     states_level: bool
+    #: The ASCII characters a line of this format may start with, or ``None``
+    #: (any). Detection skips the parser for a line starting with another
+    #: ASCII character, without running its regex; a line starting with a
+    #: non-ASCII character (or an empty one) is always offered.
+    starts: str | None
+    #: Whether a line of this format can carry a time (``@timestamp``): only
+    #: such formats can switch a detected stream to themselves.
+    timestamped: bool
     #: For formats whose records span several *parsed* lines (oslo's TRACE
     #: lines): given the held record's fields and a new line's fields, the
     #: text to fold into the held record, or ``None`` when the line starts a
@@ -123,6 +131,13 @@ def leading_level(text: str, levels: LevelMap) -> LevelInfo | None:
 
 
 # --------------------------------------------------------------------------- text
+
+
+DIGITS: Final = "0123456789"
+UPPER: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+#: Every ASCII character but the whitespace of ``\\s`` (``re.ASCII``): the
+#: first character of a line starting with ``\\S``.
+NOT_SPACE: Final = "".join(chr(code) for code in range(128) if not chr(code).isspace())
 
 
 def is_number(text: str, max_digits: int = 18) -> bool:

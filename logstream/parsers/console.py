@@ -26,6 +26,7 @@ from typing import Final
 
 from logstream.event import Event
 from logstream.parsers.common import (
+    DIGITS,
     TB_NONE,
     TB_OPEN,
     TRACEBACK_START,
@@ -65,6 +66,8 @@ def continues(head: Fields, line: Fields) -> str | None:
 class ConsoleParser:
     name: str = NAME
     folds: bool = True
+    starts: str | None = DIGITS + "+"
+    timestamped: bool = True
     states_level: bool = False
 
     def __init__(self, stamps: Timestamps) -> None:

@@ -27,7 +27,15 @@ import re
 from typing import Final
 
 from logstream.event import Event
-from logstream.parsers.common import Continues, Fields, LevelMap, Timestamps, is_number, set_level
+from logstream.parsers.common import (
+    DIGITS,
+    Continues,
+    Fields,
+    LevelMap,
+    Timestamps,
+    is_number,
+    set_level,
+)
 from logstream.severity import Severity
 
 NAME: Final = "oslo"
@@ -130,6 +138,8 @@ def continues(head: Fields, line: Fields) -> str | None:
 class OsloParser:
     name: str = NAME
     folds: bool = True
+    starts: str | None = DIGITS
+    timestamped: bool = True
     states_level: bool = True
 
     def __init__(self, stamps: Timestamps) -> None:

@@ -62,7 +62,9 @@ from typing import Final
 from logstream.event import Event
 from logstream.parsers import oslo
 from logstream.parsers.common import (
+    DIGITS,
     MONTHS,
+    UPPER,
     Continues,
     Fields,
     LevelMap,
@@ -148,6 +150,9 @@ class SyslogParser:
     def __init__(self, stamps: Timestamps, *, journal: bool) -> None:
         self.name = JOURNAL if journal else SYSLOG
         self.folds = journal
+        # <PRI>, a month name, an ISO date; the journal's "-- Logs begin ... --"
+        self.starts: str | None = "<" + UPPER + DIGITS + ("-" if journal else "")
+        self.timestamped = True
         self.states_level = False
         self.continues: Continues | None = journal_continues if journal else None
         self._journal = journal
@@ -310,6 +315,8 @@ def _parse_5424_time(text: str) -> dt.datetime | None:
 class Rfc5424Parser:
     name: str = RFC5424
     folds: bool = False
+    starts: str | None = "<"
+    timestamped: bool = True
     states_level: bool = True
     continues: Continues | None = None
 

@@ -32,7 +32,9 @@ from typing import Final
 
 from logstream.event import Event
 from logstream.parsers.common import (
+    DIGITS,
     MONTHS,
+    NOT_SPACE,
     Continues,
     Fields,
     LevelMap,
@@ -85,6 +87,8 @@ def _access_time(key: str) -> dt.datetime | None:
 class AccessParser:
     name: str = ACCESS
     folds: bool = False
+    starts: str | None = NOT_SPACE
+    timestamped: bool = True
     states_level: bool = False  # a status of '-' states none
     continues: Continues | None = None
 
@@ -170,6 +174,8 @@ def _error_levels() -> LevelMap:
 class ApacheErrorParser:
     name: str = APACHE_ERROR
     folds: bool = False
+    starts: str | None = "["
+    timestamped: bool = True
     states_level: bool = True
     continues: Continues | None = None
 
@@ -226,6 +232,8 @@ class ApacheErrorParser:
 class NginxErrorParser:
     name: str = NGINX_ERROR
     folds: bool = False
+    starts: str | None = DIGITS
+    timestamped: bool = True
     states_level: bool = True
     continues: Continues | None = None
 

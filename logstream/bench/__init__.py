@@ -5,7 +5,9 @@
   subscribers lose, per severity, against one JSON message per event.
 - :mod:`logstream.bench.throughput`: events/s, MiB/s, CPU and peak RSS of
   ``logstream run`` (TCP to file, to lz4 MQTT, to Elasticsearch) next to
-  references measured in the same run.
+  references measured in the same run (the pieces), and
+  :mod:`logstream.bench.scaling`: the command that runs them with workers
+  1..N over several rounds and reports medians and ratios.
 
 Both write ``results.json`` and ``results.md`` into an output directory;
 read ratios, not absolute figures: the machine is shared and noisy.

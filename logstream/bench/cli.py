@@ -70,7 +70,8 @@ def add_parser(commands: Any) -> None:
         "--targets",
         default=None,
         help="comma-separated: discard, orjson-loop, file, mqtt-lz4, mqtt, parse, parse+redact, "
-        "elasticsearch, es-bulk (default: all but mqtt, parse, parse+redact)",
+        "parse-mqtt-lz4, elasticsearch, es-bulk (default: all but mqtt, parse, parse+redact, "
+        "parse-mqtt-lz4)",
     )
     throughput.add_argument("--events", type=int, default=None, help="lines (default 500000)")
     throughput.add_argument(
@@ -80,6 +81,19 @@ def add_parser(commands: Any) -> None:
         help="lines for elasticsearch and es-bulk (default 100000)",
     )
     throughput.add_argument("--connections", type=int, default=4, help="TCP connections")
+    throughput.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run each logstream target with pipeline.workers 1..N (default 1)",
+    )
+    throughput.add_argument(
+        "--runs",
+        type=int,
+        default=None,
+        help="rounds over every target, medians reported (default 3; 1 with --quick)",
+    )
     _common(throughput)
 
 
@@ -105,7 +119,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark ``args`` name; print where the results are. Returns an exit code."""
-    from logstream.bench import bandwidth, throughput
+    from logstream.bench import bandwidth, scaling, throughput
     from logstream.bench.corpus import default_corpus
 
     if logging.getLogger().level >= logging.INFO:  # keep the progress bar readable
@@ -133,15 +147,19 @@ def run(args: argparse.Namespace) -> int:
         else:
             options_t = throughput.Options(corpus=corpus, out=out, progress=not args.no_progress)
             options_t.connections = int(_positive("--connections", args.connections))
+            options_t.workers = int(_positive("--workers", args.workers))
             if args.targets:
                 options_t.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
             if args.quick:
                 options_t.events, options_t.es_events = 20_000, QUICK_ES_EVENTS
+                options_t.runs = 1
             if args.events is not None:
                 options_t.events = int(_positive("--events", args.events))
             if args.es_events is not None:
                 options_t.es_events = int(_positive("--es-events", args.es_events))
-            summary = throughput.run(options_t)
+            if args.runs is not None:
+                options_t.runs = int(_positive("--runs", args.runs))
+            summary = scaling.run(options_t)
     except ValueError as error:
         print(f"logstream bench {args.bench}: {error}", file=sys.stderr)
         return 2

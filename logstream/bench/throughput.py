@@ -18,19 +18,25 @@ process for:
   ``redact`` filter after it) in the pipeline, read against ``file`` of the
   same run: their CPU per event over ``file``'s is the filters' cost (not in
   the defaults: ``--targets file,parse,parse+redact``);
+- ``parse-mqtt-lz4``: ``mqtt-lz4`` with the ``parse`` filter in the pipeline
+  (not in the defaults);
 - ``elasticsearch``: ``logstream run`` with a tcp input and an elasticsearch
   sink to a local noida-db;
 - ``es-bulk``: the reference for ``elasticsearch``: the same documents,
-  pre-encoded as NDJSON bulk bodies of 1000, posted one at a time with
-  aiohttp into the same noida-db (the server's and a client's floor).
+  pre-encoded as NDJSON bulk bodies of 1000, posted with aiohttp over as many
+  connections as the sink uses into a noida-db of its own (the server's and a
+  client's floor).
 
-Figures are read as ratios to the references: the machine is shared and noisy.
+This module holds the pieces (load, references, one ``logstream run``, process
+tree accounting); :mod:`logstream.bench.scaling` runs them (workers 1..N,
+``--runs`` rounds, medians) and writes the report. Figures are read as ratios
+to the references: the machine is shared and noisy.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
+import contextlib
 import json
 import logging
 import os
@@ -38,11 +44,10 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +61,18 @@ FILTER_TARGETS: dict[str, list[dict[str, object]]] = {
     "parse": [{"type": "parse"}],
     "parse+redact": [{"type": "parse"}, {"type": "redact"}],
 }
-ALL_TARGETS = (*DEFAULT_TARGETS[:4], "mqtt", *FILTER_TARGETS, *DEFAULT_TARGETS[4:])
+# Targets that are `mqtt-lz4` with filters in the pipeline.
+MQTT_FILTER_TARGETS: dict[str, list[dict[str, object]]] = {
+    "parse-mqtt-lz4": [{"type": "parse"}],
+}
+ALL_TARGETS = (
+    *DEFAULT_TARGETS[:4],
+    "mqtt",
+    *FILTER_TARGETS,
+    *MQTT_FILTER_TARGETS,
+    *DEFAULT_TARGETS[4:],
+)
+REFERENCE_TARGETS = ("discard", "orjson-loop", "es-bulk")
 ES_TARGETS = ("elasticsearch", "es-bulk")
 # Which reference each target is read against.
 REFERENCE_OF = {
@@ -65,6 +81,7 @@ REFERENCE_OF = {
     "mqtt": "orjson-loop",
     "parse": "file",
     "parse+redact": "file",
+    "parse-mqtt-lz4": "mqtt-lz4",
     "orjson-loop": "discard",
     "elasticsearch": "es-bulk",
 }
@@ -80,6 +97,8 @@ class Options:
     corpus: Path | None = None
     out: Path = Path("bench-results")
     progress: bool = True
+    workers: int = 1  # logstream targets run with pipeline.workers 1..workers
+    runs: int = 3  # rounds over every configuration; medians are reported
 
 
 # --------------------------------------------------------------------------- load
@@ -163,6 +182,44 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and its descendants (children of every thread, read from /proc)."""
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        for children in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                todo += [int(child) for child in children.read_text().split()]
+            except OSError:  # the thread or process just ended
+                continue
+    return pids
+
+
+def tree_cpu_secs(pid: int) -> float:
+    """CPU seconds of ``pid`` and every live descendant, plus those of the ended
+    children they reaped (cutime, cstime): a restarted worker's time is not lost."""
+    total = 0.0
+    for each in tree_pids(pid):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(value) for value in fields[11:15]) / CLK_TCK
+    return total
+
+
+def tree_peak_rss_mib(pid: int) -> tuple[float, int]:
+    """Sum of each process's peak RSS (VmHWM) over ``pid``'s tree (an upper bound of
+    the tree's peak: the processes need not peak at once), and the process count."""
+    pids = tree_pids(pid)
+    total = 0.0
+    for each in pids:
+        with contextlib.suppress(OSError):
+            total += peak_rss_mib(each)
+    return total, len(pids)
+
+
 REFERENCE_SERVER = r"""
 import socket, sys, threading, orjson
 mode, port, expected = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -205,6 +262,10 @@ class Result:
     delivered: int
     dropped: int
     note: str = ""
+    workers: int = 0  # logstream's pipeline.workers; 0: a reference, not logstream
+    supervisor_rss_mib: float | None = None  # the supervisor's own peak (workers > 1)
+    processes: int = 1  # in the measured tree
+    split: list[int] = field(default_factory=list)  # events in per worker (workers > 1)
 
     @property
     def events_per_sec(self) -> float:
@@ -248,10 +309,14 @@ def run_reference(mode: str, lines: list[bytes], connections: int) -> Result:
     return Result(mode, len(lines), _mib(lines), secs, cpu, rss, received, 0)
 
 
+def metrics_text(url: str) -> str:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:  # noqa: S310 - our own monitor
+        return str(response.read().decode())
+
+
 def metrics(url: str) -> dict[tuple[str, str], float]:
     """(metric name, unit) -> value, summed over other labels."""
-    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:  # noqa: S310 - our own monitor
-        text = response.read().decode()
+    text = metrics_text(url)
     out: dict[tuple[str, str], float] = {}
     for line in text.splitlines():
         if line.startswith("#") or "{" not in line:
@@ -270,18 +335,29 @@ def run_logstream(
     connections: int,
     workdir: Path,
     filters: list[dict[str, object]] | None = None,
+    *,
+    workers: int = 1,
+    last_output: Callable[[], float | None] | None = None,
 ) -> Result:
-    """``logstream run`` in its own process (tcp input -> ``sink``), fed over TCP; done
-    when the sink has delivered or dropped every event (read from /metrics)."""
+    """``logstream run`` in its own process (tcp input -> ``sink``, ``pipeline.workers``
+    ``workers``), fed over TCP; done when the sink has delivered or dropped every
+    event (read from /metrics).
+
+    With workers, /metrics lags up to a second (each worker reports its counters
+    once a second), so the end of the run is ``last_output()`` when given: the
+    wall-clock time (``time.time()``) the last output landed (a file's mtime, the
+    last message at a subscriber). CPU and peak RSS cover the whole process tree.
+    """
     port, monitor = free_port(), free_port()
     config = {
         "inputs": [{"type": "tcp", "listen": f"127.0.0.1:{port}"}],
         "filters": filters or [],
         "sinks": [{"id": "out", **sink}],
         "monitor": {"listen": f"127.0.0.1:{monitor}"},
-        "state_dir": str(workdir / "state"),
+        "pipeline": {"workers": workers},
+        "state_dir": str(workdir / f"state-{target}-{workers}"),
     }
-    path = workdir / f"{target}.yaml"
+    path = workdir / f"{target}-{workers}.yaml"
     path.write_text(json.dumps(config))
     proc = subprocess.Popen(
         [sys.executable, "-m", "logstream", "--log-level", "WARNING", "run", "-c", str(path)],
@@ -290,7 +366,7 @@ def run_logstream(
     url = f"http://127.0.0.1:{monitor}"
     delivered = dropped = 0.0
     try:
-        for _ in range(400):
+        for _ in range(1200):  # the monitor answers once every worker is ready
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=1):  # noqa: S310
                     break
@@ -298,7 +374,8 @@ def run_logstream(
                 if proc.poll() is not None:
                     raise RuntimeError(f"logstream run exited with {proc.returncode}") from None
                 time.sleep(0.05)
-        cpu_before = cpu_secs(proc.pid)
+        cpu_before = tree_cpu_secs(proc.pid)
+        started_wall = time.time()
         started = time.perf_counter()
         send(port, lines, connections)
         while True:
@@ -314,8 +391,13 @@ def run_logstream(
                 break
             time.sleep(0.02)
         secs = time.perf_counter() - started
-        cpu = cpu_secs(proc.pid) - cpu_before
-        rss = peak_rss_mib(proc.pid)
+        landed = last_output() if last_output is not None else None
+        if landed is not None and started_wall < landed:
+            secs = min(secs, landed - started_wall)
+        cpu = tree_cpu_secs(proc.pid) - cpu_before
+        rss, processes = tree_peak_rss_mib(proc.pid)
+        own_rss = peak_rss_mib(proc.pid) if processes > 1 else None
+        split = worker_split(metrics_text(url)) if workers > 1 else []
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -323,7 +405,30 @@ def run_logstream(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    return Result(target, len(lines), _mib(lines), secs, cpu, rss, int(delivered), int(dropped))
+    return Result(
+        target,
+        len(lines),
+        _mib(lines),
+        secs,
+        cpu,
+        rss,
+        int(delivered),
+        int(dropped),
+        workers=workers,
+        supervisor_rss_mib=own_rss,
+        processes=processes,
+        split=split,
+    )
+
+
+def worker_split(text: str) -> list[int]:
+    """Events each worker took in (``logstream_worker_events_in_total{worker=...}``)."""
+    split: dict[int, int] = {}
+    for line in text.splitlines():
+        if line.startswith("logstream_worker_events_in_total{") and 'worker="' in line:
+            worker = int(line.split('worker="', 1)[1].split('"', 1)[0])
+            split[worker] = split.get(worker, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return [split[worker] for worker in sorted(split)]
 
 
 # --------------------------------------------------------------------------- Elasticsearch
@@ -338,8 +443,9 @@ def es_count(url: str, index: str) -> int:
         return int(json.loads(response.read())["count"])
 
 
-def run_bulk_reference(url: str, lines: list[bytes], index: str) -> Result:
-    """The same documents posted as pre-encoded bulk bodies, one request at a time.
+def run_bulk_reference(url: str, lines: list[bytes], index: str, connections: int = 1) -> Result:
+    """The same documents posted as pre-encoded bulk bodies, ``connections`` requests
+    at a time (each over its own connection, taking the next body when done).
 
     CPU and RSS are this (client) process's: the bodies are built before timing.
     """
@@ -352,9 +458,12 @@ def run_bulk_reference(url: str, lines: list[bytes], index: str) -> Result:
     async def post_all() -> int:
         import aiohttp
 
+        queue = iter(bodies)
         failed = 0
-        async with aiohttp.ClientSession() as session:
-            for body in bodies:
+
+        async def poster(session: aiohttp.ClientSession) -> None:
+            nonlocal failed
+            for body in queue:
                 async with session.post(
                     f"{url}/_bulk",
                     data=body,
@@ -370,6 +479,10 @@ def run_bulk_reference(url: str, lines: list[bytes], index: str) -> Result:
                             )
                             or len(body.splitlines()) // 2
                         )
+
+        connector = aiohttp.TCPConnector(limit=connections)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            await asyncio.gather(*(poster(session) for _ in range(connections)))
         return failed
 
     pid = os.getpid()
@@ -388,145 +501,5 @@ def run_bulk_reference(url: str, lines: list[bytes], index: str) -> Result:
         peak_rss_mib(pid),
         len(lines) - failed,
         failed,
-        note=f"client side; {counted:,} documents counted",
+        note=f"client side, {connections} connections; {counted:,} documents counted",
     )
-
-
-# --------------------------------------------------------------------------- the command
-
-
-def run(options: Options) -> dict[str, Any]:
-    """Run every target and write results.json and results.md into ``options.out``."""
-    from logstream.bench.report import progress_bar, write_json
-
-    unknown = [t for t in options.targets if t not in ALL_TARGETS]
-    if unknown:
-        raise ValueError(f"unknown target {', '.join(unknown)}; known: {', '.join(ALL_TARGETS)}")
-    corpus = options.corpus
-    lines = build_lines(options.events, corpus)
-    es_lines = lines[: options.es_events]
-    options.out.mkdir(parents=True, exist_ok=True)
-    results: list[Result] = []
-    total = sum(len(es_lines) if t in ES_TARGETS else len(lines) for t in options.targets)
-    with (
-        tempfile.TemporaryDirectory(prefix="logstream-bench-") as tmp,
-        progress_bar(total, "events", options.progress) as bar,
-    ):
-        workdir = Path(tmp)
-        noida = None
-        try:
-            for target in options.targets:
-                bar.set_postfix_str(target)
-                count = len(es_lines) if target in ES_TARGETS else len(lines)
-                if target in ("discard", "orjson-loop"):
-                    result = run_reference(target, lines, options.connections)
-                elif target == "file" or target in FILTER_TARGETS:
-                    file_sink: dict[str, object] = {
-                        "type": "file",
-                        "path": str(workdir / f"{target}.ndjson"),
-                    }
-                    result = run_logstream(
-                        target,
-                        file_sink,
-                        lines,
-                        options.connections,
-                        workdir,
-                        FILTER_TARGETS.get(target),
-                    )
-                elif target in ("mqtt", "mqtt-lz4"):
-                    from logstream.local.mosquitto import Mosquitto
-
-                    with Mosquitto(workdir / f"mosquitto-{target}") as broker:
-                        mqtt_sink: dict[str, object] = {
-                            "type": "mqtt",
-                            "url": broker.url,
-                            "topic": "bench/{level}",
-                            "when_full": "block",
-                            "encoding": "lz4" if target == "mqtt-lz4" else "json",
-                        }
-                        result = run_logstream(
-                            target, mqtt_sink, lines, options.connections, workdir
-                        )
-                else:
-                    if noida is None:
-                        from logstream.local.noida import Noida
-
-                        noida = Noida(workdir / "noida-db")
-                        noida.start()
-                    if target == "elasticsearch":
-                        sink: dict[str, object] = {
-                            "type": "elasticsearch",
-                            "hosts": [noida.url],
-                            "index": "bench-logstream",
-                        }
-                        result = run_logstream(target, sink, es_lines, options.connections, workdir)
-                        counted = es_count(noida.url, "bench-logstream")
-                        result.note = f"{counted:,} documents counted"
-                    else:
-                        result = run_bulk_reference(noida.url, es_lines, "bench-bulk")
-                bar.update(count)
-                results.append(result)
-        finally:
-            if noida is not None:
-                noida.stop()
-    summary = {
-        "command": "logstream bench throughput",
-        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "source": f"corpus {corpus}" if corpus is not None else "generated messages",
-        "events": options.events,
-        "es_events": len(es_lines),
-        "connections": options.connections,
-        "bytes_per_event": _mib(lines) * 2**20 / len(lines) if lines else 0.0,
-        "cpus": os.cpu_count(),
-        "results": [_with_ratio(r, results) for r in results],
-    }
-    write_json(options.out / "results.json", summary)
-    (options.out / "results.md").write_text(markdown(summary), encoding="utf-8")
-    return summary
-
-
-def _with_ratio(result: Result, results: list[Result]) -> dict[str, Any]:
-    data = result.as_dict()
-    reference = REFERENCE_OF.get(result.target)
-    ref = next((r for r in results if r.target == reference), None)
-    data["reference"] = reference if ref is not None else None
-    data["ratio_to_reference"] = (
-        result.events_per_sec / ref.events_per_sec if ref is not None and ref.secs else None
-    )
-    # CPU per event over the reference's (the filter targets' cost over `file`).
-    data["cpu_ratio_to_reference"] = (
-        (result.cpu_secs / result.events) / (ref.cpu_secs / ref.events)
-        if ref is not None and ref.cpu_secs and ref.events and result.events
-        else None
-    )
-    return data
-
-
-def markdown(summary: dict[str, Any]) -> str:
-    lines = [
-        "# logstream bench throughput",
-        "",
-        f"{summary['events']:,} python-logstash v1 lines ({summary['es_events']:,} for the "
-        f"Elasticsearch rows), {summary['bytes_per_event']:.0f} B/line, messages from "
-        f"{summary['source']}, {summary['connections']} TCP connections, {summary['cpus']} CPUs. "
-        f"CPU seconds and peak RSS are the receiving process's. {summary['when']}.",
-        "",
-        "| target | events/s | MiB/s | CPU s | CPU µs/event | peak RSS MiB | delivered | dropped "
-        "| vs reference | note |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
-    ]
-    for r in summary["results"]:
-        ratio = (
-            f"{r['ratio_to_reference']:.2f} of {r['reference']}"
-            if r["ratio_to_reference"] is not None
-            else "-"
-        )
-        if r.get("cpu_ratio_to_reference") is not None:
-            ratio += f", CPU/event {r['cpu_ratio_to_reference']:.2f}x"
-        lines.append(
-            f"| {r['target']} | {r['events_per_sec']:,.0f} | {r['mib_per_sec']:.1f} "
-            f"| {r['cpu_secs']:.2f} | {r['cpu_us_per_event']:.2f} | {r['peak_rss_mib']:.0f} "
-            f"| {r['delivered']:,} | {r['dropped']:,} | {ratio} | {r['note']} |"
-        )
-    lines.append("")
-    return "\n".join(lines)

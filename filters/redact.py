@@ -499,7 +499,7 @@ class RedactFilter(Filter):
         their own; the others go through the rules as :meth:`redact_text`
         runs them.
         """
-        texts = list(map(dict.get, batch, repeat(name)))
+        texts: list[Any] = list(map(dict.get, batch, repeat(name)))
         kinds = set(map(type, texts))
         if str not in kinds:
             return

@@ -17,6 +17,7 @@ import pytest
 from aiohttp import ClientSession, web
 
 from logstream.config import ConfigError, parse_config
+from logstream.metrics import Registry, UnitMetrics
 from logstream.monitor import Monitor, MonitorSettings
 from tests.support.tls import Certificates, make_certificates
 
@@ -28,6 +29,10 @@ class FixedSource:
 
     def __init__(self, healthy: bool = True) -> None:
         self.healthy = healthy
+        self.registry = Registry()
+
+    def monitor_metrics(self) -> UnitMetrics:
+        return self.registry.unit("monitor", "pipeline")
 
     def exposition(self) -> bytes:
         return b"# TYPE x counter\nx_total 7.0\n"

@@ -73,6 +73,9 @@ class _Slot:
     last_exit: int | None = None
     final: dict[str, Any] | None = None
     finals: list[dict[str, Any]] = field(default_factory=list)
+    # Still running when the shutdown deadline passed: SIGKILLed. (A worker stopped
+    # while it was starting, before it could handle SIGTERM, had accepted nothing.)
+    killed_at_deadline: bool = False
     task: asyncio.Task[None] | None = None
 
 
@@ -158,6 +161,7 @@ class Supervisor:
                 process = slot.process
                 if process is not None and process.returncode is None:
                     log.error("worker %d did not stop in time: killing it", slot.index)
+                    slot.killed_at_deadline = True
                     with contextlib.suppress(ProcessLookupError):
                         process.kill()
             if pending:
@@ -174,8 +178,7 @@ class Supervisor:
                     total = getattr(report, name)
                     for sink, count in (part.get(name) or {}).items():
                         total[sink] = total.get(sink, 0) + int(count)
-            running_at_end = slot.process is not None and slot.final is None
-            if running_at_end and slot.ever_ready:
+            if slot.killed_at_deadline:
                 report.timed_out = True  # it never said how its shutdown went
         return report
 

@@ -456,3 +456,36 @@ def test_sighup_reloads_every_worker_and_keeps_their_sockets(
     assert set(tags) == set(first) | set(second)
     assert all("reloaded" not in tags[m] for m in first)
     assert all("reloaded" in tags[m] for m in second)
+
+
+def test_workers_auto_is_the_cpus_this_process_may_use(tmp_path: Path) -> None:
+    config = parse_config(base_config(tmp_path, "auto"), worker=None)
+    assert config.pipeline.worker_count() == len(os.sched_getaffinity(0))
+
+
+def test_two_workers_publish_every_event_once_to_mqtt(
+    tmp_path: Path,
+    logstream_run: Callable[..., LogstreamProcess],
+    mosquitto: Any,
+    mqtt_topic_root: str,
+) -> None:
+    topic = f"{mqtt_topic_root}/all"
+    config = base_config(tmp_path, 2)
+    config["inputs"] = config["inputs"][:1]
+    config["sinks"] = [
+        {"type": "mqtt", "url": mosquitto.url, "topic": topic, "encoding": "lz4", "qos": 1,
+         "client_id": "every-{worker}"}
+    ]  # fmt: skip
+    subscriber = Subscriber(mosquitto.url, topic)  # subscribes with QoS 1
+    try:
+        running = logstream_run(config)
+        sent = send_tcp(tcp_port(config), connections=12, per_connection=250, tag="mqtt")
+        running.wait_value("logstream_events_out_total", len(sent), unit="mqtt")
+        code, _, log = running.stop()
+        assert code == 0, log[-2000:]
+        subscriber.wait_quiet()
+    finally:
+        subscriber.close()
+    received = Counter(e["message"] for m in subscriber.messages for e in decode(m.payload).events)
+    assert set(received) == set(sent)
+    assert max(received.values()) == 1

@@ -78,7 +78,7 @@ import os
 import re
 import socket
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -329,6 +329,76 @@ class LineDecoder:
         batch.append(event)
 
 
+class FileMultiline:
+    """Logstash's multiline codec per file: the multiline filter's own logic, one
+    stream per file (the ``path`` field). Its counters go to a private registry;
+    what it merges is counted on the input (``merged``). Each file remembers where
+    a record held back starts (``_Tail.held_from``, estimated by the decoder) until
+    the filter lets the record go."""
+
+    def __init__(
+        self,
+        settings: FileMultilineConfig,
+        name: str,
+        ctx: BuildContext,
+        max_streams: int,
+        metrics: UnitMetrics,
+        decoder: LineDecoder,
+    ) -> None:
+        filter_config = MultilineFilterConfig(
+            type="multiline",
+            pattern=settings.pattern,
+            negate=settings.negate,
+            what=settings.what,
+            stream_key=["path"],
+            max_lines=settings.max_lines,
+            max_bytes=settings.max_bytes,
+            timeout_secs=settings.timeout_secs,
+            max_streams=max_streams,
+        )
+        private = BuildContext(registry=Registry(), clock=ctx.clock, state_dir=ctx.state_dir)
+        self.filter: MultilineFilter = filter_config.build(name, private)
+        self.metrics = metrics
+        search, negate = re.compile(settings.pattern).search, settings.negate
+        decoder.joins = lambda line: (search(line) is not None) is not negate
+        decoder.previous = settings.what == "previous"
+
+    def process(self, batch: Batch, path: str, tails: Iterable[_Tail]) -> Batch:
+        """The events of ``batch`` (read from ``path``) merged into records."""
+        batch = self.filter.process(batch)
+        self._count_merged()
+        self._released([event for event in batch if event.get("path") != path], tails)
+        return batch
+
+    def flush(self, tails: Iterable[_Tail]) -> Batch:
+        """Every record held back (at stop)."""
+        held: Batch = self.filter.flush()
+        self._count_merged()
+        self._released(held, tails)
+        return held
+
+    def tick(self, now: float, tails: Iterable[_Tail]) -> Batch:
+        """The records held past their timeout."""
+        due: Batch = self.filter.tick(now)
+        if due:
+            self._released(due, tails)
+        return due
+
+    def _count_merged(self) -> None:
+        merged = self.filter.metrics.dropped.pop("merged", 0)
+        if merged:
+            self.metrics.drop(merged, "merged")
+
+    @staticmethod
+    def _released(events: Batch, tails: Iterable[_Tail]) -> None:
+        """Records the filter let go: their files hold nothing back any more."""
+        paths = {event.get("path") for event in events}
+        if paths:
+            for tail in tails:
+                if tail.path in paths:
+                    tail.held_from = None
+
+
 class FileInput(Input):
     """One task that discovers, reads and checkpoints every matching file."""
 
@@ -355,29 +425,16 @@ class FileInput(Input):
         # Files closed while open: how far they were read ((offset, skip)), so that
         # reopening one does not read again what was delivered but is not yet safe.
         self._read_upto: dict[str, tuple[int, bool]] = {}
-        self._multiline: MultilineFilter | None = None
+        self._multiline: FileMultiline | None = None
         if config.multiline is not None:
-            self._setup_multiline(config.multiline, ctx)
-
-    def _setup_multiline(self, settings: FileMultilineConfig, ctx: BuildContext) -> None:
-        # The multiline filter's own logic, one stream per file (the ``path`` field).
-        # Its counters go to a private registry; what it merges is counted here.
-        filter_config = MultilineFilterConfig(
-            type="multiline",
-            pattern=settings.pattern,
-            negate=settings.negate,
-            what=settings.what,
-            stream_key=["path"],
-            max_lines=settings.max_lines,
-            max_bytes=settings.max_bytes,
-            timeout_secs=settings.timeout_secs,
-            max_streams=max(self.config.max_open_files * 2, 16),
-        )
-        private = BuildContext(registry=Registry(), clock=ctx.clock, state_dir=ctx.state_dir)
-        self._multiline = filter_config.build(f"{self.name}.multiline", private)
-        search, negate = re.compile(settings.pattern).search, settings.negate
-        self._decoder.joins = lambda line: (search(line) is not None) is not negate
-        self._decoder.previous = settings.what == "previous"
+            self._multiline = FileMultiline(
+                config.multiline,
+                f"{name}.multiline",
+                ctx,
+                max(config.max_open_files * 2, 16),
+                self.metrics,
+                self._decoder,
+            )
 
     @property
     def checkpoint_path(self) -> Path:
@@ -424,10 +481,7 @@ class FileInput(Input):
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
             if self._multiline is not None and self._ingest is not None:
-                held = self._multiline.flush()
-                self._count_merged()
-                self._released(held)
-                self._push(held)
+                self._push(self._multiline.flush(self._tails.values()))
                 for tail in self._tails.values():
                     self._note(tail)
             for tail in list(self._tails.values()):
@@ -461,7 +515,7 @@ class FileInput(Input):
                         busy = self._turn(tail) or busy
                 now = clock.monotonic()
                 if self._multiline is not None:
-                    self._tick(now)
+                    self._tick(self._multiline, now)
                 if now >= next_discover:
                     next_discover = now + config.discover_interval_secs
                     self._discover(initial=False)
@@ -510,11 +564,8 @@ class FileInput(Input):
 
     def _deliver(self, tail: _Tail, batch: Batch) -> None:
         """Push ``batch`` (read from ``tail``) and note how far ``tail`` got with it."""
-        multiline = self._multiline
-        if multiline is not None and batch:
-            batch = multiline.process(batch)
-            self._count_merged()
-            self._released([event for event in batch if event.get("path") != tail.path])
+        if self._multiline is not None and batch:
+            batch = self._multiline.process(batch, tail.path, self._tails.values())
         self._push(batch)
         self._note(tail)
 
@@ -554,27 +605,10 @@ class FileInput(Input):
                 self._save()
                 self._next_save = now + self.config.checkpoint_interval_secs
 
-    def _count_merged(self) -> None:
-        if self._multiline is not None:
-            merged = self._multiline.metrics.dropped.pop("merged", 0)
-            if merged:
-                self.metrics.drop(merged, "merged")
-
-    def _released(self, events: Batch) -> None:
-        """Records the multiline filter let go: their files hold nothing back any more."""
-        paths = {event.get("path") for event in events}
-        if paths:
-            for tail in self._tails.values():
-                if tail.path in paths:
-                    tail.held_from = None
-
-    def _tick(self, now: float) -> None:
-        multiline = self._multiline
-        if multiline is None:
-            return
-        due = multiline.tick(now)
+    def _tick(self, multiline: FileMultiline, now: float) -> None:
+        """Push the records the multiline filter let go by timeout; note their files."""
+        due = multiline.tick(now, self._tails.values())
         if due:
-            self._released(due)
             self._push(due)
             paths = {event.get("path") for event in due}
             for tail in self._tails.values():

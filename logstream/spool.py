@@ -103,7 +103,7 @@ import re
 import struct
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
@@ -298,6 +298,190 @@ def _fsync_files(fds: list[int], close_fds: list[int], paths: list[Path]) -> Non
             os.close(fd)
 
 
+def _read_cursor(path: Path, have_segments: bool) -> tuple[CursorState, int, int, int]:
+    """(state, sequence, segment id, offset) from the cursor file at ``path``."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return ("missing" if have_segments else "new"), 0, 0, 0
+    best: tuple[int, int, int] | None = None
+    for at in (0, _CURSOR_SLOT_BYTES):
+        slot = raw[at : at + _CURSOR.size]
+        if len(slot) < _CURSOR.size:
+            continue
+        magic, seq, seg, off, crc = _CURSOR.unpack(slot)
+        valid = magic == _CURSOR_MAGIC and zlib.crc32(slot[4:28]) == crc
+        if valid and (best is None or seq > best[0]):
+            best = (seq, seg, off)
+    if best is not None:
+        return "ok", *best
+    log.warning("spool %s: cursor file is corrupt; reading from the oldest segment", path.parent)
+    return "corrupt", 0, 0, 0
+
+
+def _recover_segment(
+    path: Path, segment_id: int, start: int, newest: bool, report: dict[str, int]
+) -> _Segment | None:
+    """Scan one segment from ``start`` (see the module doc's recovery rules): the
+    segment to keep, or None when nothing in it is left to read (then deleted)."""
+    data = path.read_bytes()
+    size = len(data)
+    start = min(start, size)
+    scan = _scan(data, start, size)
+    del data
+    regions = list(scan.regions)
+    if scan.trailing and newest:
+        os.truncate(path, scan.valid_end)
+        report["torn"] += scan.trailing
+        log.warning(
+            "spool %s: truncated a torn tail of %d bytes at offset %d",
+            path, scan.trailing, scan.valid_end,
+        )  # fmt: skip
+        size = scan.valid_end
+    elif scan.trailing:
+        regions.append((size - scan.trailing, scan.trailing))
+    if regions:
+        report["corrupt"] += len(regions)
+        report["corrupt_bytes"] += sum(n for _, n in regions)
+        log.warning(
+            "spool %s: skipped %d corrupt stretch(es), %d bytes, the first at offset %d",
+            path, len(regions), sum(n for _, n in regions), regions[0][0],
+        )  # fmt: skip
+    if scan.entries == 0:
+        path.unlink()
+        return None
+    report["records"] += scan.records
+    report["entries"] += scan.entries
+    return _Segment(
+        id=segment_id,
+        path=path,
+        start=start,
+        end=scan.valid_end,
+        disk=size,
+        entries=scan.entries,
+        nbytes=scan.nbytes,
+        skips=scan.skips,
+    )
+
+
+class _Syncer:
+    """The spool's fsyncs: what was written since the last round (segment data, the
+    cursor, the directory), one background task, and the appends waiting for theirs.
+
+    ``fsync: always`` kicks a round per append (concurrent appends share it);
+    ``interval`` runs one every ``fsync_interval_secs``. fsyncs run in a worker
+    thread. ``active_fd`` gives the write descriptor of the segment being written."""
+
+    def __init__(self, settings: SpoolSettings, directory: Path) -> None:
+        self.settings = settings
+        self.directory = directory
+        self.syncs = 0  # fsync rounds done
+        # Writes are numbered; waiters of fsync "always" wait for their number.
+        self.written = 0
+        self._synced = 0
+        self._retired: list[int] = []  # write descriptors of rotated segments
+        self.cursor_fd = -1
+        self._cursor_dirty = False
+        self._dir_dirty = False
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._active_fd: Callable[[], int] = lambda: -1
+        # asyncio primitives bind to the running loop on first use, not here.
+        self._lock = asyncio.Lock()
+        self._kick = asyncio.Event()
+
+    def start(self, active_fd: Callable[[], int]) -> None:
+        """Start the task on first use from the event loop (the spool opens synchronously)."""
+        self._active_fd = active_fd
+        if self._task is None and self.settings.fsync != "never":
+            self._task = asyncio.get_running_loop().create_task(
+                self._loop(), name=f"spool-sync {self.directory}"
+            )
+
+    def retire(self, fd: int) -> None:
+        """A rotated segment's write descriptor: fsynced and closed by the next round."""
+        if self.settings.fsync == "never":
+            os.close(fd)
+        else:
+            self._retired.append(fd)
+
+    def cursor_written(self) -> None:
+        self._cursor_dirty = True
+        if self.settings.fsync == "always":
+            self._kick.set()
+
+    def directory_changed(self) -> None:
+        self._dir_dirty = True
+
+    async def wait(self, seq: int) -> None:
+        """Return once write ``seq`` is fsynced (``fsync: always``)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((seq, waiter))
+        self._kick.set()
+        await waiter
+
+    async def _loop(self) -> None:
+        always = self.settings.fsync == "always"
+        while not self._closing:
+            if always:
+                await self._kick.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(), self.settings.fsync_interval_secs)
+            self._kick.clear()
+            if self._closing:
+                break
+            try:
+                await self.sync()
+            except OSError:
+                log.exception("spool %s: fsync failed", self.directory)
+
+    async def sync(self) -> None:
+        """One fsync round of everything written since the last; wakes the appends it covers."""
+        async with self._lock:
+            target = self.written
+            fds: list[int] = []
+            active = self._active_fd() if target > self._synced else -1
+            if active >= 0:
+                fds.append(active)
+            retired, self._retired = self._retired, []
+            paths: list[Path] = []
+            if self._cursor_dirty:
+                self._cursor_dirty = False
+                fds.append(self.cursor_fd)
+            if self._dir_dirty:
+                self._dir_dirty = False
+                paths.append(self.directory)
+            error: OSError | None = None
+            if fds or retired or paths:
+                try:
+                    await asyncio.to_thread(_fsync_files, fds + retired, retired, paths)
+                    self.syncs += 1
+                except OSError as exc:
+                    error = exc
+            self._synced = max(self._synced, target)
+            waiters = [w for w in self._waiters if w[0] <= target]
+            self._waiters = [w for w in self._waiters if w[0] > target]
+            for _, waiter in waiters:
+                if waiter.done():
+                    continue
+                if error is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(error)
+            if error is not None:
+                raise error
+
+    async def close(self) -> None:
+        """Stop the task and run a last round."""
+        self._closing = True
+        self._kick.set()
+        if self._task is not None:
+            await self._task
+        await self.sync()
+
+
 class Spool:
     """Segment files of framed records, a read position and an acknowledged position.
 
@@ -317,7 +501,6 @@ class Spool:
         self.corrupt_records = 0  # bad stretches skipped, at open and while reading
         self.corrupt_bytes = 0
         self.blocked_secs = 0.0  # appends waiting for room (when_full: block)
-        self.syncs = 0  # fsync rounds done
 
         self._segments: dict[int, _Segment] = {}  # oldest first
         self._active: _Segment | None = None
@@ -335,23 +518,18 @@ class Spool:
         self._closing = False
         self._closed = False
         self._max_record = settings.max_bytes
-        # Sync state: writes are numbered; waiters of fsync "always" wait for their number.
-        self._write_seq = 0
-        self._synced_seq = 0
-        self._retired: list[int] = []  # write descriptors of rotated segments, to fsync and close
-        self._cursor_dirty = False
+        self._syncer = _Syncer(settings, directory)
         self._cursor_seq = 0
-        self._cursor_fd = -1
-        self._dir_dirty = False
-        self._sync_waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._sync_task: asyncio.Task[None] | None = None
         # asyncio primitives bind to the running loop on first use, not here.
-        self._sync_lock = asyncio.Lock()
-        self._kick = asyncio.Event()  # wakes the sync task
         self._data = asyncio.Event()  # set by append: wakes a waiting read
         self._room = asyncio.Event()  # set when a segment is deleted: wakes a blocked append
         self._append_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
+
+    @property
+    def syncs(self) -> int:
+        """fsync rounds done."""
+        return self._syncer.syncs
 
     # ------------------------------------------------------------------ open / recovery
 
@@ -373,28 +551,6 @@ class Spool:
     def _segment_path(self, segment_id: int) -> Path:
         return self.directory / f"{segment_id:020d}.seg"
 
-    def _read_cursor(self, have_segments: bool) -> tuple[CursorState, int, int]:
-        try:
-            raw = self._cursor_path.read_bytes()
-        except FileNotFoundError:
-            return ("missing" if have_segments else "new"), 0, 0
-        best: tuple[int, int, int] | None = None
-        for at in (0, _CURSOR_SLOT_BYTES):
-            slot = raw[at : at + _CURSOR.size]
-            if len(slot) < _CURSOR.size:
-                continue
-            magic, seq, seg, off, crc = _CURSOR.unpack(slot)
-            valid = magic == _CURSOR_MAGIC and zlib.crc32(slot[4:28]) == crc
-            if valid and (best is None or seq > best[0]):
-                best = (seq, seg, off)
-        if best is not None:
-            self._cursor_seq = best[0]
-            return "ok", best[1], best[2]
-        log.warning(
-            "spool %s: cursor file is corrupt; reading from the oldest segment", self.directory
-        )
-        return "corrupt", 0, 0
-
     def _recover(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         ids = sorted(
@@ -402,7 +558,7 @@ class Spool:
             for m in map(_SEGMENT_NAME.match, os.listdir(self.directory))
             if m is not None
         )
-        state, cursor_seg, cursor_off = self._read_cursor(bool(ids))
+        state, self._cursor_seq, cursor_seg, cursor_off = _read_cursor(self._cursor_path, bool(ids))
         if state == "ok":
             for old in [i for i in ids if i < cursor_seg]:
                 self._segment_path(old).unlink(missing_ok=True)
@@ -411,10 +567,13 @@ class Spool:
         newest = ids[-1] if ids else 0
         for segment_id in ids:
             start = cursor_off if state == "ok" and segment_id == cursor_seg else 0
-            seg = self._recover_segment(segment_id, start, segment_id == newest, report)
+            path = self._segment_path(segment_id)
+            seg = _recover_segment(path, segment_id, start, segment_id == newest, report)
             if seg is not None:
                 self._segments[segment_id] = seg
                 self.disk_bytes += seg.disk
+                self.pending_entries += seg.entries
+                self.pending_bytes += seg.nbytes
         self._next_id = max([*ids, cursor_seg]) + 1
         self._cursor_seg, self._cursor_off = cursor_seg, cursor_off
         first = next(iter(self._segments.values()), None)
@@ -422,10 +581,9 @@ class Spool:
             self._read_seg, self._read_off = first.id, first.start
         else:
             self._read_seg, self._read_off = self._next_id, 0
-        self._cursor_fd = os.open(self._cursor_path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._syncer.cursor_fd = os.open(self._cursor_path, os.O_RDWR | os.O_CREAT, 0o644)
         if state != "ok":
             self._write_cursor()  # so a later open tells a lost cursor from a new spool
-            self._cursor_dirty = False
         self.corrupt_records = report["corrupt"]
         self.corrupt_bytes = report["corrupt_bytes"]
         self.recovery = RecoveryReport(
@@ -438,59 +596,11 @@ class Spool:
             cursor=state,
         )
 
-    def _recover_segment(
-        self, segment_id: int, start: int, newest: bool, report: dict[str, int]
-    ) -> _Segment | None:
-        path = self._segment_path(segment_id)
-        data = path.read_bytes()
-        size = len(data)
-        start = min(start, size)
-        scan = _scan(data, start, size)
-        del data
-        regions = list(scan.regions)
-        if scan.trailing and newest:
-            os.truncate(path, scan.valid_end)
-            report["torn"] += scan.trailing
-            log.warning(
-                "spool %s: truncated a torn tail of %d bytes at offset %d",
-                path, scan.trailing, scan.valid_end,
-            )  # fmt: skip
-            size = scan.valid_end
-        elif scan.trailing:
-            regions.append((size - scan.trailing, scan.trailing))
-        if regions:
-            report["corrupt"] += len(regions)
-            report["corrupt_bytes"] += sum(n for _, n in regions)
-            log.warning(
-                "spool %s: skipped %d corrupt stretch(es), %d bytes, the first at offset %d",
-                path, len(regions), sum(n for _, n in regions), regions[0][0],
-            )  # fmt: skip
-        if scan.entries == 0:
-            path.unlink()
-            return None
-        report["records"] += scan.records
-        report["entries"] += scan.entries
-        self.pending_entries += scan.entries
-        self.pending_bytes += scan.nbytes
-        return _Segment(
-            id=segment_id,
-            path=path,
-            start=start,
-            end=scan.valid_end,
-            disk=size,
-            entries=scan.entries,
-            nbytes=scan.nbytes,
-            skips=scan.skips,
-        )
-
     # ------------------------------------------------------------------ loop-side state
 
     def _started(self) -> None:
         """Start the sync task on first use from the event loop (``open`` is synchronous)."""
-        if self._sync_task is None and self.settings.fsync != "never":
-            self._sync_task = asyncio.get_running_loop().create_task(
-                self._sync_loop(), name=f"spool-sync {self.directory}"
-            )
+        self._syncer.start(lambda: self._active.wfd if self._active is not None else -1)
 
     # ------------------------------------------------------------------ append
 
@@ -512,12 +622,9 @@ class Spool:
             if self._closing:  # close began while this append waited
                 raise SpoolClosed(f"spool {self.directory} is closed")
             self._write(record, len(entries))
-            seq = self._write_seq
+            seq = self._syncer.written
         if self.settings.fsync == "always":
-            waiter = asyncio.get_running_loop().create_future()
-            self._sync_waiters.append((seq, waiter))
-            self._kick.set()
-            await waiter
+            await self._syncer.wait(seq)
 
     def _write(self, record: bytes, count: int) -> None:
         seg = self._active
@@ -540,7 +647,7 @@ class Spool:
         self.disk_bytes += size
         self.pending_entries += count
         self.pending_bytes += size
-        self._write_seq += 1
+        self._syncer.written += 1
         self._data.set()
         if seg.end >= self.settings.segment_bytes:
             self._rotate()
@@ -553,7 +660,7 @@ class Spool:
         seg = _Segment(id=segment_id, path=path, start=0, end=0, disk=0, closed=False, wfd=wfd)
         self._segments[segment_id] = seg
         self._active = seg
-        self._dir_dirty = True
+        self._syncer.directory_changed()
         return seg
 
     def _rotate(self) -> None:
@@ -562,11 +669,8 @@ class Spool:
             return
         self._active = None
         seg.closed = True
-        if self.settings.fsync == "never":
-            os.close(seg.wfd)
-        else:
-            # The sync task fsyncs it and closes it; it may be fsyncing it right now.
-            self._retired.append(seg.wfd)
+        # The sync task fsyncs it and closes it; it may be fsyncing it right now.
+        self._syncer.retire(seg.wfd)
         seg.wfd = -1
         self._release()
 
@@ -799,10 +903,8 @@ class Spool:
         self._cursor_seq += 1
         body = struct.pack("<QQQ", self._cursor_seq, self._cursor_seg, self._cursor_off)
         raw = _CURSOR_MAGIC + body + struct.pack("<I", zlib.crc32(body))
-        os.pwrite(self._cursor_fd, raw, (self._cursor_seq % 2) * _CURSOR_SLOT_BYTES)
-        self._cursor_dirty = True
-        if self.settings.fsync == "always":
-            self._kick.set()
+        os.pwrite(self._syncer.cursor_fd, raw, (self._cursor_seq % 2) * _CURSOR_SLOT_BYTES)
+        self._syncer.cursor_written()
 
     @staticmethod
     def _fully_acked(seg: _Segment) -> bool:
@@ -829,62 +931,10 @@ class Spool:
             self._rbuf, self._rbuf_seg = b"", -1
         seg.path.unlink(missing_ok=True)
         self.disk_bytes -= seg.disk
-        self._dir_dirty = True
+        self._syncer.directory_changed()
         self._room.set()
 
     # ------------------------------------------------------------------ fsync and close
-
-    async def _sync_loop(self) -> None:
-        """fsync "always": whenever kicked; "interval": every fsync_interval_secs."""
-        always = self.settings.fsync == "always"
-        while not self._closing:
-            if always:
-                await self._kick.wait()
-            else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._kick.wait(), self.settings.fsync_interval_secs)
-            self._kick.clear()
-            if self._closing:
-                break
-            try:
-                await self._sync()
-            except OSError:
-                log.exception("spool %s: fsync failed", self.directory)
-
-    async def _sync(self) -> None:
-        """One fsync round of everything written since the last; wakes the appends it covers."""
-        async with self._sync_lock:
-            target = self._write_seq
-            fds: list[int] = []
-            if self._active is not None and target > self._synced_seq:
-                fds.append(self._active.wfd)
-            retired, self._retired = self._retired, []
-            paths: list[Path] = []
-            if self._cursor_dirty:
-                self._cursor_dirty = False
-                fds.append(self._cursor_fd)
-            if self._dir_dirty:
-                self._dir_dirty = False
-                paths.append(self.directory)
-            error: OSError | None = None
-            if fds or retired or paths:
-                try:
-                    await asyncio.to_thread(_fsync_files, fds + retired, retired, paths)
-                    self.syncs += 1
-                except OSError as exc:
-                    error = exc
-            self._synced_seq = max(self._synced_seq, target)
-            waiters = [w for w in self._sync_waiters if w[0] <= target]
-            self._sync_waiters = [w for w in self._sync_waiters if w[0] > target]
-            for _, waiter in waiters:
-                if waiter.done():
-                    continue
-                if error is None:
-                    waiter.set_result(None)
-                else:
-                    waiter.set_exception(error)
-            if error is not None:
-                raise error
 
     async def close(self) -> None:
         """Stop the sync task, fsync everything, persist the cursor, close the files.
@@ -894,13 +944,10 @@ class Spool:
         if self._closing:
             return
         self._closing = True
-        self._kick.set()
         self._room.set()
         self._data.set()
-        if self._sync_task is not None:
-            await self._sync_task
         try:
-            await self._sync()
+            await self._syncer.close()
         finally:
             if self._active is not None:
                 os.close(self._active.wfd)
@@ -912,6 +959,6 @@ class Spool:
                 if seg.rfd >= 0:
                     os.close(seg.rfd)
                     seg.rfd = -1
-            os.close(self._cursor_fd)
-            self._cursor_fd = -1
+            os.close(self._syncer.cursor_fd)
+            self._syncer.cursor_fd = -1
             self._closed = True

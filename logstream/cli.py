@@ -199,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
                 for units, kind in ((config.inputs, "input"), (config.filters, "filter"))
             )
             print(f"{args.config}: OK ({counts}, {_plural(len(config.sinks), 'sink')})")
+            workers = config.pipeline.worker_count()
+            if workers > 1:
+                print(f"  {workers} worker processes share each input's address (pipeline.workers)")
             names = config.unit_names()
             for unit in config.filters:  # what sampling keeps, per severity
                 describe = getattr(unit, "describe_rates", None)

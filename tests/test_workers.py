@@ -489,3 +489,14 @@ def test_two_workers_publish_every_event_once_to_mqtt(
     received = Counter(e["message"] for m in subscriber.messages for e in decode(m.payload).events)
     assert set(received) == set(sent)
     assert max(received.values()) == 1
+
+
+def test_check_says_how_many_workers_will_share_the_inputs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from logstream.cli import main
+
+    path = tmp_path / "workers.yaml"
+    path.write_text(yaml.safe_dump(base_config(tmp_path, 3)))
+    assert main(["check", "-c", str(path)]) == 0
+    assert "3 worker processes share each input's address" in capsys.readouterr().out

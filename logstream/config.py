@@ -194,6 +194,9 @@ def _per_worker_paths(config: Config) -> list[tuple[str, str | None]]:
     for i, unit in enumerate(config.inputs):
         if isinstance(unit, FileInputConfig) and unit.checkpoint_file is not None:
             found.append((f"inputs[{i}] (file).checkpoint_file", str(unit.checkpoint_file)))
+    queue = config.pipeline.queue
+    if queue.type == "disk" and queue.path is not None:
+        found.append(("pipeline.queue.path", str(queue.path)))
     return found
 
 
@@ -222,7 +225,8 @@ def check_workers(config: Config) -> None:
 
 def for_worker(data: Any, worker: int) -> Any:
     """The raw config as worker ``worker`` runs it: ``{worker}`` replaced by its index
-    in file sink paths, MQTT client ids, spool, dead-letter and checkpoint paths."""
+    in file sink paths, MQTT client ids, spool, dead-letter, checkpoint and disk queue
+    paths."""
     if not isinstance(data, dict):
         return data
     index = str(worker)
@@ -260,6 +264,8 @@ def for_worker(data: Any, worker: int) -> Any:
         out["sinks"] = sinks
     if "inputs" in data:
         out["inputs"] = inputs
+    if isinstance(data.get("pipeline"), dict):
+        out["pipeline"] = sub(data["pipeline"], "queue", "path")
     return out
 
 

@@ -500,3 +500,12 @@ def test_check_says_how_many_workers_will_share_the_inputs(
     path.write_text(yaml.safe_dump(base_config(tmp_path, 3)))
     assert main(["check", "-c", str(path)]) == 0
     assert "3 worker processes share each input's address" in capsys.readouterr().out
+
+
+def test_an_explicit_disk_queue_path_needs_worker_and_gets_it(tmp_path: Path) -> None:
+    config = base_config(tmp_path, 2)
+    config["pipeline"]["queue"] = {"type": "disk", "path": str(tmp_path / "queue")}
+    with pytest.raises(ConfigError, match=r"pipeline.queue.path.*\{worker\}"):
+        parse_config(config)
+    config["pipeline"]["queue"]["path"] = str(tmp_path / "queue-{worker}")
+    assert parse_config(config, worker=1).pipeline.queue.path == tmp_path / "queue-1"

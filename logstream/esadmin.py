@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import orjson
-from elastic_transport import TransportError
 from pydantic import BaseModel, ConfigDict, Field
 
 from logstream.bulk import DataStreamSettings
@@ -70,6 +69,8 @@ class TemplateSettings(BaseModel):
 async def server_info(request: Request) -> ServerInfo:
     """``ConnectionError`` when no node answers (or answers an error),
     ``PermissionError`` when the credentials are refused."""
+    from elastic_transport import TransportError  # the client's, imported when used
+
     try:
         status, body = await request("GET", "/")
     except TransportError as error:
@@ -171,6 +172,8 @@ async def install_template(
 
     Returns what was done; ``ConnectionError`` when the server did not take it.
     """
+    from elastic_transport import TransportError
+
     path = f"/_index_template/{settings.name}"
     try:
         if not settings.overwrite:

@@ -62,11 +62,9 @@ import random
 import ssl
 from collections import Counter
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import urlsplit
 
-from elastic_transport import NdjsonSerializer, OrjsonSerializer, TransportError
-from elasticsearch import AsyncElasticsearch
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from logstream.bulk import (
@@ -82,6 +80,9 @@ from logstream.event import Batch
 from logstream.spool import Spool, SpoolBatch, SpoolClosed, SpoolSettings
 from logstream.template import compile_index_template
 from logstream.units import BuildContext, Sink, SinkConfig
+
+if TYPE_CHECKING:
+    from elasticsearch import AsyncElasticsearch
 
 log = logging.getLogger(__name__)
 
@@ -272,13 +273,20 @@ def _is_node_url(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname) and port is not None
 
 
-class _BytesNdjsonSerializer(NdjsonSerializer):
-    """Sends a body that is already NDJSON bytes as it is (the stock one copies it)."""
+def _serializers() -> dict[str, Any]:
+    """The client's serializers: orjson for JSON, and NDJSON bodies that are already
+    bytes sent as they are (the stock serializer copies them). The client library is
+    imported here, when a sink starts: configs are checked without it (``check``, the
+    supervisor of worker processes)."""
+    from elastic_transport import NdjsonSerializer, OrjsonSerializer
 
-    def dumps(self, data: Any) -> bytes:
-        if isinstance(data, bytes):
-            return data
-        return super().dumps(data)
+    class BytesNdjsonSerializer(NdjsonSerializer):
+        def dumps(self, data: Any) -> bytes:
+            if isinstance(data, bytes):
+                return data
+            return bytes(super().dumps(data))
+
+    return {"application/json": OrjsonSerializer(), "application/x-ndjson": BytesNdjsonSerializer()}
 
 
 class ElasticsearchSink(Sink):
@@ -333,16 +341,15 @@ class ElasticsearchSink(Sink):
         options: dict[str, Any] = {}
         if config.ca_file is not None:
             options["ca_certs"] = str(config.ca_file)
+        from elasticsearch import AsyncElasticsearch
+
         # Auth is sent per request (self._headers); the client handles nodes and TLS.
         self._client = AsyncElasticsearch(
             list(config.hosts),
             request_timeout=config.request_timeout_secs,
             max_retries=0,
             retry_on_timeout=False,
-            serializers={
-                "application/json": OrjsonSerializer(),
-                "application/x-ndjson": _BytesNdjsonSerializer(),
-            },
+            serializers=_serializers(),
             **options,
         )
         await self._check_at_start()
@@ -619,6 +626,8 @@ class ElasticsearchSink(Sink):
 
         Returns the items still to send (empty when done) and why they failed.
         """
+        from elastic_transport import TransportError
+
         body = b"".join(items)
         try:
             status, answer = await self._request("POST", _BULK_TARGET, body, ndjson=True)

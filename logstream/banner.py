@@ -55,9 +55,11 @@ def _mosquitto_sub(sink: MqttSinkConfig, host: str, port: str, topic: str) -> st
     user = f" -u '{sink.username}' -P \"$LOGSTREAM_MQTT_PASSWORD\"" if sink.username else ""
     base = f"mosquitto_sub -h {host} -p {port}{tls}{user} -t '{topic}'"
     if sink.encoding == "lz4":
-        return f"{base} -N | lz4 -dc"  # one LZ4 frame per message; lz4 reads them in a row
+        # One LZ4 frame per message; lz4 reads them in a row, and unbuffered it prints
+        # each as it comes (zstd's command waits for more input, so it gets sizes only).
+        return f"{base} -N | stdbuf -i0 -o0 lz4 -dc"
     if sink.encoding == "zstd":
-        return f"{base} -N | zstd -dc"
+        return f"{base} -F '%t %l bytes (zstd)'"
     return f"{base} -v"
 
 

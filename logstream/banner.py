@@ -65,12 +65,17 @@ def _mosquitto_sub(sink: MqttSinkConfig, host: str, port: str, topic: str) -> st
 
 def _monitor_lines(config: Config, monitor: Monitor) -> list[str]:
     lines = [f"Metrics: {monitor.url}/metrics   Health: {monitor.url}/health"]
-    if any(isinstance(sink, MqttSinkConfig) for sink in config.sinks):
-        lines.append(f"Tail page: {monitor.url}/tail   Dashboard: {_command()} top")
-    user = monitor.settings.username
-    if user is not None:
+    name = monitor.settings.username
+    if name is not None:
         # The password never reaches the terminal: the user types it in place of ***.
-        lines.append(f"      curl -u '{user}:***' {monitor.url}/metrics")
+        lines.append(f"      curl -u '{name}:***' {monitor.url}/metrics")
+    top = f"{_command()} top --url {monitor.url}"
+    if name is not None:
+        top += f" --user '{name}'   (password: $LOGSTREAM_MONITOR_PASSWORD)"
+    if any(isinstance(sink, MqttSinkConfig) for sink in config.sinks):
+        lines.append(f"Tail page: {monitor.url}/tail   Dashboard: {top}")
+    else:
+        lines.append(f"Dashboard: {top}")
     return lines
 
 

@@ -222,3 +222,22 @@ def test_tail_page_decodes_every_encoding(
     running.send([{"message": "after the bad ones", "host": "h", "level": "ERROR"}])
     wait_rows(page, 104)
     assert errors == []
+
+
+def test_tail_page_buffer_is_bounded_and_counts_what_it_dropped(
+    logstream_process: Callable[..., RunningLogstream], browser: Any
+) -> None:
+    running = logstream_process(config())
+    context = browser.new_context(http_credentials={"username": "ops", "password": PASSWORD})
+    page = context.new_page()
+    page.goto(tail_url(running) + "?max_rows=25")
+    page.wait_for_selector("#status[data-state=connected]", timeout=15_000)
+    sent = events("bounded", 60)
+    running.send(sent)
+    page.wait_for_function("window.logstreamTail.received >= 60", timeout=15_000)
+    page.wait_for_function("document.querySelectorAll('#rows .row').length == 25")
+    assert page.locator("#dropped").inner_text() == "35"
+    assert page.locator("#buffered").inner_text() == "25"
+    kept = page.evaluate("window.logstreamTail.items.map(item => item.message)")
+    assert set(kept) <= {event["message"] for event in sent} and len(kept) == 25
+    context.close()

@@ -55,20 +55,27 @@ def _mosquitto_sub(sink: MqttSinkConfig, host: str, port: str, topic: str) -> st
     user = f" -u '{sink.username}' -P \"$LOGSTREAM_MQTT_PASSWORD\"" if sink.username else ""
     base = f"mosquitto_sub -h {host} -p {port}{tls}{user} -t '{topic}'"
     if sink.encoding == "lz4":
-        return f"{base} -N | lz4 -dc"  # one LZ4 frame per message; lz4 reads them in a row
+        # One LZ4 frame per message; lz4 reads them in a row, and unbuffered it prints
+        # each as it comes (zstd's command waits for more input, so it gets sizes only).
+        return f"{base} -N | stdbuf -i0 -o0 lz4 -dc"
     if sink.encoding == "zstd":
-        return f"{base} -N | zstd -dc"
+        return f"{base} -F '%t %l bytes (zstd)'"
     return f"{base} -v"
 
 
 def _monitor_lines(config: Config, monitor: Monitor) -> list[str]:
     lines = [f"Metrics: {monitor.url}/metrics   Health: {monitor.url}/health"]
-    if any(isinstance(sink, MqttSinkConfig) for sink in config.sinks):
-        lines.append(f"Tail page: {monitor.url}/tail   Dashboard: {_command()} top")
-    user = monitor.settings.username
-    if user is not None:
+    name = monitor.settings.username
+    if name is not None:
         # The password never reaches the terminal: the user types it in place of ***.
-        lines.append(f"      curl -u '{user}:***' {monitor.url}/metrics")
+        lines.append(f"      curl -u '{name}:***' {monitor.url}/metrics")
+    top = f"{_command()} top --url {monitor.url}"
+    if name is not None:
+        top += f" --user '{name}'   (password: $LOGSTREAM_MONITOR_PASSWORD)"
+    if any(isinstance(sink, MqttSinkConfig) for sink in config.sinks):
+        lines.append(f"Tail page: {monitor.url}/tail   Dashboard: {top}")
+    else:
+        lines.append(f"Dashboard: {top}")
     return lines
 
 

@@ -156,8 +156,6 @@ def test_tls_serves_https_and_refuses_plain_http(serve: Any, certs: Certificates
 
 
 def test_aiohttp_client_with_auth(serve: Any) -> None:
-    from aiohttp import BasicAuth
-
     settings = MonitorSettings(listen="127.0.0.1:0", username="ops", password=PASSWORD)
     monitor = serve(settings)
 
@@ -165,7 +163,8 @@ def test_aiohttp_client_with_auth(serve: Any) -> None:
         async with ClientSession() as http:
             async with http.get(f"{monitor.url}/health") as refused:
                 pass
-            auth = {"Authorization": BasicAuth("ops", PASSWORD).encode()}
+            token = base64.b64encode(f"ops:{PASSWORD}".encode()).decode()
+            auth = {"Authorization": f"Basic {token}"}
             async with http.get(f"{monitor.url}/health", headers=auth) as ok:
                 return refused.status, ok.status
 

@@ -21,7 +21,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import paho.mqtt.publish as publish
 import pytest
 
 from logstream.web import DIST_DIR
@@ -147,7 +149,8 @@ def test_tail_page_shows_filters_and_pauses(
     wait_rows(page, 90)
 
     # A flood on a capped topic: sampled, and the page shows "N suppressed" markers.
-    flood = [{"message": f"debug flood {n} " + "x" * 200, "level": "DEBUG", "host": "web-1"}
+    flood = [{"message": f"cache miss for session {n:04d}, fetching from the store",
+              "level": "DEBUG", "host": "web-1", "padding": "x" * 200}
              for n in range(400)]  # fmt: skip
     for start in range(0, len(flood), 50):
         running.send(flood[start : start + 50])
@@ -179,4 +182,62 @@ def test_tail_page_refuses_without_credentials(
         assert PASSWORD not in answer.text()
     with pytest.raises(sync_api.Error, match="ERR_INVALID_AUTH_CREDENTIALS"):
         context.new_page().goto(url)  # the browser's answer to a 401 it has no login for
+    context.close()
+
+
+def test_tail_page_decodes_every_encoding(
+    logstream_process: Callable[..., RunningLogstream], browser: Any
+) -> None:
+    encodings = ["json", "ndjson", "lz4", "zstd"]
+    running = logstream_process({"sinks": [
+        {"type": "mqtt", "url": "local", "topic": f"{encoding}/{{host}}", "encoding": encoding,
+         "payload_max_delay_secs": 0.05}
+        for encoding in encodings
+    ]})  # fmt: skip
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(tail_url(running) + "?topic=%23")  # every sink's topics
+    page.wait_for_selector("#status[data-state=connected]", timeout=15_000)
+    sent = [{"message": f"every encoding {n} ünïcødé", "host": "h", "level": "WARNING",
+             "nested": {"n": n}} for n in range(25)]  # fmt: skip
+    running.send(sent)
+    wait_rows(page, 100)
+    seen = page.evaluate(
+        "window.logstreamTail.items.map(item => [item.topic.split('/')[0], item.message])"
+    )
+    for encoding in encodings:
+        messages = sorted(message for topic, message in seen if topic == encoding)
+        assert messages == sorted(event["message"] for event in sent), encoding
+    assert page.locator("#errors").inner_text() == "0"
+
+    # Bad payloads are counted and shown, and the page goes on.
+    broker = urlsplit((Path(running.config["state_dir"]) / "mqtt.url").read_text().strip())
+    publish.multiple(
+        [("lz4/bad", b"\x04\x22\x4d\x18\x64\x40truncated"), ("json/bad", b"not a payload")],
+        hostname=broker.hostname, port=broker.port,
+    )  # fmt: skip
+    page.wait_for_function("window.logstreamTail.decodeErrors >= 2", timeout=15_000)
+    assert "bad:" in page.locator("#error").inner_text()
+    running.send([{"message": "after the bad ones", "host": "h", "level": "ERROR"}])
+    wait_rows(page, 104)
+    assert errors == []
+
+
+def test_tail_page_buffer_is_bounded_and_counts_what_it_dropped(
+    logstream_process: Callable[..., RunningLogstream], browser: Any
+) -> None:
+    running = logstream_process(config())
+    context = browser.new_context(http_credentials={"username": "ops", "password": PASSWORD})
+    page = context.new_page()
+    page.goto(tail_url(running) + "?max_rows=25")
+    page.wait_for_selector("#status[data-state=connected]", timeout=15_000)
+    sent = events("bounded", 60)
+    running.send(sent)
+    page.wait_for_function("window.logstreamTail.received >= 60", timeout=15_000)
+    page.wait_for_function("document.querySelectorAll('#rows .row').length == 25")
+    assert page.locator("#dropped").inner_text() == "35"
+    assert page.locator("#buffered").inner_text() == "25"
+    kept = page.evaluate("window.logstreamTail.items.map(item => item.message)")
+    assert set(kept) <= {event["message"] for event in sent} and len(kept) == 25
     context.close()

@@ -30,8 +30,11 @@ __all__ = ["logstream_process"]
 
 
 class RunningLogstream:
-    def __init__(self, proc: subprocess.Popen[str], config: dict[str, Any], tcp: int) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[str], config: dict[str, Any], tcp: int, path: Path
+    ) -> None:
         self.proc = proc
+        self.path = path  # the config file
         self.config = config
         self.tcp_port = tcp
         self.stdout: list[str] = []
@@ -115,7 +118,7 @@ def logstream_process(tmp_path: Path) -> Iterator[Callable[..., RunningLogstream
             text=True,
             cwd=tmp_path,
         )
-        running = RunningLogstream(proc, config, tcp)
+        running = RunningLogstream(proc, config, tcp, path)
         started.append(running)
         running.banner()
         return running

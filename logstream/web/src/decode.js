@@ -40,7 +40,31 @@ export function detectEncoding(bytes) {
   throw new PayloadError(`not a logstream payload: it starts with ${head}`);
 }
 
+// lz4js trusts a frame's block sizes (a truncated frame makes it run for minutes), so
+// the frame's layout is checked first: every block within the payload, an end mark.
+function checkLz4Frame(bytes) {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (bytes.length < 7) throw new PayloadError("truncated lz4 frame (no header)");
+  const flags = bytes[4];
+  if ((flags & 0xc0) !== 0x40) throw new PayloadError("lz4 frame: unknown version");
+  const blockChecksum = (flags & 0x10) !== 0;
+  const contentChecksum = (flags & 0x04) !== 0;
+  const maxBlock = [0, 0, 0, 0, 65536, 262144, 1048576, 4194304][(bytes[5] >> 4) & 7];
+  if (!maxBlock) throw new PayloadError("lz4 frame: invalid block size");
+  let index = 6 + ((flags & 0x08) !== 0 ? 8 : 0) + 1; // descriptor, content size, checksum
+  for (;;) {
+    if (index + 4 > bytes.length) throw new PayloadError("truncated lz4 frame");
+    const size = view.getUint32(index, true) & 0x7fffffff;
+    index += 4;
+    if (size === 0) break; // the end mark
+    if (size > maxBlock) throw new PayloadError("corrupt lz4 frame: a block over its size");
+    index += size + (blockChecksum ? 4 : 0);
+  }
+  if (contentChecksum && index + 4 > bytes.length) throw new PayloadError("truncated lz4 frame");
+}
+
 function inflateLz4(bytes, limit) {
+  checkLz4Frame(bytes);
   let bound;
   try {
     bound = lz4Bound(bytes);

@@ -183,8 +183,16 @@ function renderItem(item) {
   } else {
     row.className = `row level-${item.level}`;
     row.dataset.level = item.level;
+    const message = cell("message", item.message);
+    const rate = Number(item.event.sample_rate);
+    if (rate > 1) {
+      // A sampled event stands for `rate` events of its kind.
+      const badge = cell("rate", ` ×${rate}`);
+      badge.title = `kept by sampling: stands for ${rate} events`;
+      message.append(badge);
+    }
     row.append(cell("time", item.time), cell("level", item.level), cell("host", item.host),
-      cell("message", item.message));
+      message);
   }
   row.addEventListener("click", () => {
     const open = row.querySelector("pre");

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import pytest
 import yaml
 
 from logstream.local.mosquitto import free_port
+from tests.support.process import wait_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -69,6 +69,7 @@ class Logstream:
         self.monitor = free_port()
         self.state = tmp_path / "state"
         self.write(config)
+        self.log: list[str] = []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "logstream", "run", "-c", str(self.path)],
             stdout=subprocess.DEVNULL,
@@ -76,18 +77,9 @@ class Logstream:
             text=True,
             cwd=tmp_path,
         )
-        self.log: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.proc.poll() is None, "\n".join(self.log)
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.monitor}/health", timeout=1)
-                return
-            except OSError:
-                assert time.monotonic() < deadline, "logstream did not come up"
-                time.sleep(0.1)
+        wait_healthy(self.proc, self.monitor, lambda: "\n".join(self.log))
 
     def write(self, config: dict[str, Any]) -> None:
         config = {

@@ -26,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -238,7 +239,12 @@ class Noida:
 def _pdeathsig() -> Callable[[], None] | None:
     """Linux: a pre-exec hook that has the child get SIGTERM when the thread that
     started it dies (``kill -9`` of logstream). Resolved here, in the parent: the hook
-    itself only makes one system call (nothing to import or lock after fork)."""
+    itself only makes one system call (nothing to import or lock after fork).
+
+    Only from the main thread: the kernel watches the starting *thread*, and a
+    worker thread (``asyncio.to_thread``) ending would stop a healthy server."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):  # pragma: no cover - not Linux

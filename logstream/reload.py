@@ -344,7 +344,11 @@ class Reloader:
         except ConfigError as error:
             result = ReloadResult(errors=str(error).splitlines())
         else:
-            result = await apply_reload(self.pipeline, config, self.ctx)
+            try:
+                result = await apply_reload(self.pipeline, config, self.ctx)
+            except Exception as error:  # a bug, not a config error: say so, keep running
+                log.exception("reload failed part-way")
+                result = ReloadResult(failed=[f"reload: {error}"])
         for line in result.errors:
             log.error("reload: %s", line)
         for line in result.restart_needed:

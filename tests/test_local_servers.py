@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import yaml
 
 from logstream.local.mosquitto import free_port
 from logstream.statelock import StateDirBusy, state_lock
+from tests.support.process import start_run
 
 pytestmark = pytest.mark.integration
 
@@ -67,23 +67,8 @@ class Run:
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> subprocess.Popen[str]:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "logstream", "run", "-c", str(self.path)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=self.cwd,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"logstream exited: {self.proc.communicate()[1]}")
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.monitor}/health", timeout=1)
-                return self.proc
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("logstream did not come up")
+        self.proc = start_run(self.path, self.monitor, self.cwd, stderr=subprocess.DEVNULL)
+        return self.proc
 
 
 @pytest.fixture

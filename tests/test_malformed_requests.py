@@ -15,8 +15,6 @@ import logging
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -26,6 +24,7 @@ import yaml
 
 from logstream.local.mosquitto import free_port
 from logstream.requestlog import ThrottledLog
+from tests.support.process import start_run
 
 pytestmark = pytest.mark.integration
 
@@ -72,23 +71,8 @@ def test_garbage_is_counted_and_logged_once_per_interval(tmp_path: Path) -> None
             }
         )
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "logstream", "run", "-c", str(path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-    )
+    proc = start_run(path, monitor, tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.communicate()[1]
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{monitor}/health", timeout=1)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "logstream did not come up"
-                time.sleep(0.1)
         rounds = 30
         started = time.monotonic()
         for n in range(rounds):

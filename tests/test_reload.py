@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,12 @@ import orjson
 import pytest
 import yaml
 
+from logstream.config import build_pipeline, parse_config
 from logstream.local.mosquitto import free_port
+from logstream.reload import ReloadContext, ReloadResult, apply_reload
+from logstream.units import BuildContext
+from tests.support.inputs import Runner, eventually, lines, send_tcp
+from tests.support.process import wait_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -69,6 +73,7 @@ class Logstream:
         self.monitor = free_port()
         self.state = tmp_path / "state"
         self.write(config)
+        self.log: list[str] = []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "logstream", "run", "-c", str(self.path)],
             stdout=subprocess.DEVNULL,
@@ -76,18 +81,9 @@ class Logstream:
             text=True,
             cwd=tmp_path,
         )
-        self.log: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.proc.poll() is None, "\n".join(self.log)
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.monitor}/health", timeout=1)
-                return
-            except OSError:
-                assert time.monotonic() < deadline, "logstream did not come up"
-                time.sleep(0.1)
+        wait_healthy(self.proc, self.monitor, lambda: "\n".join(self.log))
 
     def write(self, config: dict[str, Any]) -> None:
         config = {
@@ -273,3 +269,43 @@ def test_an_invalid_config_on_sighup_keeps_running_and_logs_each_error(
     time.sleep(0.3)
     assert running.stop() == 0, "\n".join(running.log)
     assert [event["seq"] for event in read_events(out)] == list(range(sent))
+
+
+def test_a_removed_filter_gives_up_what_it_held_and_unchanged_units_are_the_same_objects(
+    tmp_path: Path,
+) -> None:
+    """In process: a multiline filter holds a group when the reload removes it; the
+    group comes out (through the old chain) instead of being lost."""
+    out = tmp_path / "out.ndjson"
+    tcp = {"type": "tcp", "id": "apps", "listen": "127.0.0.1:0"}
+    sink = {"type": "file", "path": str(out), "batch_max_delay_secs": 0.01}
+    multiline = {"type": "multiline", "pattern": "^\\s", "timeout_secs": 600}
+    before = parse_config({"inputs": [tcp], "filters": [multiline], "sinks": [sink]})
+    after = parse_config({"inputs": [tcp], "sinks": [sink]})
+
+    async def scenario() -> ReloadResult:
+        build = BuildContext(state_dir=tmp_path / "state")
+        pipeline = build_pipeline(before, build)
+        await pipeline.start()
+        tcp_input, file_runner = pipeline.inputs[0], pipeline.sinks[0]
+        try:
+            address = tcp_input.address  # type: ignore[attr-defined]
+            await send_tcp(address, lines({"message": "Traceback:"}, {"message": "  line 1"}))
+            held = pipeline.filters[0].metrics
+            await eventually(lambda: held.events_in == 2)
+            assert not out.exists() or out.read_bytes() == b""  # the group is held
+            result = await apply_reload(pipeline, after, ReloadContext(before, build))
+            assert pipeline.inputs[0] is tcp_input and pipeline.sinks[0] is file_runner
+            assert pipeline.filters == []
+            await eventually(lambda: out.exists() and out.read_bytes().count(b"\n") == 1)
+            await send_tcp(address, lines({"message": "after"}, {"message": "  not joined"}))
+            await eventually(lambda: out.read_bytes().count(b"\n") == 3)
+        finally:
+            await pipeline.stop(5)
+        return result
+
+    result = Runner("asyncio")(scenario())
+    assert result.kept == ["apps", "file"] and result.stopped == ["multiline"]
+    events = read_events(out)
+    assert events[0]["message"] == "Traceback:\n  line 1"
+    assert [event["message"] for event in events[1:]] == ["after", "  not joined"]

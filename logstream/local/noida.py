@@ -241,9 +241,8 @@ def _pdeathsig() -> Callable[[], None] | None:
     started it dies (``kill -9`` of logstream). Resolved here, in the parent: the hook
     itself only makes one system call (nothing to import or lock after fork).
 
-    Only from the main thread: the signal follows the *thread* that forked, so a
-    server started from a pool thread (``asyncio.to_thread``) would be stopped
-    when that thread ends, while its owner still uses it."""
+    Only from the main thread: the kernel watches the starting *thread*, and a
+    worker thread (``asyncio.to_thread``) ending would stop a healthy server."""
     if threading.current_thread() is not threading.main_thread():
         return None
     try:

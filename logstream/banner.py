@@ -103,10 +103,11 @@ def banner(config: Config, monitor: Monitor | None, local: dict[str, str], out: 
             host, _, port = hostport.partition(":")
             root = sink.topic.split("{", 1)[0].rstrip("/") or "#"
             topic = f"{root}/#" if root != "#" else "#"
-            url = mask_url(sink.url)
-            lines.append(f"  MQTT            {url}{where}, {sink.encoding} payloads")
+            urls = [mask_url(each) for each in sink.urls]
+            lines.append(f"  MQTT            {', '.join(urls)}{where}, {sink.encoding} payloads")
             user = f" --username '{sink.username}'" if sink.username else ""
-            lines.append(f"      {_command()} tail --url {url}{user} '{topic}'")
+            follow = " ".join(f"--url {each}" for each in urls)
+            lines.append(f"      {_command()} tail {follow}{user} '{topic}'")
             if sink.encoding == "json":
                 lines.append(f"      mosquitto_sub -h {host} -p {port or 1883} -t '{topic}' -v")
         elif isinstance(sink, NatsSinkConfig):

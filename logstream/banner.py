@@ -133,10 +133,11 @@ def banner(config: Config, monitor: Monitor | None, local: dict[str, str], out: 
             host, _, port = hostport.partition(":")
             root = sink.topic.split("{", 1)[0].rstrip("/") or "#"
             topic = f"{root}/#" if root != "#" else "#"
-            url = mask_url(sink.url)
-            lines.append(f"  MQTT            {url}{where}, {sink.encoding} payloads")
+            urls = [mask_url(each) for each in sink.urls]
+            lines.append(f"  MQTT            {', '.join(urls)}{where}, {sink.encoding} payloads")
             user = f" --username '{sink.username}'" if sink.username else ""
-            lines.append(f"      {_command()} tail --url {url}{user} '{topic}'")
+            follow = " ".join(f"--url {each}" for each in urls)
+            lines.append(f"      {_command()} tail {follow}{user} '{topic}'")
             lines.append(f"      {_mosquitto_sub(sink, host, port or '1883', topic)}")
             if sink.websockets_url:
                 lines.append(f"      MQTT over WebSockets (browsers): {sink.websockets_url}")

@@ -262,3 +262,31 @@ async def _publish_while_killing(first: Mosquitto, second: Mosquitto, protocol: 
     # Each event counted once on the sink: every one reached a broker.
     assert metrics.events_out == n and metrics.dropped_total == 0, metrics.snapshot()
     return n
+
+
+def test_the_banner_lists_every_broker_and_a_tail_command_following_them_all() -> None:
+    import io
+
+    from logstream.banner import banner
+    from logstream.config import parse_config
+
+    config = parse_config(
+        {
+            "monitor": {"enabled": False},
+            "inputs": [{"type": "tcp", "listen": "127.0.0.1:0"}],
+            "sinks": [
+                {
+                    "type": "mqtt",
+                    "urls": ["mqtt://u:pw-7f2@a:1883", "mqtt://u:pw-7f2@b:1884"],
+                    "topic": "logs/{host}",
+                    "encoding": "lz4",
+                }
+            ],
+        }
+    )
+    out = io.StringIO()
+    banner(config, None, {}, out)
+    text = out.getvalue()
+    assert "mqtt://a:1883, mqtt://b:1884" in text
+    assert "tail --url mqtt://a:1883 --url mqtt://b:1884 --username 'u' 'logs/#'" in text
+    assert "pw-7f2" not in text

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import multiprocessing
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from logstream.config import ConfigError, parse_config
 from logstream.local.mosquitto import Mosquitto
 from logstream.metrics import Registry, UnitMetrics
 from logstream.payload import decode, is_accounting
-from logstream.redis_budget import RedisBudget, mask_url
+from logstream.redis_budget import BackgroundBudget, RedisBudget, mask_url
 from logstream.sinks.mqtt import MqttSinkConfig, wire_size
 from logstream.units import BuildContext
 from tests.support.mqtt import ExternalBroker, Subscriber
@@ -92,6 +93,54 @@ def test_leases_are_allow_at_most_and_a_stopped_redis_falls_back_to_the_local_sh
     assert budget.sharing, "sharing again once Redis answers"
     assert metrics.budget_fallback_leases == 1
     budget.close()
+
+
+def test_the_background_budget_never_waits_on_redis(redis_server: RedisServer) -> None:
+    """Redis frozen (SIGSTOP: every call waits for its 100 ms timeout): lease, charge and
+    share return at once while the budget's task is inside its Redis call, and the
+    event loop goes on; the task then falls back to the local share (counted) and
+    shares again once Redis runs (SIGCONT)."""
+    metrics = UnitMetrics("mqtt", "sink")
+    budget = BackgroundBudget(
+        RedisBudget(redis_server.url, "fleet", metrics, fallback_share=0.25, retry_secs=0.2)
+    )
+    process = redis_server.process
+    assert process is not None
+
+    async def until(condition: Any, what: str) -> None:
+        deadline = time.monotonic() + 10
+        while not condition():
+            assert time.monotonic() < deadline, what
+            await asyncio.sleep(0.005)
+
+    async def scenario() -> None:
+        assert budget.lease("total/bytes", 1000, 100, 60) == 0, "nothing leased yet"
+        await until(lambda: budget.lease("total/bytes", 1000, 100, 1) == 1, "a lease arrives")
+        assert budget.sharing
+        process.send_signal(signal.SIGSTOP)
+        try:
+            budget.lease("total/bytes", 1000, 100, 10_000)  # more than is there: asks Redis
+            await until(lambda: "total/bytes" in budget._in_flight, "the task calls Redis")
+            ticks = 0
+            while "total/bytes" in budget._in_flight:  # the call waits for its timeout
+                budget.lease("total/bytes", 1000, 100, 50)
+                budget.charge("total/messages", 10, 10, 1)
+                budget.share("total/bytes", 1000, 5000)
+                ticks += 1
+                await asyncio.sleep(0.001)
+            assert ticks > 5, "the loop ran while Redis did not answer"
+            await until(lambda: metrics.budget_fallback_leases > 0, "the fallback is counted")
+            assert not budget.sharing
+            assert budget.share("total/bytes", 1000, 5000) == 250, "the local share"
+        finally:
+            process.send_signal(signal.SIGCONT)
+        await until(
+            lambda: budget.lease("total/bytes", 1000, 100, 1) >= 0 and budget.sharing,
+            "sharing again once Redis answers",
+        )
+        await budget.aclose()
+
+    asyncio.run(scenario())
 
 
 # --------------------------------------------------------------------------- end to end

@@ -9,7 +9,7 @@ from pathlib import Path
 from logstream.budget import HostBudget, LeasedBucket, LeaseSource
 from logstream.clock import Clock
 from logstream.metrics import UnitMetrics
-from logstream.redis_budget import RedisBudget
+from logstream.redis_budget import BackgroundBudget, RedisBudget
 from logstream.units import BuildContext
 
 from .config import RateLimitConfig
@@ -18,7 +18,7 @@ from .scheduler import BucketFactory
 
 def open_budget(
     limits: RateLimitConfig | None, ctx: BuildContext, sink: str, metrics: UnitMetrics
-) -> tuple[HostBudget | RedisBudget | None, int]:
+) -> tuple[HostBudget | BackgroundBudget | None, int]:
     """The budget the sink's caps draw from when it is not the sink's own, and how
     many processes share it (roughly): ``rate_limit.shared`` (Redis, the fleet),
     else with ``pipeline.workers`` above 1 the host's file; else none."""
@@ -26,10 +26,11 @@ def open_budget(
         return None, 1
     if limits.shared is not None:
         shared = limits.shared
-        budget = RedisBudget(
+        redis_budget = RedisBudget(
             shared.redis.get_secret_value(), shared.key, metrics, fallback_share=shared.local_share
         )
-        return budget, shared.expected_instances
+        # Redis calls on a thread of their own: the event loop never waits on Redis.
+        return BackgroundBudget(redis_budget), shared.expected_instances
     if ctx.workers > 1:
         return HostBudget(budget_path(ctx.host_dir, sink), ctx.worker), ctx.workers
     return None, 1

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from logstream.clock import Clock
 from logstream.event import Batch, Event
 from logstream.payload import framer, serialise
+from logstream.redis_budget import BackgroundBudget
 from logstream.sampling import LEVEL_NAMES, LEVELS
 from logstream.units import BuildContext, Sink
 
@@ -292,8 +293,7 @@ class MqttSink(Sink):
         """
         connections = [c for c in self.connections if c.client is not None]
         if not connections:
-            if self.budget is not None:
-                self.budget.close()
+            await self._close_budget()
             return
         sender = self.sender
         loop = asyncio.get_running_loop()
@@ -327,8 +327,14 @@ class MqttSink(Sink):
         for connection, stopper in stoppers:
             await connection.wait_stopped(stopper)
             self._closed(connection)
-        if self.budget is not None:
-            self.budget.close()
+        await self._close_budget()
+
+    async def _close_budget(self) -> None:
+        budget = self.budget
+        if isinstance(budget, BackgroundBudget):
+            await budget.aclose()
+        elif budget is not None:
+            budget.close()
 
     def _closed(self, connection: Connection) -> None:
         """After paho's thread ended: what it reported, and what it never sent."""

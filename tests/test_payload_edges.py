@@ -10,7 +10,9 @@ import orjson
 import pytest
 import zstandard
 
+from logstream.metrics import UnitMetrics
 from logstream.payload import (
+    BatchEncoder,
     CompressionEstimate,
     PayloadError,
     decode,
@@ -18,6 +20,7 @@ from logstream.payload import (
     frame_within,
     framer,
     join_lines,
+    with_sample_rate,
 )
 
 
@@ -204,3 +207,68 @@ def test_frame_within_teaches_the_estimate_what_the_framer_achieved() -> None:
     out = frame_within(framer("lz4"), batch, 10**9, estimate)
     assert len(out) == 1
     assert estimate.value == pytest.approx(1.0 + 0.3 * (len(out[0][0]) / len(raw) - 1.0))
+
+
+# --------------------------------------------------------------------------- framers, encoders
+
+
+def test_framer_levels_defaults_bounds_and_errors() -> None:
+    assert framer("lz4").level == 0  # type: ignore[attr-defined]
+    assert framer("zstd").level == 3  # type: ignore[attr-defined]
+    assert framer("lz4", 16).level == 16  # type: ignore[attr-defined]
+    for level in (1, 19):
+        assert framer("zstd", level).level == level  # type: ignore[attr-defined]
+    for level in (0, 20):
+        with pytest.raises(
+            ValueError, match=rf"^zstd compression_level must be 1 to 19, value: {level}$"
+        ):
+            framer("zstd", level)
+    with pytest.raises(ValueError, match=r"^lz4 compression_level must be 0 to 16, value: 17$"):
+        framer("lz4", 17)
+    with pytest.raises(
+        ValueError, match=r"^encoding must be one of json, ndjson, lz4, zstd, value: 'gz'$"
+    ):
+        framer("gz")
+    # The level reaches the compressor; zstd frames say their content size.
+    data = join_lines(lines(200))
+    assert framer("zstd", 19).frame(data) != framer("zstd", 1).frame(data)
+    params = zstandard.get_frame_parameters(framer("zstd").frame(data))
+    assert params.content_size == len(data)
+
+
+def test_batch_encoder_cuts_by_event_count_and_by_raw_size() -> None:
+    metrics = UnitMetrics("t", "sink")
+    batch = [{"n": n} for n in range(7)]
+    by_count = BatchEncoder(metrics, "ndjson", max_events=3).encode(batch)
+    assert [count for _, count in by_count] == [3, 3, 1]
+    assert b"".join(data for data, _ in by_count) == join_lines([orjson.dumps(e) for e in batch])
+    exact = BatchEncoder(metrics, "ndjson", max_events=7).encode(batch)
+    assert [count for _, count in exact] == [7]
+    # Raw size: each line is 7 bytes + newline; a 40-byte cap gives raw_limit 36 (0.9 * 40):
+    # a payload closes when its raw bytes reach 36, i.e. after 5 lines (40 bytes).
+    assert len(orjson.dumps({"n": 0})) + 1 == 8
+    by_size = BatchEncoder(metrics, "ndjson", max_payload_bytes=40).encode(batch)
+    assert [count for _, count in by_size] == [5, 2]
+    # 37 bytes: raw_limit 33 closes after 5 lines too, but 40 framed bytes are over
+    # the cap, so that payload is halved (2 + 3).
+    halved = BatchEncoder(metrics, "ndjson", max_payload_bytes=37).encode(batch)
+    assert [count for _, count in halved] == [2, 3, 2]
+    assert BatchEncoder(metrics, "ndjson").encode([]) == []
+    assert BatchEncoder(metrics).framer.encoding == "lz4"
+    assert BatchEncoder(metrics, "zstd", level=7).framer.level == 7  # type: ignore[attr-defined]
+
+
+def test_with_sample_rate_splices_or_multiplies_an_existing_rate() -> None:
+    event = {"a": 1}
+    assert with_sample_rate(orjson.dumps(event), event, b"4", 4.0) == b'{"a":1,"sample_rate":4}'
+    assert with_sample_rate(b"{}", {}, b"2.5", 2.5) == b'{"sample_rate":2.5}'
+    sampled = {"a": 1, "sample_rate": 3}
+    out = with_sample_rate(orjson.dumps(sampled), sampled, b"2", 2.0)
+    assert orjson.loads(out or b"") == {"a": 1, "sample_rate": 6}
+    for odd in (0, -2, True, "10"):  # not a usable rate: replaced by this one
+        event = {"a": 1, "sample_rate": odd}
+        out = with_sample_rate(orjson.dumps(event), event, b"2", 2.0)
+        assert orjson.loads(out or b"")["sample_rate"] == 2, odd
+    fractional = {"sample_rate": 0.5}
+    out = with_sample_rate(orjson.dumps(fractional), fractional, b"3", 3.0)
+    assert orjson.loads(out or b"")["sample_rate"] == 1.5

@@ -75,7 +75,10 @@ async def audit_events(
     config: Config, sink_name: str | None, events: Sequence[dict[str, Any]], chunk: int
 ) -> AuditReport:
     """Look up every event's document through the config's Elasticsearch sink."""
-    sink = pick_elasticsearch_sink(config, sink_name)
+    try:
+        sink = pick_elasticsearch_sink(config, sink_name)  # built without its spool
+    except ConfigError as error:
+        raise ConfigError(str(error).replace("replay needs", "audit needs")) from None
     wanted = targets(sink, events)
     await sink.start()
     try:

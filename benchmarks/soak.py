@@ -427,7 +427,8 @@ async def audit_es(config_path: Path, events: list[dict[str, Any]]) -> dict[str,
         "missing": len(report.missing),
         "missing_seq_ranges": describe_ranges(ranges(seqs)),
         "unreadable": dict(report.errors),
-        "balanced": report.complete and report.found == len(events),
+        "events_sharing_an_id": len(report.shared_ids),
+        "balanced": report.complete and not report.shared_ids and report.found == len(events),
     }
 
 

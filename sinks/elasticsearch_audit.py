@@ -41,6 +41,10 @@ class AuditReport:
     missing: list[int] = field(default_factory=list)  # positions in the targets, ascending
     errors: Counter[str] = field(default_factory=Counter)  # position-less: error type -> count
     error_positions: list[int] = field(default_factory=list)
+    # Positions whose (index, id) an earlier position already has: two different events
+    # with one id are stored once (the second gets 409 on create, counted delivered as
+    # already_indexed). Only a real loss when the events were distinct.
+    shared_ids: list[int] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -76,7 +80,16 @@ async def audit(
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1, value: {chunk}")
     report = AuditReport()
-    positions = [i for i, target in enumerate(wanted) if target is not None]
+    positions: list[int] = []
+    first: set[Target] = set()
+    for i, target in enumerate(wanted):
+        if target is None:
+            continue
+        if target in first:
+            report.shared_ids.append(i)
+            continue
+        first.add(target)
+        positions.append(i)
     for start in range(0, len(positions), chunk):
         part = positions[start : start + chunk]
         docs = [{"_index": wanted[i][0], "_id": wanted[i][1]} for i in part]  # type: ignore[index]

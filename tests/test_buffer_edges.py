@@ -64,17 +64,34 @@ def test_closed_buffer_refuses_push_and_offer_even_with_room() -> None:
     buffer.close()
     assert buffer.closed
     assert not buffer.offer(events(0, 1))
-    with pytest.raises(BufferClosed, match="closed"):
+    with pytest.raises(BufferClosed, match=r"^buffer is closed$"):
         buffer.push(events(0, 1))
     assert buffer.accepted == 0
 
 
 def test_put_with_room_does_not_wait_or_count_blocked_time() -> None:
     async def scenario() -> None:
-        clock = ManualClock()
-        buffer = BatchBuffer(4, clock=clock)
-        await buffer.put(events(0, 3))
+        buffer = BatchBuffer(4)  # the system clock: any time spent would show
+        for n in range(3):
+            await buffer.put(events(n, 1))
         assert buffer.blocked_secs == 0.0 and len(buffer) == 3
+
+    asyncio.run(scenario())
+
+
+def test_blocked_time_adds_up_over_several_waits() -> None:
+    async def scenario() -> None:
+        clock = ManualClock()
+        buffer = BatchBuffer(2, clock=clock)
+        buffer.push(events(0, 2))
+        for wait in (2.5, 1.0):
+            put = asyncio.create_task(buffer.put(events(9, 1)))
+            await settle()
+            clock.advance(wait)
+            buffer.get_nowait(2)
+            await asyncio.wait_for(put, 1)
+            buffer.push(events(9, 1))  # full again
+        assert buffer.blocked_secs == 3.5
 
     asyncio.run(scenario())
 
@@ -122,7 +139,7 @@ def test_a_put_waiting_when_the_buffer_closes_raises_buffer_closed() -> None:
         put = asyncio.create_task(buffer.put(events(2, 1)))
         await settle()
         buffer.close()
-        with pytest.raises(BufferClosed):
+        with pytest.raises(BufferClosed, match=r"^buffer is closed$"):
             await asyncio.wait_for(put, 1)
         assert await buffer.get(5) == events(0, 2)  # what was in it is still drained
 
@@ -244,7 +261,7 @@ def test_close_wakes_a_waiting_get_which_then_raises() -> None:
         getter = asyncio.create_task(buffer.get(10))
         await settle()
         buffer.close()
-        with pytest.raises(BufferClosed):
+        with pytest.raises(BufferClosed, match=r"^buffer is closed$"):
             await asyncio.wait_for(getter, 1)
 
     asyncio.run(scenario())

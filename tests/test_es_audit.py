@@ -177,3 +177,33 @@ def test_nothing_counted_delivered_is_missing_after_cuts_lost_answers_and_a_stal
     assert missing == [], describe_ranges(ranges(missing))
     assert found == total
     assert es_count(server.url, "hunt") == total
+
+
+@integration
+def test_two_events_with_one_id_are_counted_delivered_but_stored_once_and_the_audit_says_so(
+    elasticsearch_url: str, es_index_prefix: str, tmp_path: Path
+) -> None:
+    """The one way 'delivered' is wrong by design: with deterministic ids and create,
+    a second, different event with the same id gets 409 and counts as already indexed."""
+    index = f"{es_index_prefix}shared"
+    unit = sink(tmp_path, elasticsearch_url, index=index, document_id="%{[event][id]}")
+    batch = [
+        {"seq": 0, "event": {"id": "a"}, "message": "first"},
+        {"seq": 1, "event": {"id": "b"}, "message": "second"},
+        {"seq": 2, "event": {"id": "a"}, "message": "third, not the first"},
+    ]
+
+    async def scenario() -> tuple[list[int], int, list[int]]:
+        await unit.start()
+        try:
+            for event in batch:  # one request each: the third meets the first's id
+                await unit.write([event])
+            report = await audit(unit, targets(unit, batch))
+        finally:
+            await unit.close()
+        return report.shared_ids, report.found, report.missing
+
+    shared, found, missing = asyncio.run(scenario())
+    assert unit.metrics.events_out == 3 and unit.metrics.already_indexed == 1
+    assert es_count(elasticsearch_url, index) == 2
+    assert (shared, found, missing) == ([2], 2, [])

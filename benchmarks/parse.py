@@ -45,14 +45,14 @@ from typing import Any
 if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
     del sys.path[0]
 
-import orjson  # noqa: E402
+import orjson
 
-from logstream.clock import SystemClock  # noqa: E402
-from logstream.config import parse_config  # noqa: E402
-from logstream.metrics import Registry  # noqa: E402
-from logstream.parsers import FORMATS  # noqa: E402
-from logstream.parsers.oslo import _LINE as OSLO_LINE  # noqa: E402
-from logstream.units import BuildContext, Filter  # noqa: E402
+from logstream.clock import SystemClock
+from logstream.config import parse_config
+from logstream.metrics import Registry
+from logstream.parsers import FORMATS
+from logstream.parsers.oslo import _LINE as OSLO_LINE
+from logstream.units import BuildContext, Filter
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "corpus"

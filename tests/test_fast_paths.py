@@ -140,7 +140,7 @@ def _events() -> list[dict[str, Any]]:
     events[5]["message"] = "ünïcode password=sekrit1 and https://u:p4ss@host/x"
     events[9]["message"] = 12345
     del events[11]["message"]
-    events[14]["password"] = "hunter22"
+    events[14]["password"] = "hunter22"  # noqa: S105 - a planted test secret
     events[15]["nested"] = {"db": {"password": "pw-nested"}, "items": [{"token": "tk-1"}, "x"]}
     events[16]["tags"] = [{"api_key": "k-1"}, ["x"]]
     return events

@@ -40,6 +40,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# Run as a script, this directory is sys.path[0], and benchmarks/nats.py would
+# shadow the nats package that logstream.config imports.
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
+
 import orjson
 
 from logstream.clock import SystemClock

@@ -277,6 +277,10 @@ def cost(texts: list[str], repeat: int = 3) -> tuple[float, float]:
 
 
 def main() -> None:
+    # Run as a script, this directory is sys.path[0], and benchmarks/nats.py would
+    # shadow the nats package that logstream.config imports.
+    if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+        del sys.path[0]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=20, help="secrets per template")
     parser.add_argument("--show-misses", action="store_true", help="print each miss")

@@ -499,12 +499,14 @@ class RedactFilter(Filter):
         their own; the others go through the rules as :meth:`redact_text`
         runs them.
         """
-        texts: list[Any] = list(map(dict.get, batch, repeat(name)))
-        kinds = set(map(type, texts))
+        values: list[Any] = list(map(dict.get, batch, repeat(name)))
+        kinds = set(map(type, values))
         if str not in kinds:
             return
-        if len(kinds) > 1:  # missing or not text: screened as empty text
-            texts = [text if type(text) is str else "" for text in texts]
+        # Missing or not text: screened as empty text.
+        texts: list[str] = (
+            values if len(kinds) == 1 else [v if type(v) is str else "" for v in values]
+        )
         joined = _SEPARATOR.join(texts)
         lowered = joined.lower()
         screen, scan_batch = self._screen, self._scan_batch

@@ -237,6 +237,9 @@ class Timestamps:
         self._local: dict[str, str | None] = {}
         self._yearless: dict[str, str | None] = {}
         self._offset: dict[str, str | None] = {}
+        #: ``with_offset`` results already computed (``None`` for invalid ones): a
+        #: hot path may look here first and call :meth:`with_offset` on a miss.
+        self.known_offset = self._offset
         self._day = -1
 
     def refresh(self) -> None:

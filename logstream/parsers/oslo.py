@@ -64,7 +64,15 @@ def oslo_levels() -> LevelMap:
 
 def _context(fields: Fields, context: str) -> None:
     """``req-<id> <user> <project> ...``: the request id and the ids after it."""
-    tokens = context.split(" ", 3) if context.startswith("req-") else context.split()
+    if context.startswith("req-"):
+        tokens = context.split(" ", 3)
+        fields["request_id"] = tokens[0]
+        if len(tokens) > 1 and tokens[1] not in _NONE:
+            fields["user_id"] = tokens[1]
+        if len(tokens) > 2 and tokens[2] not in _NONE:
+            fields["project_id"] = tokens[2]
+        return
+    tokens = context.split()
     for index, token in enumerate(tokens):
         if token.startswith("req-"):
             fields["request_id"] = token
@@ -83,20 +91,29 @@ def _message(fields: Fields, message: str) -> None:
         if end > 0:
             fields["instance_id"] = message[11:end]
             message = message[end + 2 :]
-    if message[-1:] in _DIGITS and ".py:" in message[-300:]:
+    if message[-1:] in _DIGITS:
         # "... funcName /path/file.py:123", maybe "... from (pid=123) funcName /path:123"
-        # (oslo's debug suffix; some services put it on every level)
-        rest, space, location = message.rpartition(" ")
-        path, colon, line = location.rpartition(":")
-        if space and colon and path.endswith(".py") and is_number(line):
-            rest2, space2, function = rest.rpartition(" ")
-            if space2 and function.isidentifier():
+        # (oslo's debug suffix; some services put it on every level). Found
+        # from the end with offsets: nothing is copied but the parts kept.
+        space = message.rfind(" ")
+        colon = message.rfind(":", space + 1)
+        if (
+            space > 0
+            and colon > 0
+            and message.endswith(".py", space + 1, colon)
+            and is_number(message[colon + 1 :])
+        ):
+            space2 = message.rfind(" ", 0, space)
+            function = message[space2 + 1 : space]
+            if space2 >= 0 and function.isidentifier():
                 fields["function"] = function
-                fields["file"] = path
-                fields["line"] = int(line)
-                if rest2.endswith(")") and " from (pid=" in rest2:
-                    rest2 = rest2[: rest2.rfind(" from (pid=")]
-                message = rest2
+                fields["file"] = message[space + 1 : colon]
+                fields["line"] = int(message[colon + 1 :])
+                if space2 > 0 and message[space2 - 1] == ")":
+                    pid_at = message.rfind(" from (pid=", 0, space2)
+                    if pid_at >= 0:
+                        space2 = pid_at
+                message = message[:space2]
     fields["message"] = message
 
 

@@ -62,6 +62,14 @@ _ACCESS: Final = re.compile(
     re.DOTALL | re.ASCII,
 )
 _STATUS_LEVELS: Final = {code: from_http_status(code).name for code in range(100, 1000)}
+# The common line, without running _ACCESS's character classes over the quoted
+# parts (most of a line): the head up to the request's quote, then str.find for
+# each closing quote. Taken only where _ACCESS would read the line the same way
+# (see AccessParser.parse); anything else goes to _ACCESS.
+_HEAD: Final = re.compile(
+    r"(\S+) (\S+) (\S+) \[(\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4})\] \"", re.ASCII
+)
+_STATUS_SIZE: Final = re.compile(r'" (\d{3}|-) (\d{1,18}|-)', re.ASCII)
 
 
 def _access_time(key: str) -> dt.datetime | None:
@@ -94,9 +102,46 @@ class AccessParser:
 
     def __init__(self, stamps: Timestamps) -> None:
         self._match = _ACCESS.match
+        self._head = _HEAD.match
+        self._status_size = _STATUS_SIZE.match
         self._stamps = stamps
+        self._known_stamps = stamps.known_offset
 
     def parse(self, line: str, event: Event) -> Fields | None:
+        head = self._head(line)
+        if head is not None:
+            client, _ident, user, when = head.groups()
+            # _ACCESS would read the line otherwise when the first word may be
+            # "vhost:port" or start an X-Forwarded-For list; its quoted parts skip
+            # backslash escapes (the str.find below does not).
+            if ":" not in client and client[-1] != ",":
+                at = head.end()
+                end = line.find('"', at)
+                if end > 0 and "\\" not in line[at:end]:
+                    tail = self._status_size(line, end)
+                    if tail is None:
+                        return None  # _ACCESS cannot match either: its head is the same
+                    status, size = tail.groups()
+                    referrer = agent = None
+                    at = tail.end()
+                    if line[at : at + 2] == ' "':
+                        if "\\" in line[at:]:
+                            return self._slow(line)
+                        ref_end = line.find('"', at + 2)
+                        if ref_end > 0 and line[ref_end : ref_end + 3] == '" "':
+                            agent_end = line.find('"', ref_end + 3)
+                            if agent_end > 0:
+                                referrer = line[at + 2 : ref_end]
+                                agent = line[ref_end + 3 : agent_end]
+                    request = line[head.end() : end]
+                    return self._fields(
+                        None, None, client, user, when, request, status, size, referrer, agent
+                    )
+        if " [" not in line:
+            return None
+        return self._slow(line)
+
+    def _slow(self, line: str) -> Fields | None:
         match = self._match(line)
         if match is None:
             return None
@@ -104,13 +149,30 @@ class AccessParser:
             :10
         ]
         referrer, agent = match.group(11), match.group(12)
-        prefix = self._stamps.with_offset(f"{stamp} {zone}", _access_time)
+        return self._fields(
+            vhost, port, client, user, f"{stamp} {zone}", request, status, size, referrer, agent
+        )
+
+    def _fields(
+        self,
+        vhost: str | None,
+        port: str | None,
+        client: str,
+        user: str,
+        when: str,
+        request: str,
+        status: str,
+        size: str,
+        referrer: str | None,
+        agent: str | None,
+    ) -> Fields | None:
+        prefix = self._known_stamps.get(when) or self._stamps.with_offset(when, _access_time)
         if prefix is None:
             return None
         fields: Fields = {"@timestamp": f"{prefix}.000Z", "format": ACCESS}
         if vhost is not None:
             fields["vhost"] = vhost
-            fields["vhost_port"] = int(port)
+            fields["vhost_port"] = int(port or 0)
         if "," in client:  # $http_x_forwarded_for first: the client, then the proxies
             addresses = [part.strip() for part in client.split(",") if part.strip()]
             fields["client"] = addresses[0] if addresses else client

@@ -78,8 +78,8 @@ def test_format_version_property() -> None:
     assert decode(ONE, properties={"logstream": "1"}).version == 1
     with pytest.raises(PayloadError, match=r"^format version 'one' is not a number$"):
         decode(ONE, properties={"logstream": "one"})
-    with pytest.raises(PayloadError, match=r"^format version 2 is not supported"):
-        decode(ONE, properties={"logstream": "2"})
+    with pytest.raises(PayloadError, match=r"^format version 3 is not supported"):
+        decode(ONE, properties={"logstream": "3"})
 
 
 def test_size_limits_apply_to_what_a_payload_decodes_to() -> None:

@@ -289,6 +289,15 @@ class ParseFilter(GroupingFilter[_Stream]):
         ]
         self._get_line = source_getter(parse_path(config.source))
         self._key = key_function(config.stream_key)
+        # The default source and a key of three top-level names are read inline.
+        source = parse_path(config.source)
+        self._source = source[0] if len(source) == 1 and type(source[0]) is str else None
+        paths = [parse_path(field) for field in config.stream_key]
+        self._key_names = (
+            tuple(str(path[0]) for path in paths)
+            if len(paths) == 3 and all(len(path) == 1 and type(path[0]) is str for path in paths)
+            else None
+        )
         self._ecs = config.fields == "ecs"
         # dict.update(event, fields) for the default names: no extra call per line.
         self._apply: Callable[[Event, Fields], None] = apply_ecs if self._ecs else dict.update
@@ -324,9 +333,16 @@ class ParseFilter(GroupingFilter[_Stream]):
         last_key: Any = None
         stream: _Stream | None = None
         parsed_formats = _PARSED
+        source = self._source
+        names = self._key_names
+        first, second, third = names if names is not None else ("", "", "")
         for event in batch:
-            line = get_line(event)
-            key = key_of(event)
+            line = event.get(source) if source is not None else get_line(event)
+            key = (
+                (event.get(first), event.get(second), event.get(third))
+                if names is not None
+                else key_of(event)
+            )
             if stream is None or key != last_key:
                 stream = table.get(key)
                 last_key = key

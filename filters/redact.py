@@ -46,9 +46,13 @@ each secret once.
 ``patterns`` adds regexes (Python syntax, validated at build time): the group
 named ``secret`` is replaced when the pattern has one, else the whole match.
 They run on every value of ``fields``; the built-in rules first look for
-their trigger words (``pass``, ``token``, ``://``, ``private key``...) in one
-Aho-Corasick pass over the text and run only the rules whose words it holds
-(most lines hold none).
+their trigger words (``pass``, ``token``, ``://``, ``private key``...) and run
+only the rules whose words a text holds (most lines hold none). The texts of
+a batch (top-level ``fields``) are screened as one: joined, lowered once,
+scanned in one Hyperscan pass (where the ``hyperscan`` package is installed;
+it also asks for a URL's credentials rather than every ``://``) or one
+pass of the pyahocorasick automaton; a text alone (nested ``fields``, user
+``patterns``) gets its own automaton pass.
 
 ``by_field_name`` masks the string value of any field, at any depth of the
 event's objects, whose name is a secret by the rules above (``password``,

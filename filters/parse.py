@@ -329,7 +329,7 @@ class ParseFilter(GroupingFilter[_Stream]):
         default_level = self._default_level
         multiline = self._multiline
         open_streams = self._open
-        set_level = self._level
+        inherit = self._inherit
         last_key: Any = None
         stream: _Stream | None = None
         parsed_formats = _PARSED
@@ -385,8 +385,18 @@ class ParseFilter(GroupingFilter[_Stream]):
                     if parser.states_level:
                         if "level" not in fields:
                             fields["level"] = default_level
-                    else:
-                        set_level(stream, fields)
+                    else:  # _level, inline
+                        level = fields.get("level")
+                        levels = stream.levels
+                        scope = (fields.get("program"), fields.get("pid"))
+                        if level is None:
+                            fields["level"] = (
+                                levels.get(scope, default_level) if inherit else default_level
+                            )
+                        elif levels.get(scope) != level:
+                            if len(levels) >= _MAX_SCOPES:
+                                levels.clear()
+                            levels[scope] = level
                     apply(event, fields)
                     if multiline and parser.folds:
                         stream.start(event, fields, fields.get("message", line), now)

@@ -556,11 +556,14 @@ class RedactFilter(Filter):
         """
         known = self._known
         if not known.issuperset(chain.from_iterable(batch)):
+            # New names: each event's classified, then masked at once (the cache
+            # of names may be cleared on the way).
             for event in batch:
                 if not known.issuperset(event):
                     for key in event.keys() - known:
                         self._classify(key)
-        if not self._secret_names.isdisjoint(chain.from_iterable(batch)):
+                self._mask_keys(event)
+        elif not self._secret_names.isdisjoint(chain.from_iterable(batch)):
             for event in batch:
                 self._mask_keys(event)
         values = list(chain.from_iterable(map(dict.values, batch)))

@@ -28,7 +28,9 @@ replace the event's (``message`` becomes the text after the line's header,
 **Streams.** Events are grouped into streams by ``stream_key`` (use a
 connection or file id field when the shipper sends one). A new stream's
 format is detected from its first line that some parser knows, trying the
-formats in order; from then on its lines go to that parser alone. Lines it
+formats in order (only those whose lines may start with the line's first
+character: each parser's ``starts``); from then on its lines go to that
+parser alone. Lines it
 does not know are continuation lines (folded, see below), not guesses: the
 stream is detected again only after ``redetect_after_lines`` of them in a
 row, and then only a line with a timestamp of another format switches it.

@@ -28,7 +28,9 @@ replace the event's (``message`` becomes the text after the line's header,
 **Streams.** Events are grouped into streams by ``stream_key`` (use a
 connection or file id field when the shipper sends one). A new stream's
 format is detected from its first line that some parser knows, trying the
-formats in order; from then on its lines go to that parser alone. Lines it
+formats in order (only those whose lines may start with the line's first
+character: each parser's ``starts``); from then on its lines go to that
+parser alone. Lines it
 does not know are continuation lines (folded, see below), not guesses: the
 stream is detected again only after ``redetect_after_lines`` of them in a
 row, and then only a line with a timestamp of another format switches it.
@@ -289,6 +291,15 @@ class ParseFilter(GroupingFilter[_Stream]):
         ]
         self._get_line = source_getter(parse_path(config.source))
         self._key = key_function(config.stream_key)
+        # The default source and a key of three top-level names are read inline.
+        source = parse_path(config.source)
+        self._source = source[0] if len(source) == 1 and type(source[0]) is str else None
+        paths = [parse_path(field) for field in config.stream_key]
+        self._key_names = (
+            tuple(str(path[0]) for path in paths)
+            if len(paths) == 3 and all(len(path) == 1 and type(path[0]) is str for path in paths)
+            else None
+        )
         self._ecs = config.fields == "ecs"
         # dict.update(event, fields) for the default names: no extra call per line.
         self._apply: Callable[[Event, Fields], None] = apply_ecs if self._ecs else dict.update
@@ -320,13 +331,20 @@ class ParseFilter(GroupingFilter[_Stream]):
         default_level = self._default_level
         multiline = self._multiline
         open_streams = self._open
-        set_level = self._level
+        inherit = self._inherit
         last_key: Any = None
         stream: _Stream | None = None
         parsed_formats = _PARSED
+        source = self._source
+        names = self._key_names
+        first, second, third = names if names is not None else ("", "", "")
         for event in batch:
-            line = get_line(event)
-            key = key_of(event)
+            line = event.get(source) if source is not None else get_line(event)
+            key = (
+                (event.get(first), event.get(second), event.get(third))
+                if names is not None
+                else key_of(event)
+            )
             if stream is None or key != last_key:
                 stream = table.get(key)
                 last_key = key
@@ -369,8 +387,18 @@ class ParseFilter(GroupingFilter[_Stream]):
                     if parser.states_level:
                         if "level" not in fields:
                             fields["level"] = default_level
-                    else:
-                        set_level(stream, fields)
+                    else:  # _level, inline
+                        level = fields.get("level")
+                        levels = stream.levels
+                        scope = (fields.get("program"), fields.get("pid"))
+                        if level is None:
+                            fields["level"] = (
+                                levels.get(scope, default_level) if inherit else default_level
+                            )
+                        elif levels.get(scope) != level:
+                            if len(levels) >= _MAX_SCOPES:
+                                levels.clear()
+                            levels[scope] = level
                     apply(event, fields)
                     if multiline and parser.folds:
                         stream.start(event, fields, fields.get("message", line), now)

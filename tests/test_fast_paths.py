@@ -181,3 +181,14 @@ def test_a_lower_case_that_changes_length_redacts_each_text_on_its_own() -> None
     [first, second] = _redact().process(events)
     assert first["message"] == "İstanbul password=***"
     assert second["message"] == "token=*** ok"
+
+
+def test_secret_names_are_masked_when_a_batch_overflows_the_name_cache() -> None:
+    """More new names in one batch than the cache keeps: none slips through."""
+    batch: list[dict[str, Any]] = [{"password": "first-secret", "a0": "x"}]
+    batch += [{f"field_{n}": "x"} for n in range(5000)]
+    batch.append({"db_password": "last-secret"})
+    out = _redact().process(batch)
+    mask = "***"
+    assert out[0]["password"] == mask
+    assert out[-1]["db_password"] == mask

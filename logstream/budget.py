@@ -199,11 +199,9 @@ class LeasedBucket(TokenBucket):
     Behaves as a :class:`~logstream.ratelimit.TokenBucket` of ``rate_per_sec``
     and ``capacity`` for the :class:`~logstream.ratelimit.Limiter`, but holds
     only what it leased: when a message does not fit, it leases the missing
-    tokens, or ``lease_secs`` of the rate but at most a quarter of the shared
-    bucket (never more than the shared bucket holds). The shared bucket holds
-    half of ``capacity``; a message up to ``capacity`` is gathered from
-    several leases (the scheduler keeps payloads under half of it, as with one
-    process).
+    tokens, or ``lease_secs`` of the rate but at most a quarter of the bucket
+    (never more than the shared bucket holds). Its capacity is half of
+    ``capacity`` (so the scheduler keeps payloads under a quarter of it).
     """
 
     def __init__(
@@ -215,18 +213,15 @@ class LeasedBucket(TokenBucket):
         clock: Clock,
         lease_secs: float = 0.05,
     ) -> None:
-        # Payloads are sized by ``capacity`` (kept under half of it, as with one
-        # process: small payloads compress badly and pay the headers many times),
-        # but the shared bucket holds only half of it (a payload is gathered from
-        # several leases): tokens held by the workers, and paho threads that write
-        # a little later than they were told, may shift up to about as much again
-        # into a window. (A quarter loses tokens: it fills before a worker wakes.)
-        super().__init__(rate_per_sec, capacity, clock)
+        # Half of the bucket a process of its own would have: leases held by the
+        # workers, and paho threads that write a little later than they were told,
+        # may shift up to about as much again into a window.
+        super().__init__(rate_per_sec, capacity / 2, clock)
         self.source = source
         self.key = key
-        self.shared_capacity = capacity / 2
-        # Held beyond what the next message needs: at most a quarter of the shared bucket.
-        self.chunk = min(rate_per_sec * lease_secs, self.shared_capacity / 4)
+        self.shared_capacity = self.capacity
+        # Held beyond what the next message needs: at most a quarter of that.
+        self.chunk = min(rate_per_sec * lease_secs, self.capacity / 4)
         self._tokens = 0.0
         self.leases = 0  # how often the shared budget was asked (for tests and metrics)
 
@@ -261,7 +256,7 @@ class LeasedBucket(TokenBucket):
             self.source.charge(self.key, self.rate_per_sec, self.shared_capacity, amount - local)
 
     def wait_secs(self, amount: float) -> float:
-        if amount > self.capacity:
+        if amount > self.shared_capacity:
             return math.inf
         if self.fits(amount):
             return 0.0

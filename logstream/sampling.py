@@ -190,12 +190,8 @@ class BudgetController:
         target = self.bytes_per_sec * self.fill
         kept_rate = sum(self._measured_bytes) / elapsed_secs
         error = (target - kept_rate) / target
-        # The first window with a load replaces the start ratios, which were a guess;
-        # and while the kept bytes fell well short of the target, a ratio rises to its
-        # new value at once: rising half-way per window left the cap unused for seconds
-        # after every correction (the target already counts rises in the offered rates
-        # at once, and the backlog, so it does not overshoot).
-        leap = first or (kept_rate > 0 and error > 0.1)
+        # The first window with a load replaces the start ratios, which were a guess.
+        leap = first
         # Only while sampling, and only for small gaps: the feed-forward handles a
         # change of load, and the trim must not wind up on its transient.
         if kept_rate > 0 and min(self.ratios) < 1.0 and abs(error) < 0.2:

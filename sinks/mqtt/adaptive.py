@@ -53,17 +53,15 @@ class Sampler:
         self.window_end = math.inf
         # Set while the first control window waits for events.
         self.first_window = False
-        # The fuse: wire bytes kept in this window, and how many it may hold. Past
-        # that (a surge, or the first window, before any cost was measured) only
-        # protected severities are kept until the window closes, so the queues do
-        # not overflow into payloads that hold WARNING+ events.
-        self.window_bytes = 0.0
-        self.window_limit = math.inf
-        self.fused = False
         if limits.adaptive:
             budget = self.budget(limits.total_bytes_per_sec, limits.total_messages_per_sec, 0.0)
             if budget is not None:
                 self.total = BudgetController(budget / self.parts)
+            cap = limits.total_bytes_per_sec
+            if share is not None and cap is not None:
+                # Here from now on: until a window measured what this process wants,
+                # it counts as wanting the whole cap, so the others leave it its part.
+                share("total/bytes", cap, cap)
             # The first window starts with the first events (begin_windows).
             self.first_window = True
 
@@ -111,13 +109,6 @@ class Sampler:
             # shared queues overflow.
             window = min(window, 0.25)
         self.window_end = now + window
-        self._arm(window)
-        cap = self.limits.total_bytes_per_sec
-        if self.share is not None and cap is not None and self.total is not None:
-            # Busy from now on: until a window measured what this process wants, it
-            # counts as wanting the whole cap, so the others leave it its part. (Not
-            # at build time: a worker that gets no events must not hold a part.)
-            self.share("total/bytes", cap, cap)
         for state in topics:
             state.created = now
         return self.window_end
@@ -133,14 +124,6 @@ class Sampler:
         left_out = 0
         encode_errors = 0
         top = LEVELS - 1
-        # Blown fuse: below the protected severities nothing is kept this window. The
-        # kept lines are counted as they are kept (at the topic's compression ratio so
-        # far), not when their payloads are sealed: one pipeline batch can hold more
-        # than a window's budget.
-        protect = self.total.protect if self.total is not None else 0
-        floor = protect if self.fused else 0
-        spent, limit = self.window_bytes, self.window_limit
-        compression = state.estimate.value
         for event in events:
             if is_accounting(event):  # a sample filter's record: never sampled
                 line = dumps_event(event)
@@ -152,7 +135,7 @@ class Sampler:
                 continue
             index = level_of(event)
             offered[index] += 1
-            ratio = ratios[index] if index >= floor else 0.0
+            ratio = ratios[index]
             if ratio < 1.0:
                 owing = owed[index] + ratio
                 if owing < 1.0 - 1e-9:
@@ -174,11 +157,6 @@ class Sampler:
             passed[index] += 1
             lines.append(line)
             levels.append(index)
-            spent += len(line) * compression
-            if spent > limit and not floor:
-                floor = protect
-        self.window_bytes = spent
-        self.fused = floor > 0
         if left_out:
             self.metrics.drop(left_out, "sampled")
         if encode_errors:
@@ -247,7 +225,6 @@ class Sampler:
                 budget = min(budget, max(shared, 0.01 * cap))
             total.bytes_per_sec = budget or total.bytes_per_sec
             total_ratios = total.update(elapsed, total_queued)
-        self._arm(limits.window_secs)
         for state in states:
             topic_ratios = state.topic_ratios
             if topic_ratios is None and total_ratios is None:
@@ -260,14 +237,6 @@ class Sampler:
                     for i in range(LEVELS)
                 ],
             )
-
-
-    def _arm(self, window: float) -> None:
-        """A new window: the fuse holds the total budget for the window plus half of
-        the queue's time (what the queue can absorb without dropping)."""
-        self.window_bytes, self.fused = 0.0, False
-        if self.total is not None:
-            self.window_limit = self.total.bytes_per_sec * (window + 0.5 * self.limits.queue_secs)
 
 
 def set_ratios(state: TopicState, ratios: list[float]) -> None:

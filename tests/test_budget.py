@@ -21,9 +21,9 @@ from logstream.budget import HostBudget, LeasedBucket, fair_shares
 from logstream.clock import SystemClock
 from logstream.local.mosquitto import Mosquitto
 from logstream.payload import decode, is_accounting
-from logstream.sinks.mqtt import MqttSinkConfig, wire_size
+from logstream.sinks.mqtt import MqttSinkConfig
 from logstream.units import BuildContext
-from tests.support.mqtt import ExternalBroker, Subscriber
+from tests.support.mqtt import ExternalBroker, Subscriber, arrival_stamps
 
 SPAWN = multiprocessing.get_context("spawn")
 
@@ -225,10 +225,7 @@ def test_two_worker_processes_share_one_cap_as_the_broker_counts_it(
         receiver.terminate()
         stdout, _ = receiver.communicate(timeout=5)
         subscriber.close()
-    arrivals = []
-    for line in stdout.splitlines():
-        stamp, length = line.split(" ")
-        arrivals.append((float(stamp), float(wire_size(len(topic), int(length), 0, None))))
+    arrivals = arrival_stamps(stdout, topic)
     # While both workers are offering (spawned processes start a little apart).
     start = max(stamps[0][0] for _, _, stamps in results)
     end = min(stamps[-1][0] for _, _, stamps in results) - 0.5

@@ -23,9 +23,9 @@ from logstream.local.mosquitto import Mosquitto
 from logstream.metrics import Registry, UnitMetrics
 from logstream.payload import decode, is_accounting
 from logstream.redis_budget import BackgroundBudget, RedisBudget, mask_url
-from logstream.sinks.mqtt import MqttSinkConfig, wire_size
+from logstream.sinks.mqtt import MqttSinkConfig
 from logstream.units import BuildContext
-from tests.support.mqtt import ExternalBroker, Subscriber
+from tests.support.mqtt import ExternalBroker, Subscriber, arrival_stamps
 from tests.support.redis import RedisServer
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -76,9 +76,9 @@ def test_leases_are_allow_at_most_and_a_stopped_redis_falls_back_to_the_local_sh
     # The bucket refills at 1000/s on Redis's clock between the calls (ms under load).
     refilled = 1000 * (time.monotonic() - started)
     assert 40 - 1 <= second <= 40 + 1 + refilled
-    assert budget.lease("total/bytes", 1000, 100, 60) < 5 + 1000 * (
-        time.monotonic() - started
-    ), "nothing more than is there"
+    assert budget.lease("total/bytes", 1000, 100, 60) < 5 + 1000 * (time.monotonic() - started), (
+        "nothing more than is there"
+    )
     assert budget.share("total/bytes", 1000, 5000) == 1000, "alone: the whole cap"
     assert metrics.budget_fallback_leases == 0
     redis_server.stop()
@@ -259,10 +259,7 @@ def test_three_instances_share_one_cap_in_redis_and_keep_publishing_while_it_is_
         receiver.terminate()
         stdout, _ = receiver.communicate(timeout=5)
         subscriber.close()
-    arrivals = []
-    for line in stdout.splitlines():
-        stamp, length = line.split(" ")
-        arrivals.append((float(stamp), float(wire_size(len(topic), int(length), 0, None))))
+    arrivals = arrival_stamps(stdout, topic)
     start = max(sent[0][0] for _, _, sent in results)
     end = min(sent[-1][0] for _, _, sent in results) - 0.5
     shift = time.time() - time.monotonic()

@@ -29,9 +29,8 @@ import yaml
 from logstream.config import ConfigError, parse_config
 from logstream.local.mosquitto import free_port
 from logstream.payload import decode, is_accounting
-from logstream.sinks.mqtt import wire_size
 from tests.support.elasticsearch import es_count, es_docs
-from tests.support.mqtt import Subscriber
+from tests.support.mqtt import Subscriber, arrival_stamps
 from tests.support.workers_run import LogstreamProcess
 from tests.test_budget import windows
 
@@ -404,10 +403,7 @@ def test_two_workers_keep_the_host_wide_mqtt_cap_as_the_broker_delivers_it(
         receiver.terminate()
         stdout, _ = receiver.communicate(timeout=5)
         subscriber.close()
-    arrivals = []
-    for line in stdout.splitlines():
-        stamp, length = line.split(" ")
-        arrivals.append((float(stamp), float(wire_size(len(topic), int(length), 0, None))))
+    arrivals = arrival_stamps(stdout, topic)
     # Windows while both workers are overloaded: from 1 s after the offer starts.
     totals = windows(arrivals, offered_from + 1.5, offered_to - 0.5)
     assert len(totals) >= 60

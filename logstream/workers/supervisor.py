@@ -71,7 +71,6 @@ class _Slot:
     ever_ready: bool = False
     error: str | None = None
     last_exit: int | None = None
-    final: dict[str, Any] | None = None
     finals: list[dict[str, Any]] = field(default_factory=list)
     # Still running when the shutdown deadline passed: SIGKILLed. (A worker stopped
     # while it was starting, before it could handle SIGTERM, had accepted nothing.)
@@ -232,7 +231,6 @@ class Supervisor:
             metrics_interval_secs=self.metrics_interval_secs,
             config_path=None if self.config_path is None else str(self.config_path),
         )
-        slot.final = None
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -270,7 +268,6 @@ class Supervisor:
             log.info("worker %d ready (pid %s)", slot.index, message["ready"])
         elif "final" in message:
             final = message["final"]
-            slot.final = final
             slot.finals.append(final)
             if isinstance(final.get("metrics"), str):
                 self.metrics.update(slot.index, final["metrics"])

@@ -32,7 +32,6 @@ from typing import Any, BinaryIO
 import orjson
 
 from logstream.config import ConfigError, build_pipeline, parse_config
-from logstream.pipeline import ShutdownReport
 from logstream.secrets import install_log_masking, mask_text
 from logstream.units import BuildContext
 from logstream.workers.layout import worker_dir
@@ -76,14 +75,6 @@ class Channel:
             self._out.flush()
         except (BrokenPipeError, ValueError):
             pass  # the supervisor is gone: stdin's end of file stops us
-
-
-def report_dict(report: ShutdownReport) -> dict[str, Any]:
-    return {
-        "unflushed": report.unflushed,
-        "timed_out": report.timed_out,
-        "on_disk": report.on_disk,
-    }
 
 
 def die_with_parent() -> None:
@@ -156,7 +147,7 @@ async def serve(spec: WorkerSpec, channel: Channel) -> int:
         report = await pipeline.stop(config.pipeline.shutdown_timeout_secs)
     channel.send(
         final={
-            "report": report_dict(report),
+            "report": asdict(report),
             "units": [unit.snapshot() for unit in registry.units()],
             "metrics": registry.exposition().decode(),
         }

@@ -351,3 +351,15 @@ def stalled_broker() -> Iterator[BlackHole]:
     hole = BlackHole(answer_connect=True)
     yield hole
     hole.close()
+
+
+def arrival_stamps(stdout: str, topic: str) -> list[tuple[float, float]]:
+    """(receive time, MQTT 3.1.1 QoS 0 wire bytes) of each message from the output of
+    ``mosquitto_sub -F "%U %l" -t TOPIC``."""
+    from logstream.sinks.mqtt import wire_size
+
+    arrivals = []
+    for line in stdout.splitlines():
+        stamp, length = line.split(" ")
+        arrivals.append((float(stamp), float(wire_size(len(topic), int(length), 0, None))))
+    return arrivals

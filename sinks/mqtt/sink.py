@@ -313,7 +313,10 @@ class MqttSink(Sink):
             self.scheduler.drop_queued("shutdown")
         try:
             for connection in connections:
-                if connection.pending and connection.connected:
+                # QoS 1: paho sends what is pending again after it reconnects (a broker
+                # may also drop a client after refusing a publish), so wait while
+                # disconnected too; QoS 0 messages were lost at the disconnect.
+                if connection.pending and (connection.connected or self.config.qos > 0):
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(
                             connection.idle.wait(), max(0.0, deadline - loop.time())

@@ -163,8 +163,12 @@ class Monitor:
         source: MetricsSource,
         settings: MonitorSettings,
         pages: Iterable[web.AbstractRouteDef] = (),
+        *,
+        reuse_port: bool = False,
     ) -> None:
         self.source = source
+        # Workers of one run all serve the monitor address (each shows the host's sums).
+        self.reuse_port = reuse_port
         self.settings = settings
         self.pages = list(pages)
         self.host, self.port = parse_listen(settings.listen)
@@ -186,7 +190,11 @@ class Monitor:
         self._runner = web.AppRunner(app, access_log=None, logger=self._request_log)
         await self._runner.setup()
         site = web.TCPSite(
-            self._runner, self.host, self.port, ssl_context=self.settings.ssl_context()
+            self._runner,
+            self.host,
+            self.port,
+            ssl_context=self.settings.ssl_context(),
+            reuse_port=self.reuse_port or None,
         )
         await site.start()
         server = site._server  # aiohttp exposes the bound port nowhere else

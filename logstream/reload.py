@@ -32,10 +32,10 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from logstream.config import (
     Config,
@@ -114,9 +114,9 @@ def _restart_needed(old: Config, new: Config) -> list[str]:
     ]
 
 
-def load_for_reload(path: Path, ctx: ReloadContext) -> Config:
-    """Read and check ``path`` as ``check`` does, with this run's local servers.
-    Raises :class:`ConfigError`."""
+def load_for_reload(path: Path, ctx: ReloadContext) -> tuple[Any, Config]:
+    """Read and check ``path`` as ``check`` does, with this run's local servers: the
+    YAML document and its config. Raises :class:`ConfigError`."""
     data = read_yaml(path)
     try:
         config = parse_config(data, local_urls=ctx.local_urls or None, worker=ctx.build.worker)
@@ -128,7 +128,7 @@ def load_for_reload(path: Path, ctx: ReloadContext) -> Config:
             f"{path}: asks for a local {', '.join(sorted(missing))} that this run did not "
             "start; restart logstream to start it"
         )
-    return config
+    return data, config
 
 
 async def apply_reload(pipeline: Pipeline, new: Config, ctx: ReloadContext) -> ReloadResult:
@@ -310,9 +310,17 @@ class Reloader:
     """Reloads ``ctx.path`` into ``pipeline`` when asked (SIGHUP), one reload at a time;
     a request during a reload runs once the reload ends."""
 
-    def __init__(self, pipeline: Pipeline, ctx: ReloadContext) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        ctx: ReloadContext,
+        on_applied: Callable[[Any], None] | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.ctx = ctx
+        # Told the YAML document of each reload applied (a worker tells its supervisor,
+        # which starts later workers with it).
+        self.on_applied = on_applied
         self.results: list[ReloadResult] = []
         self._again = False
 
@@ -340,7 +348,7 @@ class Reloader:
         if path is None:  # pragma: no cover - serve always has the path
             return ReloadResult(errors=["no config file to reload"])
         try:
-            config = load_for_reload(path, self.ctx)
+            data, config = load_for_reload(path, self.ctx)
         except ConfigError as error:
             result = ReloadResult(errors=str(error).splitlines())
         else:
@@ -349,6 +357,8 @@ class Reloader:
             except Exception as error:  # a bug, not a config error: say so, keep running
                 log.exception("reload failed part-way")
                 result = ReloadResult(failed=[f"reload: {error}"])
+            if result.applied and self.on_applied is not None:
+                self.on_applied(data)
         for line in result.errors:
             log.error("reload: %s", line)
         for line in result.restart_needed:
@@ -362,8 +372,9 @@ def install(
     signum: int,
     pipeline: Pipeline,
     ctx: ReloadContext,
+    on_applied: Callable[[Any], None] | None = None,
 ) -> Reloader:
     """Reload ``ctx.path`` into ``pipeline`` on signal ``signum`` (SIGHUP)."""
-    reloader = Reloader(pipeline, ctx)
+    reloader = Reloader(pipeline, ctx, on_applied)
     loop.add_signal_handler(signum, reloader.request)
     return reloader

@@ -72,24 +72,40 @@ def running_pid(state_dir: Path) -> int | None:
     return pid
 
 
-@contextlib.contextmanager
-def state_lock(state_dir: Path) -> Iterator[Path]:
-    """Hold ``<state_dir>/run.lock`` for the block; raise :class:`StateDirBusy` at once
-    when another process holds it. Yields the lock file's path."""
+def acquire(state_dir: Path) -> int:
+    """Take ``<state_dir>/run.lock`` and write this pid there: the descriptor that holds
+    it (close it, or :func:`release` it, to let go). Raises :class:`StateDirBusy` at
+    once when another process holds it."""
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StateDirBusy(state_dir, _holder(fd)) from None
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _holder(fd)
+        os.close(fd)
+        raise StateDirBusy(state_dir, holder) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def release(fd: int) -> None:
+    """Let go of a lock :func:`acquire` took (no pid left behind for a reader to trust)."""
+    with contextlib.suppress(OSError):
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        try:
-            yield path
-        finally:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)  # no pid left behind for a reader to trust
+    os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def state_lock(state_dir: Path) -> Iterator[Path]:
+    """Hold ``<state_dir>/run.lock`` for the block; raise :class:`StateDirBusy` at once
+    when another process holds it. Yields the lock file's path."""
+    fd = acquire(state_dir)
+    try:
+        yield state_dir / LOCK_NAME
     finally:
-        os.close(fd)  # releases the lock
+        release(fd)

@@ -49,11 +49,10 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from logstream.event import Event
+from logstream.local.servers import MQTT_URL_FILE
 from logstream.payload import PROP_PRODUCER, PROP_SEQ, PayloadError, decode, is_accounting
 from logstream.severity import Severity, from_text
 
-# In the state dir while `logstream run` has a local broker: that broker's mqtt:// URL.
-MQTT_URL_FILE = "mqtt.url"
 DEFAULT_STATE_DIR = Path(".logstream")
 FALLBACK_URL = "mqtt://127.0.0.1:1883"
 

@@ -24,8 +24,9 @@ from logstream.config import ConfigError, build_pipeline, parse_config
 from logstream.event import Batch
 from logstream.local.mosquitto import free_port
 from logstream.metrics import Registry
-from logstream.pipeline import Pipeline, ShutdownReport, SinkRunner, SinkSettings
+from logstream.pipeline import Pipeline, SinkRunner, SinkSettings
 from logstream.queue import DiskQueue, QueueConfig
+from logstream.shutdown import ShutdownReport
 from logstream.spool import Spool, SpoolSettings
 from logstream.units import Input
 from tests.support.units import CollectingSink, ListInput

@@ -9,7 +9,8 @@ import orjson
 
 from logstream.event import Batch
 from logstream.metrics import Registry, counters_table
-from logstream.pipeline import Pipeline, ShutdownReport, SinkRunner, SinkSettings
+from logstream.pipeline import Pipeline, SinkRunner, SinkSettings
+from logstream.shutdown import ShutdownReport
 from logstream.spool import Spool, SpoolSettings
 from logstream.units import Sink
 from tests.support.units import ListInput

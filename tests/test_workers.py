@@ -436,12 +436,23 @@ def test_sighup_reloads_every_worker_and_keeps_their_sockets(
     second = send_tcp(port, connections=8, per_connection=100, tag="after")
     running.wait_value("logstream_events_out_total", len(first) + len(second), unit="file")
     assert [w["pid"] for w in running.health()["workers"]] == pids  # reloaded, not restarted
-    # A broken config: refused once by the supervisor, every worker keeps running.
+    # A broken config: refused by every worker, which keeps running the last good one.
     running.path.write_text("inputs: [")
     running.proc.send_signal(signal.SIGHUP)
     time.sleep(1)
     assert "reload refused" in running.log.read_text()
     assert running.health()["status"] == "ok"
+    # A worker started after the reload (here after a crash) runs the reloaded config,
+    # not the one the run started with nor the broken file.
+    os.kill(pids[1], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while not (running.health()["workers"][1]["up"] and running.health()["workers"][1]["pid"] != pids[1]):
+        assert time.monotonic() < deadline, "worker 1 did not come back"
+        time.sleep(0.1)
+    third = send_tcp(port, connections=8, per_connection=100, tag="restarted")
+    running.wait_value(
+        "logstream_events_out_total", len(first) + len(second) + len(third), unit="file"
+    )
     code, _, log = running.stop()
     assert code == 0, log[-2000:]
     tags: dict[str, list[str]] = {}
@@ -449,9 +460,9 @@ def test_sighup_reloads_every_worker_and_keeps_their_sockets(
         for line in path.read_text().splitlines():
             event = json.loads(line)
             tags[event["message"]] = event.get("tags", [])
-    assert set(tags) == set(first) | set(second)
+    assert set(tags) == set(first) | set(second) | set(third)
     assert all("reloaded" not in tags[m] for m in first)
-    assert all("reloaded" in tags[m] for m in second)
+    assert all("reloaded" in tags[m] for m in second + third)
 
 
 def test_workers_auto_is_the_cpus_this_process_may_use(tmp_path: Path) -> None:

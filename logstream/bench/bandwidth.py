@@ -269,7 +269,7 @@ def run_policy(
 ) -> Measured:
     """One policy against its own fresh broker."""
     from logstream.local.mosquitto import Mosquitto
-    from logstream.run import run_loop
+    from logstream.loop import run_loop
 
     with Mosquitto(workdir / "mosquitto", extra_config=BROKER_CONFIG) as broker:
         probe = Probe(broker.host, broker.port)

@@ -1,7 +1,8 @@
 """One set of metrics for the host: every worker's series summed.
 
 Each worker sends its Prometheus text to the supervisor every second (and a last
-time when it stops); the supervisor serves the sum on the one monitor address.
+time when it stops); the supervisor writes the sum, which every worker's monitor
+serves on the one monitor address (:mod:`logstream.workers.hostview`).
 Prometheus-client's multiprocess mode would need a shared directory of mmap
 files and gives up on custom collectors such as ours; summing parsed text is
 simpler and exact for what we export.
@@ -27,7 +28,7 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from logstream.metrics import Registry, UnitKind, UnitMetrics
+from logstream.metrics import UnitKind, UnitMetrics
 
 # Gauges that state a host-wide setting: every worker reports the same value.
 HOST_GAUGES = frozenset({"logstream_rate_cap_bytes_per_second"})
@@ -67,10 +68,8 @@ class WorkerView:
 class Aggregate(Collector):
     """The sum of every worker's metrics, as a prometheus-client collector."""
 
-    def __init__(self, workers: int, local: Registry | None = None) -> None:
+    def __init__(self, workers: int) -> None:
         self.views = [WorkerView() for _ in range(workers)]
-        # The supervisor's own counters (its monitor's refused requests), added in.
-        self.local = local
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -98,8 +97,6 @@ class Aggregate(Collector):
         events_in: dict[int, float] = defaultdict(float)
         sources = [(index, [*view.retired, *(parse(view.text) if view.text else [])])
                    for index, view in enumerate(self.views)]  # fmt: skip
-        if self.local is not None:
-            sources.append((-1, parse(self.local.exposition().decode())))
         for index, metrics in sources:
             for metric in metrics:
                 family = families.get(metric.name)

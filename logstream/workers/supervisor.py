@@ -1,10 +1,14 @@
 """The supervisor: ``logstream run`` with ``pipeline.workers`` above 1.
 
-It checks the config once, starts the local servers, then N worker processes
-(:mod:`logstream.workers.worker`) running the same pipeline. Their listening
-sockets share each address (SO_REUSEPORT); the supervisor itself listens only
-on the monitor address, where it serves every worker's metrics summed
-(:mod:`logstream.workers.aggregate`).
+``logstream run`` checks the config once and prepares the state directory, then
+becomes the supervisor (``exec``, :mod:`logstream.workers.supervise`), which
+starts the local servers and N worker processes (:mod:`logstream.workers.worker`)
+running the same pipeline. Their listening sockets share each address
+(SO_REUSEPORT), the monitor's included. The supervisor listens on nothing: it
+sums every worker's metrics (:mod:`logstream.workers.aggregate`) and writes the
+sum and the workers' states each second for the workers' monitors to serve
+(:mod:`logstream.workers.hostview`). So it imports neither the pipeline nor the
+config's models nor an HTTP server, and stays small.
 
 - A worker that dies is started again after a short pause (at most
   ``RESTART_DELAY_MAX_SECS``), logged with its exit status and counted in
@@ -13,6 +17,9 @@ on the monitor address, where it serves every worker's metrics summed
   setup error, and restarting would only repeat it.
 - SIGTERM or SIGINT to the supervisor stops every worker (each flushes as a single
   process would) and prints one combined shutdown report.
+- SIGHUP goes to every worker; each checks and applies the config file as a single
+  process would (a bad file changes nothing), and workers started later run the
+  document the workers applied.
 - Workers run in their own process group, so a Ctrl-C in the terminal reaches the
   supervisor only, which then stops them in order. If the supervisor itself is
   killed, each worker sees its stdin close (and, on Linux, a SIGTERM from the
@@ -33,10 +40,11 @@ from typing import Any
 
 import orjson
 
-from logstream.metrics import Registry, UnitMetrics, counters_table
-from logstream.pipeline import ShutdownReport
+from logstream.metrics import counters_table
+from logstream.shutdown import ShutdownReport
 from logstream.workers.aggregate import Aggregate, merge_units
-from logstream.workers.worker import WorkerSpec
+from logstream.workers.hostview import remove_view, write_view
+from logstream.workers.protocol import WorkerSpec
 
 log = logging.getLogger("logstream.supervisor")
 
@@ -46,6 +54,9 @@ RESTART_DELAY_MAX_SECS = 2.0
 READY_TIMEOUT_SECS = 60.0
 # Longest protocol line (a worker's metrics text).
 _LINE_LIMIT = 64 << 20
+# The host's view is written this long after a change (workers report at about the
+# same moment: one write for all of them).
+VIEW_DELAY_SECS = 0.05
 
 
 class WorkerFailed(Exception):
@@ -101,12 +112,14 @@ class Supervisor:
         self.log_level = log_level or logging.getLevelName(logging.getLogger().level)
         self.metrics_interval_secs = metrics_interval_secs
         self.config_path = config_path
-        self.own = Registry()  # the supervisor's own counters (its monitor)
-        self.metrics = Aggregate(workers, self.own)
+        self.metrics = Aggregate(workers)
         self.slots = [_Slot(i) for i in range(workers)]
         self.stopping = False
         self.started_at = time.time()
+        self.banner = ""  # worker 0's: where to send logs, how to watch them
         self._failed = asyncio.Event()
+        self._view_due: asyncio.TimerHandle | None = None
+        remove_view(state_dir)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -148,6 +161,7 @@ class Supervisor:
         """Stop every worker (SIGTERM, then SIGKILL past the deadline); the combined
         report of their shutdowns."""
         self.stopping = True
+        self.write_view()
         for slot in self.slots:
             process = slot.process
             if process is not None and process.returncode is None:
@@ -165,6 +179,8 @@ class Supervisor:
                         process.kill()
             if pending:
                 await asyncio.wait(pending, timeout=5)
+        if self._view_due is not None:
+            self._view_due.cancel()
         return self.report()
 
     def report(self) -> ShutdownReport:
@@ -219,6 +235,7 @@ class Supervisor:
             await asyncio.sleep(delay)
             delay = min(delay * 2, RESTART_DELAY_MAX_SECS)
             self.metrics.restarted(slot.index)
+            self._changed()
 
     async def _run_once(self, slot: _Slot) -> None:
         spec = WorkerSpec(
@@ -251,6 +268,7 @@ class Supervisor:
             self._message(slot, line)
         slot.last_exit = await process.wait()
         self.metrics.exited(slot.index)
+        self._changed()
         process.stdin.close()
 
     def _message(self, slot: _Slot, line: bytes) -> None:
@@ -261,11 +279,17 @@ class Supervisor:
             return
         if "metrics" in message:
             self.metrics.update(slot.index, message["metrics"])
+            self._changed()
         elif "ready" in message:
             slot.ever_ready = True
             slot.ready.set()
             self.metrics.views[slot.index].up = True
+            if isinstance(message.get("banner"), str):
+                self.banner = message["banner"]
             log.info("worker %d ready (pid %s)", slot.index, message["ready"])
+            self._changed()
+        elif "reloaded" in message:
+            self.data = message["reloaded"]  # what workers started from now on run
         elif "final" in message:
             final = message["final"]
             slot.finals.append(final)
@@ -276,39 +300,35 @@ class Supervisor:
             log.error("worker %d cannot start: %s", slot.index, slot.error)
 
     def reload(self) -> None:
-        """SIGHUP: check the config file once here; if it is valid, the workers started
-        from now on run it and every running worker reloads it (each applies it as a
-        single process would, keeping unchanged inputs' sockets)."""
-        from logstream.config import ConfigError, parse_config, read_yaml
-
-        if self.config_path is None:
-            return
-        try:
-            data = read_yaml(self.config_path)
-            count = parse_config(data).pipeline.worker_count()
-        except ConfigError as error:
-            for line in str(error).splitlines():
-                log.error("reload refused: %s", line)
-            return
-        if count != self.workers:
-            log.warning(
-                "reload: pipeline.workers %d -> %d takes effect at the next restart",
-                self.workers,
-                count,
-            )
-        self.data = data
+        """SIGHUP: every running worker reloads the config file (each checks it and
+        applies it as a single process would, keeping unchanged inputs' sockets, or
+        refuses it and changes nothing). A worker that applied it says so with the
+        document, which the workers started from then on run."""
         for slot in self.slots:
             if slot.process is not None and slot.process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     slot.process.send_signal(signal.SIGHUP)
 
-    # ----------------------------------------------------------------- monitor source
+    # ----------------------------------------------------------------- the host's view
 
-    def exposition(self) -> bytes:
-        return self.metrics.exposition()
+    def _changed(self) -> None:
+        """Write the host's view soon (once for the reports arriving together)."""
+        if self._view_due is None:
+            loop = asyncio.get_running_loop()
+            self._view_due = loop.call_later(VIEW_DELAY_SECS, self.write_view)
 
-    def monitor_metrics(self) -> UnitMetrics:
-        return self.own.unit("monitor", "pipeline")
+    def write_view(self) -> None:
+        """Publish the summed metrics and the workers' states for the monitors."""
+        self._view_due = None
+        health, healthy = self.health()
+        try:
+            write_view(
+                self.state_dir,
+                self.metrics.exposition(),
+                {**health, "healthy": healthy, "started_at": self.started_at},
+            )
+        except OSError as error:
+            log.error("cannot write the host's metrics for the monitor: %s", error)
 
     def health(self) -> tuple[dict[str, Any], bool]:
         workers = [

@@ -6,11 +6,18 @@ keeps stdin open: end of file there means the supervisor is gone, and the
 worker shuts down as on SIGTERM. The worker answers on its stdout, one JSON
 object per line (its own logs go to stderr, as with one process):
 
-- ``{"ready": PID}`` once every input listens;
+- ``{"ready": PID}`` once every input and its monitor listen (worker 0 adds
+  ``"banner"``: the text that tells the user where to send logs);
 - ``{"metrics": TEXT}`` every ``metrics_interval_secs``: its Prometheus text;
 - ``{"final": {...}}`` at the end: the shutdown report, the final counters of each
   unit and the final metrics;
-- ``{"error": TEXT}`` when it cannot start (then it exits with status 2).
+- ``{"error": TEXT}`` when it cannot start (then it exits with status 2);
+- ``{"reloaded": DOCUMENT}`` when a SIGHUP reload was applied: the YAML document,
+  which the supervisor gives the workers it starts from then on.
+
+Each worker also serves the monitor address (shared, as the inputs'): what it
+serves there is the host's view that the supervisor writes
+(:mod:`logstream.workers.hostview`).
 
 Anything else the process prints to stdout (a library's stray ``print``) goes to
 stderr: the worker keeps a private copy of the real stdout for the protocol.
@@ -21,46 +28,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import io
 import logging
 import os
 import signal
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 
-from logstream.config import ConfigError, build_pipeline, parse_config
+from logstream.banner import banner
+from logstream.config import Config, ConfigError, build_pipeline, parse_config
 from logstream.secrets import install_log_masking, mask_text
 from logstream.units import BuildContext
+from logstream.workers.hostview import HostSource
 from logstream.workers.layout import worker_dir
+from logstream.workers.protocol import WorkerSpec
+
+if TYPE_CHECKING:
+    from logstream.monitor import Monitor
+    from logstream.pipeline import Pipeline
 
 log = logging.getLogger("logstream.worker")
 
 _PR_SET_PDEATHSIG = 1
-
-
-@dataclass
-class WorkerSpec:
-    """What the supervisor tells a worker at start (one JSON line on its stdin)."""
-
-    config: Any  # the YAML document as loaded, before substitution
-    worker: int
-    workers: int
-    state_dir: str
-    local_urls: dict[str, str] = field(default_factory=dict)
-    log_level: str = "INFO"
-    metrics_interval_secs: float = 1.0
-    # The config file: SIGHUP (forwarded by the supervisor) reloads it.
-    config_path: str | None = None
-
-    def to_line(self) -> bytes:
-        return orjson.dumps(asdict(self)) + b"\n"
-
-    @classmethod
-    def from_line(cls, line: bytes) -> WorkerSpec:
-        return cls(**orjson.loads(line))
 
 
 class Channel:
@@ -123,14 +116,26 @@ async def serve(spec: WorkerSpec, channel: Channel) -> int:
         from logstream import reload
 
         reloading = reload.ReloadContext(config, ctx, spec.local_urls, Path(spec.config_path))
-        reload.install(loop, signal.SIGHUP, pipeline, reloading)
+        reload.install(
+            loop, signal.SIGHUP, pipeline, reloading, lambda data: channel.send(reloaded=data)
+        )
+    monitor = None
     try:
         await pipeline.start()
+        if config.monitor.enabled:
+            monitor = host_monitor(config, pipeline, root)
+            await monitor.start()
     except OSError as error:
         channel.send(error=mask_text(str(error)))
         await pipeline.stop(config.pipeline.shutdown_timeout_secs)
         return 2
-    channel.send(ready=os.getpid())
+    if spec.worker == 0:
+        text = io.StringIO()  # paths as configured, `{worker}` and all
+        as_configured = parse_config(spec.config, local_urls=spec.local_urls or None, worker=None)
+        banner(as_configured, monitor, spec.local_urls, text)
+        channel.send(ready=os.getpid(), banner=text.getvalue())
+    else:
+        channel.send(ready=os.getpid())
     registry = pipeline.registry
 
     async def publish() -> None:
@@ -145,6 +150,8 @@ async def serve(spec: WorkerSpec, channel: Channel) -> int:
     finally:
         publisher.cancel()
         report = await pipeline.stop(config.pipeline.shutdown_timeout_secs)
+        if monitor is not None:
+            await monitor.stop()
     channel.send(
         final={
             "report": asdict(report),
@@ -153,6 +160,15 @@ async def serve(spec: WorkerSpec, channel: Channel) -> int:
         }
     )
     return 0 if report.clean else 1
+
+
+def host_monitor(config: Config, pipeline: Pipeline, state_dir: Path) -> Monitor:
+    """This worker's part of the monitor address: the host's view, not its own."""
+    from logstream.monitor import Monitor, PipelineSource
+    from logstream.web import tail_page
+
+    source = HostSource(state_dir, PipelineSource(pipeline))
+    return Monitor(source, config.monitor, tail_page(config), reuse_port=True)
 
 
 def main() -> int:
@@ -168,7 +184,7 @@ def main() -> int:
     install_log_masking()
     logging.getLogger("elastic_transport").setLevel(max(logging.WARNING, logging.root.level))
     die_with_parent()
-    from logstream.run import run_loop
+    from logstream.loop import run_loop
 
     code: int = run_loop(serve(spec, channel))
     return code

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import signal
@@ -50,18 +51,30 @@ class LogstreamProcess:
                 time.sleep(0.1)
         raise AssertionError(f"logstream did not come up: {self.log.read_text()[-3000:]}")
 
+    def _get(self, path: str) -> bytes:
+        """GET ``path`` from the monitor. Every worker serves the monitor address, so a
+        request the kernel queued on a worker that is being killed is reset: like a
+        scraper at its next interval, ask again (another worker answers)."""
+        for attempt in range(5):
+            try:
+                with urllib.request.urlopen(f"{self.monitor}{path}", timeout=5) as answer:  # noqa: S310
+                    body: bytes = answer.read()
+                    return body
+            except urllib.error.HTTPError as error:  # 503 while degraded: still a body
+                return error.read()
+            except (ConnectionError, http.client.RemoteDisconnected, urllib.error.URLError):
+                if attempt == 4:
+                    raise
+                time.sleep(0.05)
+        raise AssertionError("unreachable")
+
     def health(self) -> dict[str, Any]:
-        try:
-            with urllib.request.urlopen(f"{self.monitor}/health", timeout=5) as answer:  # noqa: S310
-                body: dict[str, Any] = json.loads(answer.read())
-        except urllib.error.HTTPError as error:  # 503 while degraded: still a body
-            body = json.loads(error.read())
+        body: dict[str, Any] = json.loads(self._get("/health"))
         return body
 
     def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
         """(sample name, labels) -> value, from /metrics."""
-        with urllib.request.urlopen(f"{self.monitor}/metrics", timeout=5) as answer:  # noqa: S310
-            text = answer.read().decode()
+        text = self._get("/metrics").decode()
         values = {}
         for match in re.finditer(r"^(\w+)(?:\{([^}]*)\})? (\S+)$", text, re.M):
             labels = frozenset(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))

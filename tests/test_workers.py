@@ -446,7 +446,10 @@ def test_sighup_reloads_every_worker_and_keeps_their_sockets(
     # not the one the run started with nor the broken file.
     os.kill(pids[1], signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while not (running.health()["workers"][1]["up"] and running.health()["workers"][1]["pid"] != pids[1]):
+    while True:
+        worker = running.health()["workers"][1]
+        if worker["up"] and worker["pid"] != pids[1]:
+            break
         assert time.monotonic() < deadline, "worker 1 did not come back"
         time.sleep(0.1)
     third = send_tcp(port, connections=8, per_connection=100, tag="restarted")

@@ -131,7 +131,10 @@ class BudgetController:
     bytes onto the target (gaps over 20% are a change of load, left to the
     feed-forward, so the trim does not wind up); ``backlog_bytes`` (bytes waiting for the rate
     limiter) lowers the next window's budget by a quarter of the backlog, so
-    a queue drains instead of growing into drops.
+    a queue drains instead of growing into drops. An owner that keeps a standing
+    queue (so the limiter never waits for a payload) passes the backlog above
+    that target: a negative one raises the budget, and the severities below
+    ``protect`` then rise to their ratios at once.
     """
 
     def __init__(
@@ -233,6 +236,9 @@ class BudgetController:
                 else current + 0.5 * (share - current)
             )
         # ... then the others get what the protected ones leave of the trimmed budget.
+        # A backlog under its target (negative) means the budget goes unused: rising
+        # at once costs only queue, which the next window's backlog term corrects.
+        leap = leap or backlog_bytes < 0
         remaining = max(0.0, budget - (full - remaining))
         for index in range(self.protect - 1, -1, -1):
             need = (self.rates[index] or 0.0) * (self.bytes_per_event[index] or fallback)

@@ -109,18 +109,19 @@ def test_a_worker_killed_while_holding_the_lock_does_not_stop_the_others(
     budget.close()
 
 
-def _post_demand(path: str, worker: int, demand: float, out: Any) -> None:
+def _post_demand(path: str, worker: int, demand: float, posted: Any, out: Any) -> None:
     budget = HostBudget(Path(path), worker)
     budget.share("total/bytes", 100_000, demand)
-    time.sleep(0.5)  # every worker has posted
+    posted.wait(30)  # every worker has posted
     out.put((worker, budget.share("total/bytes", 100_000, demand)))
 
 
 def test_shares_follow_what_each_process_wants(tmp_path: Path) -> None:
     out = SPAWN.Queue()
     demands = {0: 10_000.0, 1: 300_000.0, 2: 300_000.0}
+    posted = SPAWN.Barrier(len(demands))
     workers = [
-        SPAWN.Process(target=_post_demand, args=(str(tmp_path / "b"), w, d, out))
+        SPAWN.Process(target=_post_demand, args=(str(tmp_path / "b"), w, d, posted, out))
         for w, d in demands.items()
     ]
     for process in workers:

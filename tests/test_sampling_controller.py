@@ -188,6 +188,19 @@ def test_a_backlog_takes_a_quarter_of_itself_off_the_next_budget() -> None:
     assert ratio(controller, "INFO") == 0.0  # never a negative budget
 
 
+def test_a_backlog_under_its_standing_target_raises_the_budget_and_ratios_rise_at_once() -> None:
+    """The MQTT sink keeps a standing queue and passes the backlog above it: negative
+    when its queue ran short, so the budget went partly unused."""
+    controller = BudgetController(10_000)
+    window(controller, {"INFO": 1_000}, {"INFO": (1_000, 20_000.0)})
+    window(controller, {"INFO": 1_000}, {"INFO": (100, 2_000.0)}, backlog=100_000)
+    assert ratio(controller, "INFO") == 0.0
+    # Queue 2 000 B short of its target: the budget is a quarter of that higher, and
+    # the ratio goes there at once instead of half-way.
+    window(controller, {"INFO": 1_000}, {"INFO": (0, 0.0)}, backlog=-2_000)
+    assert ratio(controller, "INFO") == pytest.approx((TARGET + 500) / 20_000)
+
+
 def test_unmeasured_severities_cost_the_mean_of_the_measured_ones_or_the_default() -> None:
     fresh = BudgetController(10_000, default_bytes_per_event=50.0)
     window(fresh, {"INFO": 1_000})  # nothing kept, nothing measured: 50 B/event

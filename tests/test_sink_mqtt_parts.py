@@ -17,7 +17,7 @@ from logstream.sinks.mqtt import MqttSinkConfig, Payload, PayloadBuilder, wire_s
 from logstream.sinks.mqtt.scheduler import Scheduler
 from logstream.sinks.mqtt.state import TopicState
 
-DEBUG, WARNING = LEVEL_NAMES.index("DEBUG"), LEVEL_NAMES.index("WARNING")
+DEBUG, WARNING, ERROR = (LEVEL_NAMES.index(name) for name in ("DEBUG", "WARNING", "ERROR"))
 
 
 def config(**settings: Any) -> MqttSinkConfig:
@@ -156,6 +156,31 @@ def test_an_overflowing_queue_evicts_the_lowest_severity_newest_first() -> None:
     assert [p.severity for p in state.ready] == [DEBUG] * 4 + [WARNING]
     assert state.ready[3] is debug[3], "the newest DEBUG went first"
     assert state.rate_limited[DEBUG] == 20 and metrics.dropped["rate_limited"] == 20
+
+
+def test_payloads_holding_warning_and_above_are_never_evicted_and_overdraw_a_full_queue() -> None:
+    """Payloads mix severities: after a surge the queue can be full of payloads that each
+    hold a WARNING. Such a payload is never given up for another, and a new one may take
+    the queue up to twice its limit; only beyond that is it dropped (and counted)."""
+    clock = ManualClock()
+    scheduler, _, metrics, _ = scheduler_for(
+        clock, total_bytes_per_sec=1_000, queue_secs=2, burst_secs=0.5
+    )
+    state = scheduler.new_topic("t/x", clock.monotonic())
+    warnings = [payload(400, WARNING) for _ in range(5)]
+    for item in warnings:
+        scheduler.enqueue(state, item)  # 2000 bytes: the queue is full
+    error = payload(400, ERROR)
+    scheduler.enqueue(state, error)
+    assert list(state.ready) == [*warnings, error], "no WARNING payload given up for an ERROR"
+    assert not metrics.dropped
+    for _ in range(4):
+        scheduler.enqueue(state, payload(400, WARNING))  # up to 4000 bytes queued
+    assert state.queued_bytes == 4000 and not metrics.dropped
+    scheduler.enqueue(state, payload(400, ERROR))
+    assert metrics.dropped["rate_limited"] == 10, "beyond twice the queue: dropped, counted"
+    scheduler.enqueue(state, payload(400, DEBUG))
+    assert metrics.dropped["rate_limited"] == 20, "a DEBUG payload does not overdraw"
 
 
 def test_accounting_records_go_first_and_into_debt_when_bigger_than_a_bucket() -> None:

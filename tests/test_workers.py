@@ -407,14 +407,17 @@ def test_two_workers_keep_the_host_wide_mqtt_cap_as_the_broker_delivers_it(
     # Windows while both workers are overloaded: from 1 s after the offer starts.
     totals = windows(arrivals, offered_from + 1.5, offered_to - 0.5)
     assert len(totals) >= 60
-    print(f"broker-delivered bytes per 1-s window: min {min(totals):.0f} max {max(totals):.0f}")
+    mean = sum(totals) / len(totals)
+    print(f"broker-delivered bytes per 1-s window: min {min(totals):.0f} mean {mean:.0f} "
+          f"max {max(totals):.0f}")  # fmt: skip
     assert max(totals) <= cap * 1.02, max(totals)
     events = [e for m in subscriber.messages for e in decode(m.payload).events]
     delivered_n = {e["n"] for e in events if not is_accounting(e)}
     assert important <= delivered_n, f"{len(important - delivered_n)} WARNING+ events lost"
-    # How much of the cap is used: the sink-level test (test_budget) reaches 95%; end to
-    # end through TCP batches the adaptive sampler settles lower (see the README).
-    assert sum(totals) / len(totals) >= cap * 0.5, sum(totals) / len(totals)
+    # How much of the cap is used (benchmarks/cap_use.py measures it over a longer run):
+    # the samplers keep a short standing queue, so the host's bucket is drained whole
+    # once they settle; the first windows are their settling.
+    assert mean >= cap * 0.85, mean
 
 
 def test_sighup_reloads_every_worker_and_keeps_their_sockets(

@@ -25,6 +25,14 @@ from .state import TopicState
 
 Share = Callable[[str, float, float], float]
 
+# Under overload the samplers keep about this much of the budget queued (as the
+# controllers' backlog target), so the rate limiter always has a payload ready when
+# tokens come: the cap is used whole while the queue absorbs the estimates' errors.
+# A queue above it lowers the next window's budget, one below it raises it.
+STANDING_QUEUE_SECS = 0.25
+# The first control window (it starts with the first events, all offered).
+FIRST_WINDOW_SECS = 0.25
+
 
 class Sampler:
     """The sink's samplers: one controller per capped topic (on its state) and the total."""
@@ -57,11 +65,8 @@ class Sampler:
             budget = self.budget(limits.total_bytes_per_sec, limits.total_messages_per_sec, 0.0)
             if budget is not None:
                 self.total = BudgetController(budget / self.parts)
-            cap = limits.total_bytes_per_sec
-            if share is not None and cap is not None:
-                # Here from now on: until a window measured what this process wants,
-                # it counts as wanting the whole cap, so the others leave it its part.
-                share("total/bytes", cap, cap)
+            # A process posts what it wants only once a window measured it (the
+            # first is short): an idle worker claims no part of a shared cap.
             # The first window starts with the first events (begin_windows).
             self.first_window = True
 
@@ -81,8 +86,6 @@ class Sampler:
             budget = self.budget(state.bytes_cap, state.messages_cap, 0.0)
             if budget is not None:
                 state.controller = BudgetController(budget / self.parts)
-            if self.share is not None and state.bytes_cap is not None:
-                self.share(f"topic/bytes/{state.name}", state.bytes_cap, state.bytes_cap)
         # A new topic samples as the samplers do now, not everything until the next window.
         own = state.controller.ratios if state.controller is not None else None
         total = self.total.ratios if self.total is not None else None
@@ -103,12 +106,9 @@ class Sampler:
         Returns when the window ends."""
         self.first_window = False
         self.window_start = now
-        window = self.limits.window_secs
-        if self.share is not None:
-            # Other processes fill the same cap: measure the load soon, before the
-            # shared queues overflow.
-            window = min(window, 0.25)
-        self.window_end = now + window
+        # Until then everything is offered: measure the load soon, before the queues
+        # overflow (and give up payloads, some holding WARNING+ events among others).
+        self.window_end = now + min(self.limits.window_secs, FIRST_WINDOW_SECS)
         for state in topics:
             state.created = now
         return self.window_end
@@ -207,7 +207,8 @@ class Sampler:
                 controller.bytes_per_sec = budget or controller.bytes_per_sec
                 # A topic that came during the window offered over less than all of it.
                 own_elapsed = max(now - max(window_start, state.created), 0.25 * elapsed)
-                state.topic_ratios = list(controller.update(own_elapsed, state.queued_bytes))
+                backlog = state.queued_bytes - STANDING_QUEUE_SECS * controller.bytes_per_sec
+                state.topic_ratios = list(controller.update(own_elapsed, backlog))
             ratios = state.topic_ratios
             for index, offered in enumerate(state.offered):
                 total_offered[index] += offered * (ratios[index] if ratios else 1.0)
@@ -224,7 +225,8 @@ class Sampler:
                 shared = self.share("total/bytes", cap, _demand(total, total_offered, elapsed))
                 budget = min(budget, max(shared, 0.01 * cap))
             total.bytes_per_sec = budget or total.bytes_per_sec
-            total_ratios = total.update(elapsed, total_queued)
+            backlog = total_queued - STANDING_QUEUE_SECS * total.bytes_per_sec
+            total_ratios = total.update(elapsed, backlog)
         for state in states:
             topic_ratios = state.topic_ratios
             if topic_ratios is None and total_ratios is None:

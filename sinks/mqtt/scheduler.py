@@ -4,7 +4,8 @@ priorities, eviction and the accounting records.
 Payloads wait in a short queue per topic (``queue_secs`` of the rate) for
 tokens, the most severe first; when a queue overflows, the queued payloads
 of the lowest severity are dropped and counted (``rate_limited``) to make
-room, so the pipeline never waits on a rate limit. Accounting records are
+room, so the pipeline never waits on a rate limit (a payload holding WARNING+
+events may overdraw full queues up to twice their size). Accounting records are
 never dropped by a cap: they go first, into bucket debt if need be.
 
 Buckets are :class:`~logstream.ratelimit.TokenBucket` objects (each 1-second
@@ -26,11 +27,15 @@ from logstream.clock import Clock
 from logstream.metrics import DropReason, UnitMetrics
 from logstream.payload import dumps_event
 from logstream.ratelimit import Limiter, TokenBucket
-from logstream.sampling import LEVEL_NAMES, LEVELS, accounting_record
+from logstream.sampling import INDEX_OF, LEVEL_NAMES, LEVELS, accounting_record
+from logstream.severity import Severity
 
 from .config import RateLimitConfig
 from .payloads import Payload, PayloadBuilder
 from .state import TopicState
+
+# Payloads holding an event of this severity or above may overdraw a full queue.
+PROTECTED = INDEX_OF[Severity.WARNING]
 
 # (cap key, rate per second, capacity) -> a bucket. The key is "total/bytes",
 # "total/messages", "topic/bytes/<topic>" or "topic/messages/<topic>".
@@ -169,6 +174,8 @@ class Scheduler:
         if not topic_full and total_free >= 0:
             return True
         severity = payload.severity
+        # Never one holding WARNING+ events (they are all kept): overdraw instead.
+        below = min(severity, PROTECTED)
         # Candidates, lowest severity first and the newest first within one.
         owners = [state] if total_free >= 0 else list(self.active.values())
         if state not in owners:
@@ -178,7 +185,7 @@ class Scheduler:
                 (queued.severity, -position, owner, queued)
                 for owner in owners
                 for position, queued in enumerate(owner.ready)
-                if queued.severity < severity and not queued.accounting
+                if queued.severity < below and not queued.accounting
             ),
             key=lambda item: (item[0], item[1]),
         )
@@ -194,7 +201,11 @@ class Scheduler:
             total_free += queued.wire
             chosen.append((owner, queued))
         if topic_free < 0 or total_free < 0 or messages_free < 0:
-            return False
+            if severity < PROTECTED or not self._overdraw(
+                state, topic_free, total_free, messages_free
+            ):
+                return False
+            chosen = []  # overdrawn instead: nothing else is given up for it
         for owner, queued in chosen:
             ready = owner.ready
             del ready[next(i for i, item in enumerate(ready) if item is queued)]
@@ -202,6 +213,22 @@ class Scheduler:
             self.total_queued -= queued.wire
             self.drop_payload(owner, queued, "rate_limited")
         return True
+
+    def _overdraw(
+        self, state: TopicState, topic_free: float, total_free: float, messages_free: float
+    ) -> bool:
+        """Whether a payload holding WARNING+ events may go over the full queues.
+
+        Payloads mix severities, so after a surge (the samplers not caught up yet)
+        a queue can be full of payloads that each hold a WARNING: none of a lower
+        severity to give up. WARNING+ events are kept (the samplers leave them the
+        budget), so such a payload may take the queues up to twice their limits;
+        beyond that it is dropped and counted like any other."""
+        return (
+            topic_free + state.queue_limit >= 0
+            and total_free + self.total_queue_limit >= 0
+            and (messages_free >= 0 or messages_free + self._queue_messages(state) >= 0)
+        )
 
     def _queue_messages(self, state: TopicState) -> float:
         limits = self.limits

@@ -7,8 +7,8 @@ interleaved, ``--rounds`` times, and each is reported as the median, with its
 ratio to the memory queue measured in the same run (absolute figures move with
 whatever else the machine does; the ratios are the result)::
 
-    .venv/bin/python benchmarks/queue.py                      # 200k events, 3 rounds
-    .venv/bin/python benchmarks/queue.py --events 50000 --rounds 1
+    .venv/bin/python benchmarks/disk_queue.py                      # 200k events, 3 rounds
+    .venv/bin/python benchmarks/disk_queue.py --events 50000 --rounds 1
 """
 
 from __future__ import annotations

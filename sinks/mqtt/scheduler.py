@@ -28,7 +28,7 @@ from logstream.payload import dumps_event
 from logstream.ratelimit import Limiter, TokenBucket
 from logstream.sampling import LEVEL_NAMES, LEVELS, accounting_record
 
-from .config import RateLimitConfig
+from .limits import RateLimitConfig
 from .payloads import Payload, PayloadBuilder
 from .state import TopicState
 

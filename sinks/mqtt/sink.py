@@ -27,7 +27,7 @@ from logstream.sampling import LEVEL_NAMES, LEVELS
 from logstream.units import BuildContext, Sink
 
 from .adaptive import Sampler, Share
-from .config import MqttSinkConfig, parse_url
+from .config import MqttSinkConfig
 from .connection import Connection
 from .fanout import Fanout
 from .payloads import Numbering, PayloadBuilder, Sealed, default_producer
@@ -55,8 +55,8 @@ class MqttSink(Sink):
     ) -> None:
         super().__init__(name, ctx.registry.unit(name, "sink"))
         self.config = config
-        endpoints = [parse_url(url) for url in config.urls]
-        self.endpoint = endpoints[0]
+        brokers = config.brokers
+        self.endpoint = brokers[0].endpoint
         self._topic_of = compile_topic(config.topic, config.missing)
         self._group = self._group_constant if "{" not in config.topic else self._group_by_topic
         self._clock: Clock = ctx.clock
@@ -64,21 +64,21 @@ class MqttSink(Sink):
         self.builder = PayloadBuilder(
             config, framer(config.encoding, config.compression_level), numbering
         )
-        several = len(endpoints) > 1
+        several = len(brokers) > 1
         # One connection per broker; with several, each counts on a unit of its own.
         self.connections = [
             Connection(
                 config,
-                f"{name}@{endpoint.host}:{endpoint.port}" if several else name,
-                ctx.registry.unit(f"{name}@{endpoint.host}:{endpoint.port}", "sink")
+                f"{name}@{broker.endpoint.host}:{broker.endpoint.port}" if several else name,
+                ctx.registry.unit(f"{name}@{broker.endpoint.host}:{broker.endpoint.port}", "sink")
                 if several
                 else self.metrics,
-                endpoint,
+                broker,
                 on_connected=self._on_connected,
                 on_sent=self._on_sent,
                 buffer_while_down=several,
             )
-            for endpoint in endpoints
+            for broker in brokers
         ]
         self.connection = self.connections[0]
         self.sender: Connection | Fanout = (

@@ -465,3 +465,24 @@ def _logstream(*args: str) -> str:
         check=False,
     )
     return done.stdout + done.stderr
+
+
+@pytest.mark.integration
+def test_tail_logs_in_to_each_broker_with_its_own_user(
+    mosquitto_factory: Callable[..., Mosquitto], tmp_path: Path
+) -> None:
+    """A --url's own user (and password) is that broker's; --username and --password
+    are for the brokers whose URL names no user."""
+    first = _broker_with_user(mosquitto_factory, tmp_path / "a", "alpha", PASSWORD_A)
+    second = _broker_with_user(mosquitto_factory, tmp_path / "b", "beta", PASSWORD_B)
+    own = f"mqtt://alpha:{PASSWORD_A}@127.0.0.1:{first.port}"
+    tail = Tail("--url", own, "--url", second.url, "--username", "beta", "--password",
+                PASSWORD_B, "--json", "logs/#")  # fmt: skip
+    try:
+        tail.wait_for(
+            lambda: sum("subscribed to" in line for line in tail.err) == 2, 10, "no subscription"
+        )
+    finally:
+        tail.stop()
+    assert not any("refused" in line.lower() for line in tail.err), tail.err
+    assert not any(PASSWORD_A in line or PASSWORD_B in line for line in tail.err)

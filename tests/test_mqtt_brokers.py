@@ -195,9 +195,9 @@ def test_several_urls_share_credentials_and_number_messages() -> None:
 class Tail:
     """``logstream tail`` as a subprocess, its stdout and stderr read on threads."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, command: tuple[str, ...] = ("-m", "logstream", "tail")) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "logstream", "tail", *args],
+            [sys.executable, *command, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -249,6 +249,31 @@ def test_tail_prints_every_event_once_when_one_of_two_brokers_is_killed_mid_stre
     assert not any("gap:" in line for line in tail.err), tail.err
     lost = f"connection to mqtt://127.0.0.1:{second.port} lost"
     assert any(lost in line for line in tail.err), tail.err
+
+
+@pytest.mark.integration
+def test_the_python_recipe_prints_every_event_once_when_one_of_two_brokers_is_killed(
+    mosquitto_factory: Callable[..., Mosquitto],
+) -> None:
+    """docs/follow_brokers.py, the decoding recipe the README points to."""
+    first, second = mosquitto_factory(), mosquitto_factory()
+    recipe = Path(__file__).parent.parent / "docs" / "follow_brokers.py"
+    follower = Tail(first.url, second.url, "logs/#", command=(str(recipe),))
+    try:
+        follower.wait_for(
+            lambda: sum("subscribed to" in line for line in follower.err) == 2,
+            10,
+            "no subscription",
+        )
+        sent = asyncio.run(_publish_while_killing(first, second, "5"))
+        follower.wait_for(lambda: len(follower.out) >= sent, 20, f"not all {sent} events printed")
+        time.sleep(0.5)  # a repeat would come now
+    finally:
+        follower.stop()
+    numbers = [orjson.loads(line)["n"] for line in follower.out]
+    assert sorted(numbers) == list(range(sent)), "every event exactly once"
+    lost = f"connection to mqtt://127.0.0.1:{second.port} lost"
+    assert any(lost in line for line in follower.err), follower.err
 
 
 async def _publish_while_killing(first: Mosquitto, second: Mosquitto, protocol: str) -> int:

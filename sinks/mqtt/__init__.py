@@ -75,7 +75,9 @@ request building, service and driver):
 - :mod:`.scheduler`: token buckets, ready queues, priorities, eviction,
   accounting records;
 - :mod:`.connection`: the paho client and its thread boundary;
-- :mod:`.sink`: the driver (``write``, the timer task, ``close``).
+- :mod:`.fanout`: several brokers, one connection each;
+- :mod:`.timer`: the timer task's wake-ups and stop;
+- :mod:`.sink`: the driver (``write``, what the timer task does, ``close``).
 """
 
 from __future__ import annotations

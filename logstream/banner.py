@@ -6,7 +6,7 @@ import os
 import shutil
 import sys
 from typing import TYPE_CHECKING, TextIO
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from logstream import __version__
 from logstream.inputs.beats import BeatsInputConfig
@@ -18,7 +18,7 @@ from logstream.inputs.tcp import TcpInputConfig
 from logstream.inputs.udp import UdpInputConfig
 from logstream.secrets import mask_text, mask_url
 from logstream.sinks.elasticsearch import ElasticsearchSinkConfig
-from logstream.sinks.mqtt import MqttSinkConfig
+from logstream.sinks.mqtt import Broker, MqttSinkConfig
 from logstream.sinks.nats import NatsSinkConfig
 
 if TYPE_CHECKING:
@@ -47,6 +47,14 @@ def _without_userinfo(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     netloc, slash, tail = rest.partition("/")
     return f"{scheme}{sep}{netloc.rpartition('@')[2]}{slash}{tail}"
+
+
+def _with_own_user(broker: Broker, username: str | None) -> str:
+    """The broker's URL, with its user when it has one of its own (never a password)."""
+    if broker.username is None or broker.username == username:
+        return str(broker.url)
+    scheme, _, rest = broker.url.partition("://")
+    return f"{scheme}://{quote(broker.username, safe='')}@{rest}"
 
 
 def _mosquitto_sub(sink: MqttSinkConfig, host: str, port: str, topic: str) -> str:
@@ -133,7 +141,7 @@ def banner(config: Config, monitor: Monitor | None, local: dict[str, str], out: 
             host, _, port = hostport.partition(":")
             root = sink.topic.split("{", 1)[0].rstrip("/") or "#"
             topic = f"{root}/#" if root != "#" else "#"
-            urls = [mask_url(each) for each in sink.urls]
+            urls = [_with_own_user(broker, sink.username) for broker in sink.brokers]
             lines.append(f"  MQTT            {', '.join(urls)}{where}, {sink.encoding} payloads")
             user = f" --username '{sink.username}'" if sink.username else ""
             follow = " ".join(f"--url {each}" for each in urls)

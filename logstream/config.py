@@ -403,7 +403,8 @@ def _format_errors(error: ValidationError, data: Any) -> str:
 
 
 # A sink may name ``local`` instead of a server: `logstream run` then starts one
-# (mosquitto, noida-db, nats-server) and puts its URL there. Until then, these stand in.
+# (mosquitto, noida-db, nats-server) and puts its URL there (for mqtt also an entry of
+# ``urls``: ``urls: [local, "mqtt://other:1883"]``). Until then, these stand in.
 LOCAL = "local"
 LOCAL_PLACEHOLDERS = {
     "mqtt": "mqtt://127.0.0.1:1883",
@@ -421,13 +422,38 @@ def _is_local_nats(unit: Any) -> bool:
     )
 
 
+def _is_local_mqtt(sink: dict[str, Any]) -> bool:
+    """An mqtt sink with ``url: local``, or ``local`` among its ``urls`` (a URL or an
+    entry's ``url``)."""
+    if sink.get("type") != "mqtt":
+        return False
+    urls = sink.get("urls")
+    entries = urls if isinstance(urls, list) else []
+    return sink.get("url") == LOCAL or any(_local_entry(entry) for entry in entries)
+
+
+def _local_entry(entry: Any) -> bool:
+    return entry == LOCAL or (isinstance(entry, dict) and entry.get("url") == LOCAL)
+
+
+def _local_mqtt(sink: dict[str, Any], url: str) -> dict[str, Any]:
+    """``local`` in ``url`` or ``urls`` replaced by the local broker's URL."""
+    if sink.get("url") == LOCAL:
+        return {**sink, "url": url}
+    entries = [
+        url if entry == LOCAL else {**entry, "url": url} if _local_entry(entry) else entry
+        for entry in sink["urls"]
+    ]
+    return {**sink, "urls": entries}
+
+
 def local_needs(data: Any) -> set[str]:
     """Which local servers (``mqtt``, ``elasticsearch``) the raw config asks for."""
     needs = set()
     for sink in data.get("sinks") or [] if isinstance(data, dict) else []:
         if not isinstance(sink, dict):
             continue
-        if sink.get("type") == "mqtt" and sink.get("url") == LOCAL:
+        if _is_local_mqtt(sink):
             needs.add("mqtt")
         if sink.get("type") == "elasticsearch" and sink.get("hosts") in (LOCAL, [LOCAL]):
             needs.add("elasticsearch")
@@ -452,8 +478,8 @@ def _resolve_local(data: dict[str, Any], urls: dict[str, str]) -> dict[str, Any]
     sinks = []
     for sink in data.get("sinks") or []:
         if isinstance(sink, dict):
-            if sink.get("type") == "mqtt" and sink.get("url") == LOCAL:
-                sink = {**sink, "url": urls["mqtt"]}
+            if _is_local_mqtt(sink):
+                sink = _local_mqtt(sink, urls["mqtt"])
                 if "mqtt_websockets" in urls and not sink.get("websockets_url"):
                     sink["websockets_url"] = urls["mqtt_websockets"]  # for the /tail page
             elif sink.get("type") == "elasticsearch" and sink.get("hosts") in (LOCAL, [LOCAL]):

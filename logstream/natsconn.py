@@ -168,6 +168,8 @@ class NatsConnection:
             path = getattr(config, key)
             if path is not None and not Path(path).is_file():
                 raise ValueError(f"{unit}: {key} {str(path)!r} is not a readable file")
+        if config.creds_file is not None:
+            check_creds_file(Path(config.creds_file), unit)
         self._tls = config.tls.context(unit) if config.tls is not None else None
         self.client: NatsClient | None = None
         self.connected_once = False
@@ -266,6 +268,37 @@ class NatsConnection:
         client = self.client
         where = _where(client) if client is not None else "?"
         log.info("%s: reconnected to NATS %s", self.unit, where)
+
+
+def check_creds_file(path: Path, unit: str) -> None:
+    """``ValueError`` unless ``path`` is a .creds file: the line after ``BEGIN NATS
+    USER JWT`` a JWT, the line after ``BEGIN USER NKEY SEED`` a user seed.
+
+    nats-py reads exactly those lines (and loops forever on a file without the
+    JWT marker), so a wrong file is refused here, at build time, named by its
+    path: its content is never shown.
+    """
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as error:
+        raise ValueError(
+            f"{unit}: creds_file {str(path)!r} cannot be read: {error.strerror}"
+        ) from None
+
+    def after(marker: str) -> str:
+        for index, line in enumerate(lines[:-1]):
+            if marker in line:
+                return lines[index + 1].strip()
+        return ""
+
+    jwt, seed = after("BEGIN NATS USER JWT"), after("BEGIN USER NKEY SEED")
+    if jwt.count(".") != 2 or not jwt.startswith("eyJ"):
+        problem = "no user JWT after its '-----BEGIN NATS USER JWT-----' line"
+    elif not seed.startswith("SU"):
+        problem = "no user nkey seed (SU...) after its '-----BEGIN USER NKEY SEED-----' line"
+    else:
+        return
+    raise ValueError(f"{unit}: creds_file {str(path)!r} is not a NATS .creds file: {problem}")
 
 
 async def _ignore_error(error: Exception) -> None:

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from logstream.config import Config, ConfigError
+from logstream.config import LOCAL_PLACEHOLDERS, Config, ConfigError
 from logstream.dlq import DeadLetter, read_dead_letters
 from logstream.natsconn import NatsConnection, NatsConnectionConfig
 from logstream.secrets import mask_text, mask_url
@@ -59,6 +59,13 @@ async def check_connections(
     ok = True
     names = config.unit_names()
     for index, unit in enumerate(config.sinks):
+        several = isinstance(unit, MqttSinkConfig) and len(unit.brokers) > 1
+        if local and index in local and several:  # urls: [local, others]: ask the others
+            sink = _build_sink(config, unit)
+            line, good = await _check_mqtt(cast(MqttSink, sink), skip=LOCAL_PLACEHOLDERS["mqtt"])
+            ok = ok and good
+            out.append(mask_text(f"sink {sink.name} ({type(sink).__name__}): {line}"))
+            continue
         if local and index in local:
             out.append(
                 f"sink {names[id(unit)]} ({unit.type}): local: `logstream run` starts "
@@ -101,18 +108,24 @@ async def _check_nats(config: NatsConnectionConfig, name: str) -> tuple[str, boo
         return f"{config.described_servers()}: FAILED: {mask_text(str(error))}", False
 
 
-async def _check_mqtt(sink: MqttSink) -> tuple[str, bool]:
+async def _check_mqtt(sink: MqttSink, skip: str | None = None) -> tuple[str, bool]:
+    """Connect to each broker; ``skip``: the placeholder of ``local`` in ``urls``
+    (`run` starts that broker), not asked."""
+    asked = [c for c in sink.connections if c.broker.url != skip]
     try:
-        await sink.start()
-        await sink.wait_connected(5.0, every=True)
-        states = [(mask_url(c.where()), c.connected) for c in sink.connections]
+        for connection in asked:
+            connection.start()
+        await asyncio.gather(*(connection.wait_connected(5.0) for connection in asked))
+        states = [(mask_url(c.where()), c.connected) for c in asked]
     finally:
         await sink.close()
-    line = ", ".join(
+    lines = [
         f"{url}: OK, connected" if up else f"{url}: FAILED: no connection within the wait"
         for url, up in states
-    )
-    return line, all(up for _, up in states)
+    ]
+    if len(asked) < len(sink.connections):
+        lines.insert(0, "local: `logstream run` starts mosquitto; not probed")
+    return ", ".join(lines), all(up for _, up in states)
 
 
 def pick_elasticsearch_sink(config: Config, name: str | None) -> ElasticsearchSink:

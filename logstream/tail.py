@@ -423,8 +423,9 @@ def _follow(
 ) -> mqtt.Client:
     """One broker: a paho client on its own thread, subscribing on every connect."""
     username, password = options.username, options.password
-    if username is None and parts.username:
-        username, password = unquote(parts.username), unquote(parts.password or "")
+    if parts.username:  # this broker's own user (brokers of one sink may differ)
+        username = unquote(parts.username)
+        password = unquote(parts.password) if parts.password is not None else password
     port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
     where = f"{parts.scheme}://{parts.hostname}:{port}"
     client = mqtt.Client(

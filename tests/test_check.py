@@ -12,7 +12,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import yaml
 
 from logstream.config import ConfigError, parse_config
 from logstream.listeners import listeners, overlaps, ports_in_use
-from logstream.local.mosquitto import free_port
+from logstream.local.mosquitto import Mosquitto, free_port
 from logstream.statelock import state_lock
 
 REPO = Path(__file__).resolve().parent.parent
@@ -240,6 +240,31 @@ def test_check_connect_says_local_servers_are_started_by_run(tmp_path: Path) -> 
     for port in ("9200", "1883", "4222"):
         assert port not in out
     assert "FAILED" not in out
+
+
+@pytest.mark.integration
+def test_check_connect_asks_the_other_brokers_of_urls_with_local(
+    tmp_path: Path, mosquitto_factory: Callable[..., Mosquitto]
+) -> None:
+    other = mosquitto_factory()
+    path = write(
+        tmp_path,
+        {
+            "inputs": [{"type": "tcp", "listen": "127.0.0.1:0"}],
+            "sinks": [{"type": "mqtt", "urls": ["local", other.url], "topic": "logs/{host}"}],
+            "monitor": {"enabled": False},
+            "state_dir": str(tmp_path / "state"),
+        },
+    )
+    result = cli("check", "--connect", "-c", str(path))
+    assert result.returncode == 0, result
+    assert "local: `logstream run` starts mosquitto; not probed" in result.stdout, result
+    assert f"{other.url}: OK, connected" in result.stdout, result
+    assert "1883" not in result.stdout  # the placeholder of local was never asked
+    other.stop()
+    result = cli("check", "--connect", "-c", str(path))
+    assert result.returncode == 1, result
+    assert f"{other.url}: FAILED" in result.stdout, result
 
 
 def test_check_connect_on_the_shipped_local_config_reports_no_false_result() -> None:

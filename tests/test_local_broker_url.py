@@ -7,6 +7,7 @@ import io
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from logstream.local.mosquitto import Mosquitto
 from logstream.tail import FALLBACK_URL, default_url
+from tests.support.mqtt import Subscriber
 from tests.support.running import RunningLogstream, logstream_process
 
 __all__ = ["logstream_process"]  # the fixture, imported for this module
@@ -111,3 +114,44 @@ def test_the_banner_mosquitto_sub_line_prints_events(
         assert re.fullmatch(r"logs/h/INFO \d+ bytes \(zstd\)\n", out), out
     else:
         assert "seen by mosquitto_sub" in out, shlex.quote(command)
+
+
+PASSWORD = "pw-0ther-br0ker-n3ver-sh0wn"  # noqa: S105 - a test broker's password
+
+
+def test_local_among_several_urls_is_the_local_broker_next_to_the_others(
+    logstream_process: Callable[..., RunningLogstream],
+    mosquitto_factory: Callable[..., Mosquitto],
+    mqtt_subscriber: Callable[..., Subscriber],
+    tmp_path: Path,
+) -> None:
+    passwd = shutil.which("mosquitto_passwd")
+    if passwd is None:
+        pytest.skip("mosquitto_passwd is not installed")
+    password_file = tmp_path / "passwords"
+    subprocess.run([passwd, "-c", "-b", str(password_file), "beta", PASSWORD], check=True)
+    other = mosquitto_factory([f"password_file {password_file}", "allow_anonymous false"])
+    running = logstream_process(
+        {
+            "sinks": [
+                {
+                    "type": "mqtt",
+                    "urls": ["local", {"url": other.url, "username": "beta", "password": PASSWORD}],
+                    "topic": "logs/{host}",
+                    "qos": 1,
+                    "payload_max_delay_secs": 0.05,
+                }
+            ]
+        }
+    )
+    local_url = (tmp_path / "state" / "mqtt.url").read_text().strip()
+    assert local_url != other.url
+    banner = running.banner()
+    assert f"MQTT            {local_url}, mqtt://beta@127.0.0.1:{other.port}" in banner, banner
+    on_local = mqtt_subscriber(local_url, "logs/#")
+    on_other = mqtt_subscriber(other.url, "logs/#", username="beta", password=PASSWORD)
+    running.send([{"message": f"both {n}", "host": "h", "n": n} for n in range(20)])
+    for subscriber in (on_local, on_other):
+        assert sorted(m.json()["n"] for m in subscriber.wait_for(20)) == list(range(20))
+    assert running.stop() == 0
+    assert PASSWORD not in "".join(running.stdout + running.stderr)

@@ -1,4 +1,5 @@
-"""NATS logins against a real nats-server: an nkey user, a token, a user and password.
+"""NATS logins against a real nats-server: an nkey user, a token, a user and password,
+and a .creds file (decentralised JWT auth: an operator, an account with JetStream, a user).
 
 Each method logs in (the shipper publishes, the indexer reads), a wrong
 credential is refused and said so, and no credential (password, token, nkey
@@ -22,10 +23,11 @@ import nkeys
 import pytest
 import yaml
 
-from logstream.config import build_pipeline, parse_config
+from logstream.config import ConfigError, build_pipeline, parse_config
 from logstream.local.nats import NatsServer, find_nats_server
 from logstream.units import BuildContext
 from tests.support.inputs import Runner, eventually, numbered
+from tests.support.nats_jwt import Operator
 
 run = Runner("uvloop")
 
@@ -55,6 +57,20 @@ def _login(method: str, tmp_path: Path) -> Login:
             {"nkey_seed_file": str(good)},
             {"nkey_seed_file": str(wrong)},
             [seed, other, seed[2:20]],
+        )
+    if method == "creds":
+        operator = Operator.new()
+        account = operator.account("logs", jetstream=True)
+        user = account.user("shipper")
+        good = user.write_creds(tmp_path / "shipper.creds")
+        # A user of an account the server does not know (another operator's).
+        stranger = Operator.new().account("logs").user("stranger")
+        wrong = stranger.write_creds(tmp_path / "stranger.creds")
+        return (
+            operator.server_config(tmp_path / "operator", [account]),
+            {"creds_file": str(good)},
+            {"creds_file": str(wrong)},
+            [user.seed, stranger.seed, user.seed[2:20], user.jwt, stranger.jwt],
         )
     if method == "token":
         return (
@@ -120,7 +136,7 @@ def _logstream(*args: str, until: str | None = None) -> str:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("method", ["nkey", "token", "password"])
+@pytest.mark.parametrize("method", ["nkey", "token", "password", "creds"])
 def test_each_login_works_a_wrong_one_is_refused_and_no_credential_is_printed(
     method: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -179,3 +195,37 @@ def test_each_login_works_a_wrong_one_is_refused_and_no_credential_is_printed(
     for text in (caplog.text, checked, refused_check, running):
         for secret in secrets:
             assert secret not in text
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("case", ["absent", "not creds", "jwt only"])
+def test_a_creds_file_that_cannot_be_used_is_refused_by_path_without_its_content(
+    case: str, tmp_path: Path
+) -> None:
+    """Refused when the config is built (``logstream check`` says which file and why),
+    before any connection: nats-py would loop forever on a file without the JWT."""
+    user = Operator.new().account("logs").user("shipper")
+    creds = tmp_path / "shipper.creds"
+    if case == "not creds":
+        creds.write_text(f"{user.seed}\n")  # an nkey seed file given as creds_file
+    elif case == "jwt only":
+        text = user.write_creds(creds).read_text()
+        creds.write_text(text.split("-----BEGIN USER NKEY SEED-----")[0])
+    config = _config("nats://127.0.0.1:1", tmp_path / "out.ndjson", {"creds_file": str(creds)})
+    indexer = _indexer("nats://127.0.0.1:1", tmp_path / "out.ndjson", {"creds_file": str(creds)})
+    for document in (config, indexer):
+        with pytest.raises(ConfigError, match="creds_file") as refused:
+            build_pipeline(parse_config(document), BuildContext(state_dir=tmp_path / "s"))
+        assert str(creds) in str(refused.value)
+    expected = {
+        "absent": "is not a readable file",
+        "not creds": "no user JWT after",
+        "jwt only": "no user nkey seed",
+    }[case]
+    assert expected in str(refused.value)
+    config_file = tmp_path / "shipper.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    checked = _logstream("check", "-c", str(config_file))
+    assert expected in checked and str(creds) in checked, checked
+    for secret in (user.seed, user.seed[2:20], user.jwt):
+        assert secret not in checked

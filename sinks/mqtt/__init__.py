@@ -66,33 +66,35 @@ Topics are templates compiled at build time into a function of the event
 The parts, each readable on its own (as Vector splits a sink into config,
 request building, service and driver):
 
-- :mod:`.config`: the settings (``MqttSinkConfig``, ``RateLimitConfig``);
+- :mod:`.config`: the settings (``MqttSinkConfig``);
+- :mod:`.brokers`: broker URLs, each broker's own settings (``urls`` entries);
+- :mod:`.limits`: the caps (``RateLimitConfig``) and the shared budget;
 - :mod:`.topics`: topic templates and topic filters;
 - :mod:`.payloads`: batching, framing, MQTT 5 properties, wire sizes;
 - :mod:`.adaptive`: the samplers' keep ratios per severity;
 - :mod:`.scheduler`: token buckets, ready queues, priorities, eviction,
   accounting records;
 - :mod:`.connection`: the paho client and its thread boundary;
-- :mod:`.sink`: the driver (``write``, the timer task, ``close``).
+- :mod:`.fanout`: several brokers, one connection each;
+- :mod:`.timer`: the timer task's wake-ups and stop;
+- :mod:`.sink`: the driver (``write``, what the timer task does, ``close``).
 """
 
 from __future__ import annotations
 
 from logstream.payload import ENCODERS, Encoder, JsonEncoder, Message
 
-from .config import (
-    Endpoint,
-    MqttSinkConfig,
-    RateLimitConfig,
-    TopicCaps,
-    parse_url,
-)
+from .brokers import Broker, BrokerConfig, Endpoint, parse_url
+from .config import MqttSinkConfig
+from .limits import RateLimitConfig, SharedBudgetConfig, TopicCaps
 from .payloads import Payload, PayloadBuilder, payload_properties, wire_size
 from .sink import MqttSink
 from .topics import check_topic_filter, compile_topic, parse_topic
 
 __all__ = [
     "ENCODERS",
+    "Broker",
+    "BrokerConfig",
     "Encoder",
     "Endpoint",
     "JsonEncoder",
@@ -102,6 +104,7 @@ __all__ = [
     "Payload",
     "PayloadBuilder",
     "RateLimitConfig",
+    "SharedBudgetConfig",
     "TopicCaps",
     "check_topic_filter",
     "compile_topic",

@@ -20,7 +20,7 @@ from logstream.payload import dumps_event, is_accounting, rate_json, with_sample
 from logstream.sampling import LEVELS, BudgetController, LevelIndexer
 from logstream.severity import Severity
 
-from .config import RateLimitConfig
+from .limits import RateLimitConfig
 from .state import TopicState
 
 Share = Callable[[str, float, float], float]

@@ -1,5 +1,6 @@
-"""The ``mqtt`` sink's settings: the broker, the topic template, the payload format,
-the caps (``rate_limit``) and the bounds on what waits for the broker.
+"""The ``mqtt`` sink's settings: the brokers (:mod:`.brokers`), the topic template, the
+payload format, the caps (``rate_limit``, :mod:`.limits`) and the bounds on what waits
+for the broker.
 
 Everything is checked when the config is read; the runtime parts
 (:mod:`.sink` and the modules it ties together) trust these models.
@@ -7,191 +8,30 @@ Everything is checked when the config is read; the runtime parts
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from logstream.payload import framer
-from logstream.severity import parse_name
 from logstream.units import BuildContext, SinkConfig, WhenFull
 
-from .topics import check_segment, check_topic_filter, parse_topic
+from .brokers import Broker, BrokerConfig, parse_url, resolve_brokers, split_credentials
+from .limits import RateLimitConfig
+from .topics import check_segment, parse_topic
 
 if TYPE_CHECKING:
     from .sink import MqttSink
 
 _MIB = 1024 * 1024
 _MAX_PACKET = 268_435_455  # MQTT's largest remaining length
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where the broker is, from ``url``."""
-
-    host: str
-    port: int
-    tls: bool
-
-
-def parse_url(url: str) -> Endpoint:
-    """``mqtt://host[:port]`` (1883) or ``mqtts://host[:port]`` (8883), without credentials."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError("url must start with mqtt:// or mqtts://")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError("url: credentials are taken out of the url before this point")
-    if not parts.hostname:
-        raise ValueError("url has no host")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError("url may not have a path, query or fragment")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError("url port must be a number from 1 to 65535") from None
-    if port == 0:
-        raise ValueError("url port must be a number from 1 to 65535")
-    tls = parts.scheme == "mqtts"
-    return Endpoint(parts.hostname, port or (8883 if tls else 1883), tls)
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SharedBudgetConfig(_Strict):
-    """One budget for every instance using the same Redis ``key`` (``rate_limit.shared``)."""
-
-    redis: SecretStr = Field(
-        description="redis://[user:password@]host:6379/0 (rediss:// for TLS); never logged "
-        "with its password."
-    )
-    key: str = Field(min_length=1, max_length=200, description="Name of the shared budget.")
-    expected_instances: int = Field(
-        default=2, ge=1, le=10_000, description="How many instances share it, roughly."
-    )
-    fallback_share: float | None = Field(
-        default=None,
-        gt=0,
-        le=1,
-        description="Part of each cap an instance uses alone while Redis is unreachable "
-        "(default: 1 / expected_instances).",
-    )
-
-    @model_validator(mode="after")
-    def _check_redis(self) -> SharedBudgetConfig:
-        # Checked here, not in a field validator: a field's error shows its value,
-        # and this one may hold a password.
-        parts = urlsplit(self.redis.get_secret_value())
-        if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
-            raise ValueError(
-                "redis must be a redis://[user:password@]host[:port][/db] or rediss:// URL"
-            )
-        return self
-
-    @property
-    def local_share(self) -> float:
-        return self.fallback_share or 1.0 / self.expected_instances
-
-
-class TopicCaps(_Strict):
-    """Caps of the topics an MQTT topic filter matches (``rate_limit.topics``)."""
-
-    bytes_per_sec: float | None = Field(default=None, gt=0, description="Wire bytes/s.")
-    messages_per_sec: float | None = Field(default=None, gt=0, description="Messages/s.")
-
-
-class RateLimitConfig(_Strict):
-    """Token-bucket caps on what the sink publishes, and the sampling that keeps under them.
-
-    Bytes are wire bytes: the PUBLISH packet with its header, topic and
-    properties, after compression.
-    """
-
-    topic_bytes_per_sec: float | None = Field(
-        default=None, gt=0, description="Cap of every topic (each has its own bucket)."
-    )
-    topic_messages_per_sec: float | None = Field(default=None, gt=0)
-    total_bytes_per_sec: float | None = Field(
-        default=None, gt=0, description="Cap of everything the sink publishes."
-    )
-    total_messages_per_sec: float | None = Field(default=None, gt=0)
-    topics: dict[str, TopicCaps] = Field(
-        default_factory=dict,
-        description="MQTT topic filter -> caps replacing topic_*; the first match wins.",
-    )
-    burst_secs: float = Field(
-        default=0.02,
-        gt=0,
-        le=10,
-        description="Bucket capacity in seconds of the rate: any 1 s window carries at most "
-        "cap * (1 + burst_secs). Payloads are kept to half of it.",
-    )
-    queue_secs: float = Field(
-        default=0.5,
-        gt=0,
-        le=60,
-        description="Payloads waiting for tokens, in seconds of the rate; more are dropped.",
-    )
-    adaptive: bool = Field(
-        default=True,
-        description="Lower keep ratios per severity (lowest first) to fit the byte caps "
-        "instead of dropping whole payloads.",
-    )
-    window_secs: float = Field(default=1.0, gt=0, le=60, description="How often ratios change.")
-    accounting_interval_secs: float = Field(
-        default=10.0, ge=0, description="How often a topic that lost events is told (0: never)."
-    )
-    shared: SharedBudgetConfig | None = Field(
-        default=None,
-        description="Draw the byte/message caps from one budget in Redis shared with other "
-        "instances (default: this instance's own, shared by its worker processes).",
-    )
-    level_field: str = Field(default="level", description="The field holding the severity.")
-    unknown_level: str = Field(
-        default="INFO", description="Severity of events whose level is missing or unknown."
-    )
-
-    @field_validator("topics")
-    @classmethod
-    def _check_filters(cls, value: dict[str, TopicCaps]) -> dict[str, TopicCaps]:
-        for topic_filter, caps in value.items():
-            check_topic_filter(topic_filter)
-            if caps.bytes_per_sec is None and caps.messages_per_sec is None:
-                raise ValueError(
-                    f"topics.{topic_filter}: give bytes_per_sec and/or messages_per_sec"
-                )
-        return value
-
-    @field_validator("unknown_level")
-    @classmethod
-    def _check_level(cls, value: str) -> str:
-        return parse_name(value).name
-
-    def byte_caps(self) -> dict[str, float]:
-        """The byte caps by topic filter, in the order they apply (first match wins):
-        each ``topics`` filter with ``bytes_per_sec``, ``#`` for ``topic_bytes_per_sec``
-        and ``*`` for ``total_bytes_per_sec`` (what ``/metrics`` and the /tail page show)."""
-        caps = {f: c.bytes_per_sec for f, c in self.topics.items() if c.bytes_per_sec is not None}
-        if self.topic_bytes_per_sec is not None:
-            caps.setdefault("#", self.topic_bytes_per_sec)
-        if self.total_bytes_per_sec is not None:
-            caps["*"] = self.total_bytes_per_sec
-        return caps
-
-    @property
-    def any_caps(self) -> bool:
-        return any(
-            value is not None
-            for value in (
-                self.topic_bytes_per_sec,
-                self.topic_messages_per_sec,
-                self.total_bytes_per_sec,
-                self.total_messages_per_sec,
-            )
-        ) or bool(self.topics)
 
 
 class MqttSinkConfig(SinkConfig):
@@ -208,11 +48,12 @@ class MqttSinkConfig(SinkConfig):
         description="mqtt://host[:port] or mqtts://host[:port] (1883 / 8883); with urls, "
         "the first of them.",
     )
-    urls: list[str] = Field(
+    urls: list[str | BrokerConfig] = Field(
         default_factory=list,
         max_length=16,
         description="Several brokers: every message is published to each (its own connection, "
-        "outstanding bound and counters); give url or urls.",
+        "outstanding bound and counters); give url or urls. An entry is a URL or "
+        "{url, username, password, ca_file}: that broker's settings (default: the sink's).",
     )
     sequence: bool | None = Field(
         default=None,
@@ -290,6 +131,8 @@ class MqttSinkConfig(SinkConfig):
         "page); default: none.",
     )
 
+    _brokers: list[Broker] = PrivateAttr(default_factory=list)
+
     @model_validator(mode="before")
     @classmethod
     def _take_credentials_out_of_url(cls, data: Any) -> Any:
@@ -299,21 +142,28 @@ class MqttSinkConfig(SinkConfig):
         if isinstance(urls, list) and urls:
             if data.get("url"):
                 raise ValueError("give url or urls, not both")
-            if not all(isinstance(url, str) for url in urls):
-                raise ValueError("urls must be a list of mqtt:// or mqtts:// URLs")
+            if not all(isinstance(url, (str, dict, BrokerConfig)) for url in urls):
+                raise ValueError(
+                    "urls must be a list of mqtt:// or mqtts:// URLs or {url, username, "
+                    "password, ca_file} entries"
+                )
             found: dict[str, str] = {}
-            clean = []
+            clean: list[Any] = []
             for url in urls:
-                bare, username, password = _split_credentials(url)
+                if not isinstance(url, str):  # an entry: its credentials are its own
+                    clean.append(url)
+                    continue
+                bare, username, password = split_credentials(url)
                 clean.append(bare)
                 for key, value in (("username", username), ("password", password)):
                     if not value:
                         continue
                     if found.setdefault(key, value) != value:
                         raise ValueError(
-                            f"urls hold different values of {key}: one {key} for every broker"
+                            f"urls hold different values of {key}: give each broker's "
+                            "credentials in an entry {url, username, password}"
                         )
-            data = {**data, "urls": clean, "url": clean[0]}
+            data = {**data, "urls": clean, "url": _bare_url(clean[0])}
             for key, value in found.items():
                 if data.get(key) and data[key] != value:
                     raise ValueError(f"{key} is given both in urls and as {key}: give it once")
@@ -321,7 +171,7 @@ class MqttSinkConfig(SinkConfig):
             return data
         if not isinstance(data.get("url"), str):
             return data
-        bare, username, password = _split_credentials(data["url"])
+        bare, username, password = split_credentials(data["url"])
         data = {**data, "url": bare}
         for key, value in (("username", username), ("password", password)):
             if not value:
@@ -350,13 +200,10 @@ class MqttSinkConfig(SinkConfig):
             parse_url(value)
         return value
 
-    @field_validator("urls")
-    @classmethod
-    def _check_urls(cls, value: list[str]) -> list[str]:
-        endpoints = [parse_url(url) for url in value]
-        if len({(e.host, e.port) for e in endpoints}) != len(endpoints):
-            raise ValueError("urls name the same broker twice")
-        return value
+    @property
+    def brokers(self) -> list[Broker]:
+        """Every broker with the settings that apply to it (``urls`` or ``url``)."""
+        return self._brokers
 
     @property
     def numbered(self) -> bool:
@@ -385,9 +232,12 @@ class MqttSinkConfig(SinkConfig):
             if not self.url:
                 raise ValueError("give url (one broker) or urls (several brokers)")
             object.__setattr__(self, "urls", [self.url])  # frozen: set once, here
+        # Checked on the model, not the field: a field's error shows its value, and
+        # an entry holds a password.
+        self._brokers = resolve_brokers(self.urls, self.username, self.password, self.ca_file)
         if self.websockets_url is not None:
             _check_websockets_url(self.websockets_url)
-        if self.ca_file is not None and not any(u.startswith("mqtts://") for u in self.urls):
+        if self.ca_file is not None and not any(b.endpoint.tls for b in self._brokers):
             raise ValueError(f"ca_file is only used with an mqtts:// url, value: {self.url!r}")
         if self.numbered and self.encoding == "json" and self.protocol != "5":
             raise ValueError(
@@ -417,15 +267,12 @@ class MqttSinkConfig(SinkConfig):
         return MqttSink(self, name, ctx)
 
 
-def _split_credentials(url: str) -> tuple[str, str, str]:
-    """``mqtt://user:password@host`` -> (``mqtt://host``, user, password), unquoted."""
-    scheme, sep, rest = url.partition("://")
-    netloc, slash, tail = rest.partition("/")
-    userinfo, at, hostport = netloc.rpartition("@")
-    if not sep or not at:
-        return url, "", ""
-    user, _, password = userinfo.partition(":")
-    return f"{scheme}://{hostport}{slash}{tail}", unquote(user), unquote(password)
+def _bare_url(entry: Any) -> str:
+    """The URL of a ``urls`` entry, without credentials ("" when it has none yet)."""
+    if isinstance(entry, BrokerConfig):
+        return entry.url
+    url = entry.get("url") if isinstance(entry, dict) else entry
+    return split_credentials(url)[0] if isinstance(url, str) else ""
 
 
 def _check_websockets_url(value: str) -> None:

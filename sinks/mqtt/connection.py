@@ -23,6 +23,7 @@ import ssl
 import threading
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
@@ -32,7 +33,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from logstream.metrics import DropReason, UnitMetrics
 
-from .config import Endpoint, MqttSinkConfig
+from .brokers import Broker
+from .config import MqttSinkConfig
 from .payloads import Payload
 
 if TYPE_CHECKING:
@@ -60,7 +62,7 @@ class Connection:
         config: MqttSinkConfig,
         name: str,
         metrics: UnitMetrics,
-        endpoint: Endpoint,
+        broker: Broker,
         *,
         on_connected: Callable[[int | None], None],
         on_sent: Callable[[], None],
@@ -69,8 +71,9 @@ class Connection:
         self.config = config
         self.name = name
         self.metrics = metrics
-        self.endpoint = endpoint
-        self.ssl_context = ssl_context(config) if endpoint.tls else None
+        self.broker = broker
+        self.endpoint = broker.endpoint
+        self.ssl_context = ssl_context(broker.ca_file) if broker.endpoint.tls else None
         self._on_connected_hook = on_connected
         self._on_sent_hook = on_sent
         self.client: mqtt.Client | None = None
@@ -122,9 +125,8 @@ class Connection:
         )
         if self.ssl_context is not None:
             client.tls_set_context(self.ssl_context)
-        if config.username is not None:
-            password = config.password.get_secret_value() if config.password else None
-            client.username_pw_set(config.username, password)
+        if self.broker.username is not None:  # this broker's, or the sink's
+            client.username_pw_set(self.broker.username, self.broker.password_text)
         client.reconnect_delay_set(config.reconnect_min_delay_secs, config.reconnect_max_delay_secs)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
@@ -404,8 +406,8 @@ class Connection:
             )
 
 
-def ssl_context(config: MqttSinkConfig) -> ssl.SSLContext:
-    cafile = str(config.ca_file) if config.ca_file is not None else None
+def ssl_context(ca_file: Path | None) -> ssl.SSLContext:
+    cafile = str(ca_file) if ca_file is not None else None
     try:
         return ssl.create_default_context(cafile=cafile)
     except (OSError, ssl.SSLError) as error:

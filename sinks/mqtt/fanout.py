@@ -24,11 +24,45 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from logstream.metrics import DropReason, UnitMetrics
+from logstream.units import BuildContext
 
+from .config import MqttSinkConfig
 from .connection import Connection
 from .payloads import Payload
+
+
+def connections(
+    config: MqttSinkConfig,
+    name: str,
+    ctx: BuildContext,
+    metrics: UnitMetrics,
+    *,
+    on_connected: Callable[[int | None], None],
+    on_sent: Callable[[], None],
+) -> list[Connection]:
+    """One connection per broker of the sink. With several, each counts on a unit of
+    its own (``<sink>@<host>:<port>``) and, with QoS 1, buffers while its broker is down;
+    with one, it counts on the sink's ``metrics``."""
+    brokers = config.brokers
+    several = len(brokers) > 1
+    made = []
+    for broker in brokers:
+        unit = f"{name}@{broker.endpoint.host}:{broker.endpoint.port}" if several else name
+        made.append(
+            Connection(
+                config,
+                unit,
+                ctx.registry.unit(unit, "sink") if several else metrics,
+                broker,
+                on_connected=on_connected,
+                on_sent=on_sent,
+                buffer_while_down=several,
+            )
+        )
+    return made
 
 
 class Copies:

@@ -30,7 +30,7 @@ from logstream.ratelimit import Limiter, TokenBucket
 from logstream.sampling import INDEX_OF, LEVEL_NAMES, LEVELS, accounting_record
 from logstream.severity import Severity
 
-from .config import RateLimitConfig
+from .limits import RateLimitConfig
 from .payloads import Payload, PayloadBuilder
 from .state import TopicState
 

@@ -12,7 +12,7 @@ from logstream.metrics import UnitMetrics
 from logstream.redis_budget import BackgroundBudget, RedisBudget
 from logstream.units import BuildContext
 
-from .config import RateLimitConfig
+from .limits import RateLimitConfig
 from .scheduler import BucketFactory
 
 

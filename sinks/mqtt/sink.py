@@ -27,13 +27,14 @@ from logstream.sampling import LEVEL_NAMES, LEVELS
 from logstream.units import BuildContext, Sink
 
 from .adaptive import Sampler, Share
-from .config import MqttSinkConfig, parse_url
+from .config import MqttSinkConfig
 from .connection import Connection
-from .fanout import Fanout
+from .fanout import Fanout, connections
 from .payloads import Numbering, PayloadBuilder, Sealed, default_producer
 from .scheduler import BucketFactory, Scheduler
 from .shared import host_buckets, open_budget
 from .state import TopicState, head_severity
+from .timer import WakeTimer
 from .topics import compile_topic
 
 log = logging.getLogger("logstream.sinks.mqtt")
@@ -55,34 +56,24 @@ class MqttSink(Sink):
     ) -> None:
         super().__init__(name, ctx.registry.unit(name, "sink"))
         self.config = config
-        endpoints = [parse_url(url) for url in config.urls]
-        self.endpoint = endpoints[0]
+        brokers = config.brokers
+        self.endpoint = brokers[0].endpoint
         self._topic_of = compile_topic(config.topic, config.missing)
         self._group = self._group_constant if "{" not in config.topic else self._group_by_topic
         self._clock: Clock = ctx.clock
+        self._timer = WakeTimer(
+            name, self._clock, self._service, on_error=self._timer_failed, retry_secs=_SWEEP_SECS
+        )
         numbering = Numbering(config.producer or default_producer()) if config.numbered else None
         self.builder = PayloadBuilder(
             config, framer(config.encoding, config.compression_level), numbering
         )
-        several = len(endpoints) > 1
-        # One connection per broker; with several, each counts on a unit of its own.
-        self.connections = [
-            Connection(
-                config,
-                f"{name}@{endpoint.host}:{endpoint.port}" if several else name,
-                ctx.registry.unit(f"{name}@{endpoint.host}:{endpoint.port}", "sink")
-                if several
-                else self.metrics,
-                endpoint,
-                on_connected=self._on_connected,
-                on_sent=self._on_sent,
-                buffer_while_down=several,
-            )
-            for endpoint in endpoints
-        ]
+        self.connections = connections(
+            config, name, ctx, self.metrics, on_connected=self._on_connected, on_sent=self._on_sent
+        )
         self.connection = self.connections[0]
         self.sender: Connection | Fanout = (
-            Fanout(self.connections, self.metrics) if several else self.connection
+            Fanout(self.connections, self.metrics) if len(brokers) > 1 else self.connection
         )
         # Bandwidth control, chosen here: without caps nothing is sampled or tracked.
         limits = config.rate_limit if config.rate_limit and config.rate_limit.any_caps else None
@@ -101,7 +92,7 @@ class MqttSink(Sink):
             self.metrics,
             self.builder,
             self.sender,
-            schedule=self._schedule,
+            schedule=self._timer.schedule,
             block=config.when_full == "block",
             buckets=buckets,
         )
@@ -114,10 +105,6 @@ class MqttSink(Sink):
         self._add: Callable[[TopicState, list[Event], float], None] = (
             self._add_tracked if self.sampler is not None else self._add_plain
         )
-        self._timer: asyncio.Task[None] | None = None
-        self._timer_stopping = False
-        self._wake = asyncio.Event()
-        self._next_wake = math.inf
         self._next_sweep = now + _SWEEP_SECS
 
     # ------------------------------------------------------------------ state, for tests and health
@@ -179,7 +166,7 @@ class MqttSink(Sink):
         config = self.config
         for connection in self.connections:
             connection.start()
-        self._timer = asyncio.create_task(self._run_timer(), name=f"mqtt-timer:{self.name}")
+        self._timer.start()
         if config.connect_wait_secs and not await self.wait_connected(config.connect_wait_secs):
             log.warning(
                 "sink %s: not connected to %s after %.1f s; dropping events (not_connected) "
@@ -200,7 +187,7 @@ class MqttSink(Sink):
         now = self._clock.monotonic()
         sampler = self.sampler
         if sampler is not None and sampler.first_window:
-            self._schedule(sampler.begin_windows(now, scheduler.topics.values()))
+            self._timer.schedule(sampler.begin_windows(now, scheduler.topics.values()))
         for topic, events in self._group(batch).items():
             if connection.full() and not (
                 scheduler.block and await connection.room_for(1)
@@ -243,7 +230,7 @@ class MqttSink(Sink):
         self._queue(state, self.builder.collect(state, lines, levels, now))
         if state.deadline is not None:  # a partial payload waits: the timer seals it
             self.scheduler.active[state.name] = state
-            self._schedule(state.deadline)
+            self._timer.schedule(state.deadline)
 
     def _queue(self, state: TopicState, sealed: list[Sealed]) -> None:
         """Measure what sealed payloads cost (for the samplers) and queue them."""
@@ -301,10 +288,10 @@ class MqttSink(Sink):
         try:
             self._flush_all()
             while self.scheduler.active and sender.connected and loop.time() < deadline:
-                self._wake.set()  # the timer task pumps as tokens and room come
+                self._timer.wake()  # the timer task pumps as tokens and room come
                 await asyncio.sleep(0.01)
         finally:  # also when cancelled: the timer task must not outlive the sink
-            await self._stop_timer()
+            await self._timer.stop()
             self._last_records()
             self.scheduler.send_records()
             clients = [(connection, connection.client) for connection in connections]
@@ -389,16 +376,6 @@ class MqttSink(Sink):
         for state in list(self.scheduler.topics.values()):
             self.scheduler.account(self.name, state, now, wall, pump=False)
 
-    async def _stop_timer(self) -> None:
-        # [3] The flag ends the loop even if a cancellation were lost.
-        self._timer_stopping = True
-        self._wake.set()
-        timer, self._timer = self._timer, None
-        if timer is not None and not timer.done():
-            timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await timer
-
     # ------------------------------------------------------------------ hooks from the connection
 
     def _on_connected(self, max_packet: int | None) -> None:
@@ -408,39 +385,12 @@ class MqttSink(Sink):
 
     def _on_sent(self) -> None:
         if self.scheduler.blocked:
-            self._wake.set()  # the timer task pumps what waits for room
+            self._timer.wake()  # the timer task pumps what waits for room
 
     # ------------------------------------------------------------------ the timer task
 
-    def _schedule(self, at: float) -> None:
-        """Make the timer task wake by ``at``."""
-        if at < self._next_wake:
-            self._next_wake = at
-            self._wake.set()
-
-    async def _run_timer(self) -> None:
-        """Seal payloads whose delay passed, pump queues when tokens come, run the
-        samplers' control windows and the accounting. Started in ``start``,
-        cancelled in ``close``."""
-        clock = self._clock
-        while not self._timer_stopping:
-            try:
-                next_at = self._service(clock.monotonic())
-            except Exception:  # a bug here must not end the sink's timer for good
-                log.exception("sink %s: timer task failed; going on", self.name)
-                self.metrics.errors += 1
-                next_at = clock.monotonic() + _SWEEP_SECS
-            self._next_wake = next_at
-            self._wake.clear()
-            delay = next_at - clock.monotonic()
-            if delay > 0:
-                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
-                # cancellation that comes as the wait ends ([3] _stop_timer).
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._wake.wait()
-            else:
-                await asyncio.sleep(0)
+    def _timer_failed(self) -> None:
+        self.metrics.errors += 1
 
     def _service(self, now: float) -> float:
         """One round of the timer task; returns when the next one is due."""

@@ -2,8 +2,9 @@
 
 - detection offers a line only to the parsers whose ``starts`` allow its first
   character: no parser ever accepts a line outside its ``starts``;
-- the access-log parser reads common lines with a short head regex and
-  ``str.find``: the same fields as the full regex on any line;
+- the access-log parser reads the plain line (one address, no backslash) with
+  one regex, others with a short head regex and ``str.find``: the same fields
+  as the full regex on any line;
 - redact screens a batch's texts as one (Hyperscan, or the Aho-Corasick
   automaton without it) and checks secret-named keys batch-wide: the same
   events and the same count as redacting each text and walking each event.
@@ -97,7 +98,7 @@ ACCESS_SHAPES = st.one_of(
 @given(line=ACCESS_SHAPES)
 def test_access_fast_path_reads_lines_as_the_full_regex_does(line: str) -> None:
     parser: Any = PARSERS["apache_access"]
-    assert parser.parse(line, {}) == parser._slow(line)
+    assert parser.parse(line, {}) == parser._slow(line) == parser._general(line)
 
 
 def test_access_fast_path_reads_the_corpus_as_the_full_regex_does() -> None:
@@ -106,6 +107,7 @@ def test_access_fast_path_reads_the_corpus_as_the_full_regex_does() -> None:
     if not lines:
         pytest.skip(f"no corpus at {CORPUS}")
     assert [parser.parse(line, {}) for line in lines] == [parser._slow(line) for line in lines]
+    assert [parser.parse(line, {}) for line in lines] == [parser._general(line) for line in lines]
 
 
 # ----------------------------------------------------------------------------- redact

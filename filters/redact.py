@@ -48,12 +48,13 @@ named ``secret`` is replaced when the pattern has one, else the whole match.
 They run on every value of ``fields``; the built-in rules first look for
 their trigger words (``pass``, ``token``, ``://``, ``private key``...) and run
 only the rules whose words a text holds (most lines hold none). The texts of
-a batch (top-level ``fields``) are screened as one: joined, lowered once,
-scanned in one Hyperscan pass (where the ``hyperscan`` package is installed;
-it asks for the shapes around the words rather than the words: a URL's
-credentials rather than every ``://``, ``key=`` or ``--api-key x`` rather
-than every ``key``, so nine in ten texts with a trigger word cost nothing) or one
-pass of the pyahocorasick automaton; a text alone (nested ``fields``, user
+a batch (top-level ``fields``) are screened as one: joined and scanned in
+one case-insensitive Hyperscan pass (where the ``hyperscan`` package is
+installed and the batch is ASCII; it asks for the shapes around the words
+rather than the words: a URL's credentials rather than every ``://``,
+``key=`` or ``--api-key x`` rather than every ``key``, so nine in ten texts
+with a trigger word cost nothing), or lowered once and one pass of the
+pyahocorasick automaton; a text alone (nested ``fields``, user
 ``patterns``) gets its own automaton pass.
 
 ``by_field_name`` masks the string value of any field, at any depth of the
@@ -500,7 +501,8 @@ class RedactFilter(Filter):
         """Redact the top-level field ``name`` of every event of the batch.
 
         The texts are screened as one (joined by a separator no trigger
-        holds, lowered once, one Hyperscan or Aho-Corasick pass), so the
+        holds; one case-insensitive Hyperscan pass, or lowered once and one
+        Aho-Corasick pass), so the
         events whose text holds no trigger -- most -- cost no Python code of
         their own; the others go through the rules as :meth:`redact_text`
         runs them.
@@ -514,20 +516,23 @@ class RedactFilter(Filter):
             values if len(kinds) == 1 else [v if type(v) is str else "" for v in values]
         )
         joined = _SEPARATOR.join(texts)
-        lowered = joined.lower()
         screen, scan_batch = self._screen, self._scan_batch
-        if len(lowered) != len(joined) or screen is None:
-            # A character whose lower case is longer: each text on its own.
-            for event, text in zip(batch, texts, strict=True):
-                if text:
-                    masked = self.redact_text(text)
-                    if masked is not text and masked != text:
-                        event[name] = masked
-            return
-        if scan_batch is not None and lowered.isascii():
-            hits = scan_batch(lowered)
+        lowered: str | None = None
+        if scan_batch is not None and joined.isascii():
+            # Hyperscan matches case-insensitively: the batch is not lowered
+            # (only the texts with a hit are, below).
+            hits = scan_batch(joined)
             last = 1  # Hyperscan's end offsets are past the trigger's last character
         else:
+            lowered = joined.lower()
+            if len(lowered) != len(joined) or screen is None:
+                # A character whose lower case is longer: each text on its own.
+                for event, text in zip(batch, texts, strict=True):
+                    if text:
+                        masked = self.redact_text(text)
+                        if masked is not text and masked != text:
+                            event[name] = masked
+                return
             hits = list(screen(lowered))
             last = 0  # the automaton's are at it
         if not hits:
@@ -544,7 +549,8 @@ class RedactFilter(Filter):
                 hit.update(indexes)
         for at, groups in found.items():
             text = texts[at]
-            masked, _ = self._run_groups(text, lowered[starts[at] : starts[at + 1] - 1], groups)
+            low = text.lower() if lowered is None else lowered[starts[at] : starts[at + 1] - 1]
+            masked, _ = self._run_groups(text, low, groups)
             if masked is not text and masked != text:
                 batch[at][name] = masked
 
@@ -637,8 +643,9 @@ class RedactFilter(Filter):
 # every "key" (most texts with a trigger word hold no secret: in the corpus,
 # one in ten). Each expression is written from the regexes of the trigger's
 # group (_GROUPS) and matches wherever one of them can (a superset of their
-# start, on the lowered text: its \s is ASCII only, and only ASCII batches are
-# scanned); the regexes still decide what is masked.
+# start, in any case: the patterns are lower case, matched caselessly; its \s
+# is ASCII only, and only ASCII batches are scanned); the regexes still decide
+# what is masked.
 _SEP = r"(?:\\?[\"'])?[ \t]*[:=]"  # _key_value after the name: optional quote, then = : =>
 
 
@@ -681,8 +688,8 @@ def _next_start(start: int, length: int) -> int:
 
 
 def _hyperscan_scanner(opens: dict[str, list[int]]) -> BatchScan | None:
-    """``lowered ASCII text -> [(end offset, group indexes)]`` of every trigger in it,
-    with Hyperscan; ``None`` when Hyperscan is not installed (or refuses the set)."""
+    """``ASCII text -> [(end offset, group indexes)]`` of every trigger in it (any
+    case), with Hyperscan; ``None`` when Hyperscan is not installed (or refuses the set)."""
     try:
         import hyperscan
     except ImportError:  # not on this platform: the automaton does it
@@ -700,7 +707,7 @@ def _hyperscan_scanner(opens: dict[str, list[int]]) -> BatchScan | None:
             expressions=expressions,
             ids=list(range(len(words))),
             elements=len(words),
-            flags=[0] * len(words),
+            flags=[hyperscan.HS_FLAG_CASELESS] * len(words),
         )
         scratch = hyperscan.Scratch(database)
     except hyperscan.error:  # pragma: no cover - a library that cannot take literals

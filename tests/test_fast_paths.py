@@ -194,3 +194,23 @@ def test_secret_names_are_masked_when_a_batch_overflows_the_name_cache() -> None
     mask = "***"
     assert out[0]["password"] == mask
     assert out[-1]["db_password"] == mask
+
+
+def test_the_batch_screen_finds_triggers_in_any_case() -> None:
+    """Hyperscan matches caselessly on the text as it came (the batch is not lowered)."""
+    texts = [
+        "ADMIN_PASSWORD=Sekrit1 X-AUTH-TOKEN: abcdef12",
+        "The Postgres PASSWORD IS 0123abcd",
+        "Authorization: BEARER abcdefgh1234",
+        "--OS-Password Hunter22 and https://Bob:Pa55w0rd@Host/x",
+    ]
+    expected = [_redact().redact_text(text) for text in texts]
+    assert expected == [
+        "ADMIN_PASSWORD=*** X-AUTH-TOKEN: ***",
+        "The Postgres PASSWORD IS ***",
+        "Authorization: BEARER ***",
+        "--OS-Password *** and https://Bob:***@Host/x",
+    ]
+    unit = _redact()
+    out = unit.process([{"message": text} for text in texts])
+    assert [event["message"] for event in out] == expected

@@ -2,8 +2,9 @@
 
 - detection offers a line only to the parsers whose ``starts`` allow its first
   character: no parser ever accepts a line outside its ``starts``;
-- the access-log parser reads common lines with a short head regex and
-  ``str.find``: the same fields as the full regex on any line;
+- the access-log parser reads the plain line (one address, no backslash) with
+  one regex, others with a short head regex and ``str.find``: the same fields
+  as the full regex on any line;
 - redact screens a batch's texts as one (Hyperscan, or the Aho-Corasick
   automaton without it) and checks secret-named keys batch-wide: the same
   events and the same count as redacting each text and walking each event.
@@ -97,7 +98,7 @@ ACCESS_SHAPES = st.one_of(
 @given(line=ACCESS_SHAPES)
 def test_access_fast_path_reads_lines_as_the_full_regex_does(line: str) -> None:
     parser: Any = PARSERS["apache_access"]
-    assert parser.parse(line, {}) == parser._slow(line)
+    assert parser.parse(line, {}) == parser._slow(line) == parser._general(line)
 
 
 def test_access_fast_path_reads_the_corpus_as_the_full_regex_does() -> None:
@@ -106,6 +107,7 @@ def test_access_fast_path_reads_the_corpus_as_the_full_regex_does() -> None:
     if not lines:
         pytest.skip(f"no corpus at {CORPUS}")
     assert [parser.parse(line, {}) for line in lines] == [parser._slow(line) for line in lines]
+    assert [parser.parse(line, {}) for line in lines] == [parser._general(line) for line in lines]
 
 
 # ----------------------------------------------------------------------------- redact
@@ -192,3 +194,23 @@ def test_secret_names_are_masked_when_a_batch_overflows_the_name_cache() -> None
     mask = "***"
     assert out[0]["password"] == mask
     assert out[-1]["db_password"] == mask
+
+
+def test_the_batch_screen_finds_triggers_in_any_case() -> None:
+    """Hyperscan matches caselessly on the text as it came (the batch is not lowered)."""
+    texts = [
+        "ADMIN_PASSWORD=Sekrit1 X-AUTH-TOKEN: abcdef12",
+        "The Postgres PASSWORD IS 0123abcd",
+        "Authorization: BEARER abcdefgh1234",
+        "--OS-Password Hunter22 and https://Bob:Pa55w0rd@Host/x",
+    ]
+    expected = [_redact().redact_text(text) for text in texts]
+    assert expected == [
+        "ADMIN_PASSWORD=*** X-AUTH-TOKEN: ***",
+        "The Postgres PASSWORD IS ***",
+        "Authorization: BEARER ***",
+        "--OS-Password *** and https://Bob:***@Host/x",
+    ]
+    unit = _redact()
+    out = unit.process([{"message": text} for text in texts])
+    assert [event["message"] for event in out] == expected

@@ -33,7 +33,6 @@ from logstream.parsers.common import (
     Fields,
     LevelMap,
     Timestamps,
-    is_number,
     set_level,
 )
 from logstream.severity import Severity
@@ -97,18 +96,21 @@ def _message(fields: Fields, message: str) -> None:
         # from the end with offsets: nothing is copied but the parts kept.
         space = message.rfind(" ")
         colon = message.rfind(":", space + 1)
+        digits = message[colon + 1 :]
         if (
             space > 0
             and colon > 0
             and message.endswith(".py", space + 1, colon)
-            and is_number(message[colon + 1 :])
+            and len(digits) <= 18  # is_number, inline
+            and digits.isascii()
+            and digits.isdigit()
         ):
             space2 = message.rfind(" ", 0, space)
             function = message[space2 + 1 : space]
             if space2 >= 0 and function.isidentifier():
                 fields["function"] = function
                 fields["file"] = message[space + 1 : colon]
-                fields["line"] = int(message[colon + 1 :])
+                fields["line"] = int(digits)
                 if space2 > 0 and message[space2 - 1] == ")":
                     pid_at = message.rfind(" from (pid=", 0, space2)
                     if pid_at >= 0:

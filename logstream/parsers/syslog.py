@@ -107,7 +107,7 @@ def _program(fields: Fields, rest: str) -> str:
     program, pid, message = match.groups()
     fields["program"] = program
     if pid is not None:
-        if is_number(pid, 10):
+        if len(pid) <= 10 and pid.isascii() and pid.isdigit():  # is_number, inline
             fields["pid"] = int(pid)
         else:
             fields["syslog_procid"] = pid

@@ -70,6 +70,15 @@ _HEAD: Final = re.compile(
     r"(\S+) (\S+) (\S+) \[(\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4})\] \"", re.ASCII
 )
 _STATUS_SIZE: Final = re.compile(r'" (\d{3}|-) (\d{1,18}|-)', re.ASCII)
+# The commonest line of all, in one match: a client that is one address (no
+# "vhost:port", no X-Forwarded-For list), and -- checked before -- no backslash
+# anywhere in the line. Where it matches, the _HEAD path below reads the line
+# the same way (its quotes end at the first '"'); elsewhere that path runs.
+_PLAIN: Final = re.compile(
+    r"([^\s:,]+) \S+ (\S+) \[(\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4})\] "
+    r'"([^"]*)" (\d{3}|-) (\d{1,18}|-)(?: "([^"]*)" "([^"]*)")?',
+    re.ASCII,
+)
 
 
 def _access_time(key: str) -> dt.datetime | None:
@@ -103,11 +112,55 @@ class AccessParser:
     def __init__(self, stamps: Timestamps) -> None:
         self._match = _ACCESS.match
         self._head = _HEAD.match
+        self._plain = _PLAIN.match
         self._status_size = _STATUS_SIZE.match
         self._stamps = stamps
         self._known_stamps = stamps.known_offset
 
     def parse(self, line: str, event: Event) -> Fields | None:
+        if "\\" not in line:
+            plain = self._plain(line)
+            if plain is not None:
+                # _fields, inline, for a client without "," and no vhost.
+                client, user, when, request, status, size, referrer, agent = plain.groups()
+                prefix = self._known_stamps.get(when) or self._stamps.with_offset(
+                    when, _access_time
+                )
+                if prefix is None:
+                    return None
+                fields: Fields = {
+                    "@timestamp": f"{prefix}.000Z",
+                    "format": ACCESS,
+                    "client": client,
+                }
+                if user != "-":
+                    fields["user"] = user
+                method, space, target = request.partition(" ")
+                if space:
+                    url, space, version = target.rpartition(" ")
+                    fields["method"] = method
+                    if space and version.startswith("HTTP/"):
+                        fields["url"] = url
+                        fields["http_version"] = version[5:]
+                    else:
+                        fields["url"] = target
+                elif request and request != "-":
+                    fields["url"] = request
+                if status != "-":
+                    code = int(status)
+                    fields["status"] = code
+                    fields["level"] = _STATUS_LEVELS[code] if code >= 100 else Severity.INFO.name
+                if size != "-":
+                    fields["bytes"] = int(size)
+                if referrer is not None and referrer != "-":
+                    fields["referrer"] = referrer
+                if agent is not None and agent != "-":
+                    fields["user_agent"] = agent
+                return fields
+        return self._general(line)
+
+    def _general(self, line: str) -> Fields | None:
+        """Any access line (``parse`` takes the plain one itself, the same way)."""
         head = self._head(line)
         if head is not None:
             client, _ident, user, when = head.groups()

@@ -89,7 +89,7 @@ def measure(config: Config, lines: list[bytes], options: Options, workdir: Path)
 def _measure(config: Config, lines: list[bytes], options: Options, workdir: Path) -> Result:
     target, workers, connections = config.target, config.workers, options.connections
     if target in ("discard", "orjson-loop"):
-        return run_reference(target, lines, connections)
+        return run_reference(target, lines, connections, workdir / "out")
     if target == "file" or target in FILTER_TARGETS:
         out = workdir / "out"
         sink: dict[str, object] = {"type": "file", "path": str(out / "out-{worker}.ndjson")}

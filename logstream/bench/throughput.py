@@ -8,8 +8,10 @@ process for:
 
 - ``discard``: a receiver that reads and throws bytes away (the generator's
   and loopback's ceiling);
-- ``orjson-loop``: a bare Python loop reading 256 KiB at a time, splitting
-  lines and parsing each with orjson (the floor any Python design pays);
+- ``orjson-loop``: a bare Python loop per connection reading 256 KiB at a
+  time, splitting lines, parsing each with orjson, encoding it again and
+  appending the chunk's lines to a file of its own: socket reads + orjson +
+  file writes, the floor any Python design of tcp -> file pays;
 - ``file``: ``logstream run`` with a tcp input and a file sink;
 - ``mqtt-lz4``: ``logstream run`` with a tcp input and an mqtt sink
   (``encoding: lz4``, QoS 0, ``when_full: block``) to a local mosquitto;
@@ -221,32 +223,40 @@ def tree_peak_rss_mib(pid: int) -> tuple[float, int]:
 
 
 REFERENCE_SERVER = r"""
-import socket, sys, threading, orjson
-mode, port, expected = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+import os, socket, sys, threading, orjson
+mode, port, expected, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 server = socket.socket(); server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 server.bind(("127.0.0.1", port)); server.listen(64)
 print("ready", flush=True)
 count = 0; lock = threading.Lock(); done = threading.Event()
-def handle(conn):
+def handle(conn, number):
     global count
     tail = b""; seen = 0
+    loads, dumps, newline = orjson.loads, orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    fd = None
+    if mode != "discard":
+        path = os.path.join(out, f"reference-{number}.ndjson")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     while True:
         data = conn.recv(262144)
         if not data: break
         if mode == "discard":
             seen += data.count(b"\n"); continue
         lines = (tail + data).split(b"\n"); tail = lines.pop()
-        for line in lines:
-            orjson.loads(line)
+        os.write(fd, b"".join([dumps(loads(line), option=newline) for line in lines]))
         seen += len(lines)
+    if fd is not None:
+        os.close(fd)
     with lock:
         count += seen
         if count >= expected: done.set()
+accepted = 0
 while not done.is_set():
     server.settimeout(0.2)
     try: conn, _ = server.accept()
     except TimeoutError: continue
-    threading.Thread(target=handle, args=(conn,), daemon=True).start()
+    accepted += 1
+    threading.Thread(target=handle, args=(conn, accepted), daemon=True).start()
 print(count, flush=True)
 """
 
@@ -283,10 +293,13 @@ def _mib(lines: list[bytes]) -> float:
     return sum(len(line) for line in lines) / 2**20
 
 
-def run_reference(mode: str, lines: list[bytes], connections: int) -> Result:
+def run_reference(mode: str, lines: list[bytes], connections: int, out: Path) -> Result:
+    """A reference receiver (``discard`` or ``orjson-loop``, which writes its files
+    under ``out``)."""
     port = free_port()
+    out.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        [sys.executable, "-c", REFERENCE_SERVER, mode, str(port), str(len(lines))],
+        [sys.executable, "-c", REFERENCE_SERVER, mode, str(port), str(len(lines)), str(out)],
         stdout=subprocess.PIPE,
         text=True,
     )

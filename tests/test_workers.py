@@ -316,7 +316,8 @@ def test_a_worker_killed_mid_stream_loses_no_beats_event_it_acknowledged(
     deadline = time.monotonic() + 60
     while es_count(elasticsearch_url, index) < total and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert running.value("logstream_worker_restarts_total", worker="1") == 1
+    # /metrics shows what the supervisor last wrote (each second at most 1 s old).
+    assert running.wait_value("logstream_worker_restarts_total", 1, timeout=10, worker="1") == 1
     code, _, log = running.stop()
     assert code == 0, log[-3000:]
     indexed = sorted(doc["seq"] for doc in es_docs(elasticsearch_url, index, size=10_000))

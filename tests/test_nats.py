@@ -317,6 +317,58 @@ def test_messages_are_acked_only_once_safe_and_kept_alive_meanwhile(
         await indexer.stop()
         await shipper.stop()
 
+
+@pytest.mark.integration
+def test_max_ack_pending_bounds_what_an_indexer_holds(
+    nats_server: NatsServer,
+    tmp_path: Path,
+) -> None:
+    """5 messages waiting, max_ack_pending 3: the indexer never holds more than 3 while
+    its sink does not take them; all 5 once it does."""
+    from logstream.pipeline import SinkRunner, SinkSettings
+    from tests.support.units import CollectingSink
+
+    async def main() -> None:
+        shipper = pipeline(tmp_path / "s", shipper_config(nats_server.url))
+        await shipper.start()
+        await shipper.sinks[0].sink.write(numbered(500))
+        config = parse_config(
+            {
+                "inputs": [
+                    {
+                        "type": "nats",
+                        "servers": [nats_server.url],
+                        "batch": 10,
+                        "max_ack_pending": 3,
+                    }
+                ],
+                "sinks": [{"type": "stdout"}],
+                "monitor": {"enabled": False},
+            }
+        )
+        built = build_pipeline(config, BuildContext(state_dir=tmp_path / "i"))
+        gate = asyncio.Event()
+        collecting = CollectingSink("gated", built.registry, gate=gate)
+        collecting.spooled = True
+        indexer = Pipeline(built.inputs, [], [SinkRunner(collecting, SinkSettings())])
+        await indexer.start()
+        source = indexer.inputs[0]
+        assert isinstance(source, NatsInput)
+        await eventually(lambda: source.held == 3, 10)
+        await asyncio.sleep(2.5)  # more fetches come back empty
+        assert source.held == 3
+        info = await with_js(
+            nats_server.url, lambda c: c.jetstream().consumer_info("LOGS", "indexers")
+        )
+        assert info.num_ack_pending == 3 and info.num_pending == 2
+        gate.set()
+        await eventually(lambda: source.acked == 5, 15)
+        assert len(collecting.events) == 500
+        await indexer.stop()
+        await shipper.stop()
+
+    run(main(), 40)
+
     run(main(), 40)
 
 

@@ -109,6 +109,10 @@ def one_run(workers: int, cap: int, secs: float, per_sec: int, work: Path) -> di
          "-F", "%U %l"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
+    # Read as it comes: a full pipe would stall mosquitto_sub and bunch its stamps.
+    received: list[str] = []
+    reader = threading.Thread(target=lambda: received.extend(receiver.stdout or ()), daemon=True)
+    reader.start()
     payloads: list[bytes] = []
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
     sub.on_message = lambda client, userdata, message: payloads.append(message.payload)
@@ -146,12 +150,13 @@ def one_run(workers: int, cap: int, secs: float, per_sec: int, work: Path) -> di
         run.wait(60)
         time.sleep(1)
         receiver.terminate()
-        out, _ = receiver.communicate(timeout=10)
+        receiver.wait(10)
+        reader.join(10)
         sub.loop_stop()
         sub.disconnect()
         broker.stop()
     stamps = []
-    for line in out.splitlines():
+    for line in received:
         stamp, length = line.split(" ")
         stamps.append((float(stamp), float(wire_size(len(TOPIC), int(length), 0, None))))
     totals = windows(stamps, offered_from + 1.5, offered_to - 0.5)

@@ -23,7 +23,7 @@ from logstream.local.mosquitto import Mosquitto
 from logstream.payload import decode, is_accounting
 from logstream.sinks.mqtt import MqttSinkConfig
 from logstream.units import BuildContext
-from tests.support.mqtt import ExternalBroker, Subscriber, arrival_stamps
+from tests.support.mqtt import ExternalBroker, Subscriber, arrival_stamps, draining
 
 SPAWN = multiprocessing.get_context("spawn")
 
@@ -207,6 +207,7 @@ def test_two_worker_processes_share_one_cap_as_the_broker_counts_it(
         stdout=subprocess.PIPE,
         text=True,
     )
+    collect = draining(receiver)
     subscriber = Subscriber(mosquitto.url, topic, protocol="3.1.1")
     out = SPAWN.Queue()
     workers = [
@@ -223,8 +224,7 @@ def test_two_worker_processes_share_one_cap_as_the_broker_counts_it(
             process.join(10)
         time.sleep(0.5)
     finally:
-        receiver.terminate()
-        stdout, _ = receiver.communicate(timeout=5)
+        stdout = collect()
         subscriber.close()
     arrivals = arrival_stamps(stdout, topic)
     # While both workers are offering (spawned processes start a little apart).

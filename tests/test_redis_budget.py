@@ -25,7 +25,7 @@ from logstream.payload import decode, is_accounting
 from logstream.redis_budget import BackgroundBudget, RedisBudget, mask_url
 from logstream.sinks.mqtt import MqttSinkConfig
 from logstream.units import BuildContext
-from tests.support.mqtt import ExternalBroker, Subscriber, arrival_stamps
+from tests.support.mqtt import ExternalBroker, Subscriber, arrival_stamps, draining
 from tests.support.redis import RedisServer
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -232,6 +232,7 @@ def test_three_instances_share_one_cap_in_redis_and_keep_publishing_while_it_is_
         stdout=subprocess.PIPE,
         text=True,
     )
+    collect = draining(receiver)
     subscriber = Subscriber(mosquitto.url, topic, protocol="3.1.1")
     out = SPAWN.Queue()
     instances = [
@@ -256,8 +257,7 @@ def test_three_instances_share_one_cap_in_redis_and_keep_publishing_while_it_is_
         client.close()
         time.sleep(0.5)
     finally:
-        receiver.terminate()
-        stdout, _ = receiver.communicate(timeout=5)
+        stdout = collect()
         subscriber.close()
     arrivals = arrival_stamps(stdout, topic)
     start = max(sent[0][0] for _, _, sent in results)

@@ -34,7 +34,7 @@ from logstream.payload import CONTENT_TYPES, Decoded, decode, is_accounting
 from logstream.sinks.mqtt import JsonEncoder, MqttSink, MqttSinkConfig, compile_topic, wire_size
 from logstream.units import BuildContext
 from tests.support.inputs import eventually
-from tests.support.mqtt import BlackHole, ExternalBroker, Subscriber, _answer_connect
+from tests.support.mqtt import BlackHole, ExternalBroker, Subscriber, _answer_connect, draining
 
 T = TypeVar("T")
 Subscribe = Callable[..., Subscriber]
@@ -1074,6 +1074,7 @@ def test_a_capped_topic_on_a_real_broker_stays_within_the_cap_and_uses_it(
         stdout=subprocess.PIPE,
         text=True,
     )
+    collect = draining(receiver)
     sink = make_sink(
         mosquitto.url,
         topic + "/{host}",
@@ -1118,8 +1119,7 @@ def test_a_capped_topic_on_a_real_broker_stays_within_the_cap_and_uses_it(
         run(scenario)
         time.sleep(0.3)
     finally:
-        receiver.terminate()
-        out, _ = receiver.communicate(timeout=5)
+        out = collect()
         subscriber.close()
     topic_bytes = len(f"{topic}/web-0")
     received = [wire_size(topic_bytes, int(line.split()[1]), 0, None) for line in out.splitlines()]

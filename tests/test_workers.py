@@ -30,7 +30,7 @@ from logstream.config import ConfigError, parse_config
 from logstream.local.mosquitto import free_port
 from logstream.payload import decode, is_accounting
 from tests.support.elasticsearch import es_count, es_docs
-from tests.support.mqtt import Subscriber, arrival_stamps
+from tests.support.mqtt import Subscriber, arrival_stamps, draining
 from tests.support.workers_run import LogstreamProcess
 from tests.test_budget import windows
 
@@ -358,6 +358,7 @@ def test_two_workers_keep_the_host_wide_mqtt_cap_as_the_broker_delivers_it(
         stdout=subprocess.PIPE,
         text=True,
     )
+    collect = draining(receiver)
     subscriber = Subscriber(mosquitto.url, topic, protocol="3.1.1")
     running = logstream_run(config)
     levels = ["DEBUG"] * 60 + ["INFO"] * 35 + ["WARNING"] * 4 + ["ERROR"]
@@ -401,8 +402,7 @@ def test_two_workers_keep_the_host_wide_mqtt_cap_as_the_broker_delivers_it(
         code, _, log = running.stop()
         assert code == 0, log[-3000:]
     finally:
-        receiver.terminate()
-        stdout, _ = receiver.communicate(timeout=5)
+        stdout = collect()
         subscriber.close()
     arrivals = arrival_stamps(stdout, topic)
     # Windows while both workers are overloaded: from 1 s after the offer starts.

@@ -363,3 +363,20 @@ def arrival_stamps(stdout: str, topic: str) -> list[tuple[float, float]]:
         stamp, length = line.split(" ")
         arrivals.append((float(stamp), float(wire_size(len(topic), int(length), 0, None))))
     return arrivals
+
+
+def draining(receiver: Any) -> Callable[[], str]:
+    """Read ``receiver``'s stdout (a ``mosquitto_sub`` started with ``text=True``) as it
+    comes, so a full pipe never stalls it and bunches its stamps; the returned call
+    terminates it and gives everything it printed."""
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(receiver.stdout), daemon=True)
+    reader.start()
+
+    def collect() -> str:
+        receiver.terminate()
+        receiver.wait(timeout=5)
+        reader.join(timeout=5)
+        return "".join(lines)
+
+    return collect

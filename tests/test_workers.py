@@ -325,15 +325,19 @@ def test_a_worker_killed_mid_stream_loses_no_beats_event_it_acknowledged(
 
 
 @pytest.mark.skipif(shutil.which("mosquitto_sub") is None, reason="mosquitto_sub is not installed")
+@pytest.mark.parametrize("budget", ["host", "redis"])
 def test_two_workers_keep_the_host_wide_mqtt_cap_as_the_broker_delivers_it(
     tmp_path: Path,
     logstream_run: Callable[..., LogstreamProcess],
     mosquitto: Any,
     mqtt_topic_root: str,
+    budget: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     """Two workers each offered more than the host's MQTT byte cap: the bytes the broker
-    delivers in every 1-second window stay within cap + 2% and above 95% of it, and
-    every WARNING+ event arrives."""
+    delivers in every 1-second window stay within cap + 2% and the cap is used, and
+    every WARNING+ event arrives. The cap's budget is the host's file, or a budget in
+    Redis (``rate_limit.shared``) that the workers draw from like separate instances."""
     cap = 100_000
     topic = f"{mqtt_topic_root}/capped"
     config = base_config(tmp_path, 2)
@@ -349,6 +353,12 @@ def test_two_workers_keep_the_host_wide_mqtt_cap_as_the_broker_delivers_it(
             "rate_limit": {"total_bytes_per_sec": cap, "accounting_interval_secs": 2},
         }
     ]
+    if budget == "redis":
+        redis_server = request.getfixturevalue("redis_server")
+        config["sinks"][0]["rate_limit"]["shared"] = {
+            "redis": redis_server.url,
+            "key": f"workers-{mqtt_topic_root}",
+        }
     host, port = urlsplit(mosquitto.url).hostname, urlsplit(mosquitto.url).port
     receiver = subprocess.Popen(
         [

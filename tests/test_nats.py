@@ -594,6 +594,53 @@ def test_a_beats_window_is_acked_only_once_jetstream_has_its_events(tmp_path: Pa
         server.stop()
 
 
+def test_a_file_checkpoint_passes_lines_only_once_jetstream_has_them(tmp_path: Path) -> None:
+    """The file input's checkpoint is the file's Beats ACK: while JetStream is down it
+    stays where it was, and a restart then reads the unacknowledged lines again."""
+    from logstream.local.nats import find_nats_server
+
+    find_nats_server()
+    server = NatsServer(tmp_path / "late")  # down while the lines are read
+    log_file = tmp_path / "app.log"
+    log_file.write_bytes(b"".join(b"line %d\n" % n for n in range(50)))
+    checkpoint = tmp_path / "checkpoint.json"
+
+    def offset() -> int:
+        if not checkpoint.exists():
+            return 0
+        files = orjson.loads(checkpoint.read_bytes())["files"]
+        return sum(int(entry["offset"]) for entry in files.values())
+
+    async def main() -> None:
+        config = shipper_config(server.url)
+        config["inputs"] = [
+            {
+                "type": "file",
+                "paths": [str(log_file)],
+                "start_position": "beginning",
+                "checkpoint_file": str(checkpoint),
+                "checkpoint_interval_secs": 0.1,
+            }
+        ]
+        shipper = pipeline(tmp_path / "s", config)
+        await shipper.start()
+        await asyncio.sleep(1.5)  # read, handed to the sink, not in the stream
+        assert offset() == 0
+        await asyncio.to_thread(server.start)
+        deadline = asyncio.get_running_loop().time() + 20
+        while offset() < log_file.stat().st_size:
+            assert asyncio.get_running_loop().time() < deadline, offset()
+            await asyncio.sleep(0.1)
+        info = await with_js(server.url, lambda c: c.jetstream().stream_info("LOGS"))
+        assert info.state.messages >= 1
+        await shipper.stop()
+
+    try:
+        run(main(), 60)
+    finally:
+        server.stop()
+
+
 def test_a_redelivered_envelope_gives_the_same_elasticsearch_ids(tmp_path: Path) -> None:
     from logstream.bulk import BulkEncoder
     from logstream.metrics import Registry

@@ -214,3 +214,14 @@ def test_the_batch_screen_finds_triggers_in_any_case() -> None:
     unit = _redact()
     out = unit.process([{"message": text} for text in texts])
     assert [event["message"] for event in out] == expected
+
+
+def test_objects_in_lists_other_than_tags_are_walked() -> None:
+    """The batch check that reads ``tags`` by name still finds objects in other lists."""
+    batch: list[dict[str, Any]] = [{"message": "m", "tags": ["a"]} for _ in range(5)]
+    batch[3]["results"] = [{"password": "in-a-list"}, "x"]
+    batch[4]["tags"] = ["b", {"token": "in-tags"}]
+    out = _redact().process(batch)
+    assert out[3]["results"] == [{"password": "***"}, "x"]
+    assert out[4]["tags"] == ["b", {"token": "***"}]
+    assert out[0] == {"message": "m", "tags": ["a"]}

@@ -577,11 +577,13 @@ class RedactFilter(Filter):
         elif not self._secret_names.isdisjoint(keys):
             for event in batch:
                 self._mask_keys(event)
-        values = list(chain.from_iterable(map(dict.values, batch)))
-        types = list(map(type, values))
+        types = list(map(type, chain.from_iterable(map(dict.values, batch))))
         kinds = set(types)
         if dict not in kinds and list not in kinds:
             return
+        if dict not in kinds and self._only_plain_tags(batch, types):
+            return
+        values = list(chain.from_iterable(map(dict.values, batch)))  # in the order of types
         nested = list(compress(values, map(_IS_DICT, types))) if dict in kinds else []
         if list in kinds:
             items = list(chain.from_iterable(compress(values, map(_IS_LIST, types))))
@@ -590,6 +592,22 @@ class RedactFilter(Filter):
                 nested += compress(items, map(_IS_DICT, item_types))
         for node in nested:
             self._walk(node, 1)
+
+    @staticmethod
+    def _only_plain_tags(batch: Batch, types: list[type]) -> bool:
+        """Whether the batch's only lists are ``tags`` values holding no object.
+
+        ``types`` are the types of every value of the batch's events. The
+        common list, ``tags``, is read by its name; when the batch holds as
+        many lists as ``tags`` values that are lists, those are all of them.
+        """
+        tags: list[Any] = list(map(dict.get, batch, repeat("tags")))
+        tag_types = list(map(type, tags))
+        if tag_types.count(list) != types.count(list):
+            return False
+        items = chain.from_iterable(compress(tags, map(_IS_LIST, tag_types)))
+        item_kinds = set(map(type, items))
+        return dict not in item_kinds
 
     def _mask_keys(self, node: dict[str, Any]) -> None:
         for key in self._secret_names.intersection(node):

@@ -134,13 +134,16 @@ class Stream:
         self.head = head
         self.parts = None
         self.lines = 1
-        self.size = text_bytes(text)
+        self.size = -1  # the first line's bytes are counted when a second one comes
         self.last = now
         self._first = text
 
     def add(self, text: str, now: float, max_lines: int, max_bytes: int) -> bool:
         """Append a line; ``False`` (and nothing added) when a bound would be passed."""
-        size = self.size + 1 + text_bytes(text)
+        size = self.size
+        if size < 0:  # most records are one line: their size is never needed
+            size = text_bytes(self._first)
+        size += 1 + text_bytes(text)
         if self.lines >= max_lines or size > max_bytes:
             return False
         parts = self.parts

@@ -203,6 +203,10 @@ def test_the_batch_screen_finds_triggers_in_any_case() -> None:
         "The Postgres PASSWORD IS 0123abcd",
         "Authorization: BEARER abcdefgh1234",
         "--OS-Password Hunter22 and https://Bob:Pa55w0rd@Host/x",
+        # Triggers Hyperscan looks for as literals (no shape).
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEabc\n-----END RSA PRIVATE KEY-----",
+        "key AKIAABCDEFGHIJKLMNOP here",
+        "GRANT ALL ON x.* TO 'u'@'h' IDENTIFIED BY 'S3cret!'",
     ]
     expected = [_redact().redact_text(text) for text in texts]
     assert expected == [
@@ -210,7 +214,21 @@ def test_the_batch_screen_finds_triggers_in_any_case() -> None:
         "The Postgres PASSWORD IS ***",
         "Authorization: BEARER ***",
         "--OS-Password *** and https://Bob:***@Host/x",
+        "-----BEGIN RSA PRIVATE KEY-----***-----END RSA PRIVATE KEY-----",
+        "key *** here",
+        "GRANT ALL ON x.* TO 'u'@'h' IDENTIFIED BY '***'",
     ]
     unit = _redact()
     out = unit.process([{"message": text} for text in texts])
     assert [event["message"] for event in out] == expected
+
+
+def test_objects_in_lists_other_than_tags_are_walked() -> None:
+    """The batch check that reads ``tags`` by name still finds objects in other lists."""
+    batch: list[dict[str, Any]] = [{"message": "m", "tags": ["a"]} for _ in range(5)]
+    batch[3]["results"] = [{"password": "in-a-list"}, "x"]
+    batch[4]["tags"] = ["b", {"token": "in-tags"}]
+    out = _redact().process(batch)
+    assert out[3]["results"] == [{"password": "***"}, "x"]
+    assert out[4]["tags"] == ["b", {"token": "***"}]
+    assert out[0] == {"message": "m", "tags": ["a"]}

@@ -15,7 +15,18 @@ import pytest
 
 from logstream.spool import MAGIC, Spool, SpoolSettings, encode_record
 from tests.support.inputs import Runner
-from tests.test_spool import NEVER, drain, expected, fill, flip, frames, record, segments
+from tests.test_spool import (
+    CAPPED,
+    NEVER,
+    big,
+    drain,
+    expected,
+    fill,
+    flip,
+    frames,
+    record,
+    segments,
+)
 
 
 @pytest.fixture
@@ -190,3 +201,33 @@ def test_corruption_appearing_after_open_is_counted_per_stretch_and_logged(
     assert messages[1].endswith(
         f": skipped {spans[5][1]} corrupt bytes at offset {spans[5][0]} while reading"
     )
+
+
+def test_drop_oldest_counts_only_the_unacknowledged_part_of_the_dropped_segment(
+    run: Runner, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Record 0 was delivered and acked; its segment still holds record 1 when the
+    spool is full, so dropping the segment loses record 1 only."""
+
+    async def scenario() -> Path:
+        spool = Spool.open(tmp_path, SpoolSettings(**CAPPED, when_full="drop_oldest"))  # type: ignore[arg-type]
+        for i in range(6):
+            await spool.append(big(i))
+        batch = await spool.read(1)
+        assert batch is not None and batch.entries == big(0)
+        spool.ack(batch)
+        oldest = segments(tmp_path)[0]
+        await spool.append(big(6))
+        assert spool.dropped_entries == 2
+        assert (spool.pending_entries, spool.pending_bytes) == (10, 5 * 500)
+        assert await drain(spool) == [e for i in range(2, 7) for e in big(i)]
+        assert (spool.pending_entries, spool.pending_bytes) == (0, 0)
+        await spool.close()
+        return oldest
+
+    with caplog.at_level(logging.WARNING, logger="logstream.spool"):
+        oldest = run(scenario())
+    assert [r.getMessage() for r in caplog.records] == [
+        f"spool {tmp_path} is full (max_bytes 3000): dropped segment {oldest.name} with 2 "
+        "unacknowledged entries"
+    ]

@@ -6,6 +6,7 @@ Each bad record here has a valid crc, so only the format rules catch it."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 import zlib
@@ -231,3 +232,39 @@ def test_drop_oldest_counts_only_the_unacknowledged_part_of_the_dropped_segment(
         f"spool {tmp_path} is full (max_bytes 3000): dropped segment {oldest.name} with 2 "
         "unacknowledged entries"
     ]
+
+
+def test_records_crossing_the_read_chunk_come_back_whole(run: Runner, tmp_path: Path) -> None:
+    """Reads go through a 1 MiB buffer: records straddling its end, and the last one
+    of the segment, are read whole (not taken for corruption)."""
+    entries = [bytes([65 + i]) * 400_000 for i in range(5)]
+
+    async def scenario() -> list[bytes]:
+        spool = Spool.open(tmp_path, SpoolSettings(segment_bytes=1 << 22, fsync="never"))
+        for entry in entries:
+            await spool.append([entry])
+        got = await drain(spool, max_entries=1)
+        assert spool.corrupt_records == 0
+        await spool.close()
+        return got
+
+    assert run(scenario()) == entries
+
+
+def test_read_with_a_short_timeout_still_waits_for_an_append(run: Runner, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        spool = Spool.open(tmp_path, NEVER)
+        with pytest.raises(ValueError, match="max_entries must be at least 1, value: 0"):
+            await spool.read(0)
+
+        async def later() -> None:
+            await asyncio.sleep(0.05)
+            await spool.append(record(1))
+
+        task = asyncio.create_task(later())
+        batch = await spool.read(10, timeout_secs=0.5)
+        await task
+        assert batch is not None and batch.entries == record(1)
+        await spool.close()
+
+    run(scenario())

@@ -268,3 +268,44 @@ def test_read_with_a_short_timeout_still_waits_for_an_append(run: Runner, tmp_pa
         await spool.close()
 
     run(scenario())
+
+
+def test_a_stray_byte_before_a_record_costs_that_byte_only(run: Runner, tmp_path: Path) -> None:
+    """At open and while reading, the next record may start one byte further on."""
+    good = [encode_record(record(i)) for i in range(4)]
+    (tmp_path / f"{1:020d}.seg").write_bytes(good[0] + b"?" + good[1])
+
+    async def scenario() -> None:
+        spool = Spool.open(tmp_path, NEVER)
+        assert (spool.recovery.corrupt_records, spool.recovery.corrupt_bytes) == (1, 1)
+        assert await drain(spool) == expected(range(2))
+        await spool.append(record(2))
+        await spool.append(record(3))
+        path = segments(tmp_path)[-1]
+        data = path.read_bytes()
+        # After open: record 2's first byte turns into garbage one byte before record 3,
+        # i.e. a stretch of record 2's length, and record 3 right behind it.
+        path.write_bytes(b"?" * len(good[2]) + data[len(good[2]) :])
+        assert await drain(spool) == expected([3])
+        assert (spool.corrupt_records, spool.corrupt_bytes) == (2, 1 + len(good[2]))
+        await spool.close()
+
+    run(scenario())
+
+
+def test_a_newest_segment_torn_inside_its_first_record_is_removed(
+    run: Runner, tmp_path: Path
+) -> None:
+    good = [encode_record(record(i)) for i in range(2)]
+    (tmp_path / f"{1:020d}.seg").write_bytes(good[0])
+    (tmp_path / f"{2:020d}.seg").write_bytes(good[1][:30])
+
+    async def scenario() -> None:
+        spool = Spool.open(tmp_path, NEVER)
+        assert spool.recovery.torn_tail_bytes == 30
+        assert spool.recovery.corrupt_records == 0
+        assert not (tmp_path / f"{2:020d}.seg").exists()
+        assert await drain(spool) == expected([0])
+        await spool.close()
+
+    run(scenario())

@@ -41,9 +41,7 @@ def crafted(count: int, body: bytes) -> bytes:
     return MAGIC + struct.pack("<I", zlib.crc32(body, zlib.crc32(sizes))) + sizes + body
 
 
-def test_records_of_one_entry_and_of_empty_entries_come_back(
-    run: Runner, tmp_path: Path
-) -> None:
+def test_records_of_one_entry_and_of_empty_entries_come_back(run: Runner, tmp_path: Path) -> None:
     batches = [[b"only"], [b"", b""], [b"", b"x"], [b""], [b"a", b"", b"bc"]]
 
     async def write() -> None:
@@ -101,9 +99,10 @@ def test_corruption_found_at_open_is_counted_once_logged_with_file_and_offset(
 ) -> None:
     fill(run, tmp_path, 8, SpoolSettings(segment_bytes=200, fsync="never"))
     first, second = segments(tmp_path)[:2]
-    (offset1, size1), (offset2, size2) = frames(first.read_bytes())[1], frames(
-        second.read_bytes()
-    )[0]
+    (offset1, size1), (offset2, size2) = (
+        frames(first.read_bytes())[1],
+        frames(second.read_bytes())[0],
+    )
     flip(first, offset1 + 20)
     flip(second, offset2 + 20)
     records_per_segment = len(frames(first.read_bytes()))
@@ -152,15 +151,12 @@ def test_garbage_after_an_older_segment_and_a_torn_tail_are_logged_where_they_ar
     with caplog.at_level(logging.WARNING, logger="logstream.spool"):
         run(scenario())
     assert [r.getMessage() for r in caplog.records] == [
-        f"spool {first}: skipped 1 corrupt stretch(es), 10 bytes, the first at offset "
-        f"{first_size}",
+        f"spool {first}: skipped 1 corrupt stretch(es), 10 bytes, the first at offset {first_size}",
         f"spool {last}: truncated a torn tail of 3 bytes at offset {last_size}",
     ]
 
 
-def test_a_false_magic_inside_a_corrupt_stretch_is_passed_over(
-    run: Runner, tmp_path: Path
-) -> None:
+def test_a_false_magic_inside_a_corrupt_stretch_is_passed_over(run: Runner, tmp_path: Path) -> None:
     """Garbage holding the record magic more than once before the next good record."""
     good = [encode_record(record(i)) for i in range(3)]
     garbage = b"xx" + MAGIC + b"\x01\x02" + MAGIC + b"\x00" * 20

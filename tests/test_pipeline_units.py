@@ -118,7 +118,7 @@ def test_an_input_that_cannot_bind_fails_start_naming_itself_and_its_address() -
 
 
 def test_a_pipeline_without_sinks_is_refused() -> None:
-    with pytest.raises(ValueError, match="a pipeline needs at least one sink"):
+    with pytest.raises(ValueError, match=r"^a pipeline needs at least one sink$"):
         Pipeline([], [], [])
 
 
@@ -547,5 +547,64 @@ def test_a_change_between_batches_reports_its_error_to_the_caller() -> None:
         with pytest.raises(ValueError, match="the new sink cannot start"):
             await asyncio.wait_for(pipeline.between_batches(change), 5)
         await pipeline.stop(timeout_secs=5)
+
+    asyncio.run(scenario())
+
+
+def test_abort_counts_what_waits_in_the_batcher_and_nothing_for_an_idle_runner() -> None:
+    registry = Registry()
+    sink = CollectingSink("out", registry)
+    waiting = SinkRunner(sink, SinkSettings(batch_max_events=100, batch_max_delay_secs=60))
+    idle = SinkRunner(CollectingSink("idle", registry), SinkSettings(batch_max_delay_secs=0))
+
+    async def scenario() -> tuple[int, int]:
+        await waiting.start()
+        await idle.start()
+        await waiting.offer(events(0, 30))
+        await idle.offer(events(0, 5))
+        await eventually(lambda: len(waiting.buffer) == 0 and idle.done == 5)
+        return await waiting.abort(), await idle.abort()
+
+    assert asyncio.run(scenario()) == (30, 0)
+    assert registry["out"].dropped == {"shutdown": 30}
+    assert registry["idle"].dropped_total == 0
+
+
+class StartFails(CollectingSink):
+    async def start(self) -> None:
+        raise ConnectionRefusedError("destination down")
+
+
+def test_a_sink_that_cannot_start_fails_start_with_its_error_and_stops_the_others() -> None:
+    registry = Registry()
+    first = CollectingSink("first", registry)
+
+    async def scenario() -> None:
+        runners = [SinkRunner(first, SinkSettings()),
+                   SinkRunner(StartFails("broken", registry), SinkSettings())]  # fmt: skip
+        pipeline = Pipeline([], [], runners, registry=registry)
+        with pytest.raises(ConnectionRefusedError, match="destination down"):
+            await pipeline.start()
+
+    asyncio.run(scenario())
+    assert first.closed
+
+
+def test_stop_lets_a_reload_in_progress_finish_first() -> None:
+    registry = Registry()
+    sink = CollectingSink("out", registry)
+
+    async def scenario() -> None:
+        pipeline = Pipeline([], [], [SinkRunner(sink, SinkSettings())], registry=registry)
+        await pipeline.start()
+        order: list[str] = []
+
+        async def reload() -> None:
+            await asyncio.sleep(0.1)
+            order.append(f"reload done, sink closed: {sink.closed}")
+
+        pipeline.reloading = asyncio.create_task(reload())
+        await pipeline.stop(timeout_secs=5)
+        assert order == ["reload done, sink closed: False"]
 
     asyncio.run(scenario())

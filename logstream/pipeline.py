@@ -313,7 +313,7 @@ class Pipeline:
                 if batch:
                     await self._fan_out(batch)
                 queue.track(read, sinks)
-            queue.settle(sinks)
+            queue.settle()
             now = self.clock.monotonic()
             if now >= next_tick:
                 next_tick = now + tick_secs
@@ -474,7 +474,7 @@ class Pipeline:
             if lost:
                 report.unflushed[runner.name] = lost
         if self.queue is not None:
-            self.queue.settle(self.sinks)  # what the sinks wrote while draining
+            self.queue.settle()  # what the sinks wrote while draining
             left = await self.queue.close()
             if left:
                 report.on_disk["queue"] = left

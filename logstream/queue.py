@@ -184,8 +184,9 @@ class DiskQueue:
         # Each sink with its position: a sink a reload removes still counts until drained.
         self._unacked.append((batch, [(runner, runner.offered) for runner in sinks]))
 
-    def settle(self, sinks: Sequence[Progress]) -> None:
-        """Acknowledge, in order, every batch that every sink has written (or counted)."""
+    def settle(self) -> None:
+        """Acknowledge, in order, every batch that every sink it was offered to has written
+        (or counted); the sinks are those ``track`` recorded with it."""
         spool = self.spool
         unacked = self._unacked
         while unacked:

@@ -18,6 +18,7 @@ from logstream.clock import ManualClock
 from logstream.event import Batch
 from logstream.metrics import Registry
 from logstream.pipeline import InputStartError, Pipeline, SinkRunner, SinkSettings
+from logstream.queue import DiskQueue
 from logstream.units import Filter
 from tests.support.inputs import Runner, eventually
 from tests.support.units import (
@@ -28,6 +29,7 @@ from tests.support.units import (
     ListInput,
 )
 from tests.test_input_tcp import tcp_input
+from tests.test_queue import disk_queue
 
 
 def events(start: int, count: int) -> list[dict[str, int]]:
@@ -58,6 +60,12 @@ class Ticker(Filter):
         return [{"tick": now}]
 
 
+class Spooled(CollectingSink):
+    """Keeps its own buffer on disk (as the spooled Elasticsearch sink): written at once."""
+
+    spooled = True
+
+
 class BrokenStop(ListInput):
     async def stop(self) -> None:
         await super().stop()
@@ -72,6 +80,11 @@ class RaisesClosed(Filter):
 
     def process(self, batch: Batch) -> Batch:
         raise ValueError("bug")
+
+
+def queue_for(queued: bool, tmp_path: Path, registry: Registry) -> DiskQueue | None:
+    """The persisted ingest queue (pipeline.queue.type: disk), or None."""
+    return disk_queue(tmp_path / "queue", registry) if queued else None
 
 
 # --------------------------------------------------------------------------- start
@@ -105,7 +118,7 @@ def test_an_input_that_cannot_bind_fails_start_naming_itself_and_its_address() -
 
 
 def test_a_pipeline_without_sinks_is_refused() -> None:
-    with pytest.raises(ValueError, match="a pipeline needs at least one sink"):
+    with pytest.raises(ValueError, match=r"^a pipeline needs at least one sink$"):
         Pipeline([], [], [])
 
 
@@ -127,11 +140,17 @@ def test_running_is_true_only_between_start_and_stop() -> None:
 # --------------------------------------------------------------------------- accounting
 
 
-def test_every_event_is_counted_once_per_unit_across_many_batches() -> None:
+@pytest.mark.parametrize("queued", [False, True], ids=["memory", "disk_queue"])
+def test_every_event_is_counted_once_per_unit_across_many_batches(
+    queued: bool, tmp_path: Path
+) -> None:
     """Counters add up over batches (not the last batch's size), and the positions the
     disk queue acknowledges by (``offered``/``done``) reach the total for each kind of
-    sink: blocking, drop_newest, and one whose ``when`` selects half."""
+    sink: blocking, drop_newest, spooled, and one whose ``when`` selects half; the
+    same with the disk queue. Filter ``b`` has a ``when`` matching every other event
+    (so it sees runs of one event); ``holder`` holds everything until shutdown."""
     registry = Registry()
+    spooled = Spooled("spooled", registry)
     blocking = CollectingSink("blocking", registry)
     dropping = CollectingSink("dropping", registry)
     selecting = CollectingSink("selecting", registry)
@@ -141,29 +160,35 @@ def test_every_event_is_counted_once_per_unit_across_many_batches() -> None:
         SinkRunner(
             selecting, SinkSettings(batch_max_delay_secs=0.01, when=lambda e: e["n"] % 2 == 0)
         ),
+        SinkRunner(spooled, SinkSettings(batch_max_delay_secs=60)),
     ]
     tag_a, tag_b = Tag("a", registry), Tag("b", registry)
+    tag_b.when = lambda e: e["n"] % 2 == 1
+    holder = HoldingFilter("holder", registry)
 
     async def scenario() -> None:
         source = ListInput("list", registry, [events(i * 10, 10) for i in range(7)])
         pipeline = Pipeline(
-            [source], [tag_a, tag_b], runners, registry=registry, filter_batch_max_events=10
-        )
+            [source], [tag_a, tag_b, holder], runners, registry=registry,
+            filter_batch_max_events=10, queue=queue_for(queued, tmp_path, registry),
+        )  # fmt: skip
         await pipeline.start()
         await asyncio.wait_for(source.done.wait(), 5)
-        await eventually(lambda: len(blocking.events) == 70)  # several batches, one at a time
+        await eventually(lambda: registry["holder"].events_in == 70)  # batch by batch
+        assert spooled.events == []  # held back
         report = await pipeline.stop(timeout_secs=5)
         assert report.clean
 
     asyncio.run(scenario())
-    assert [e["tags"] for e in blocking.events] == [["a", "b"]] * 70  # both filters, in order
-    assert blocking.events == dropping.events
+    assert [e["tags"] for e in blocking.events] == [["a"], ["a", "b"]] * 35  # in order
+    assert blocking.events == dropping.events == spooled.events
     assert [e["n"] for e in selecting.events] == list(range(0, 70, 2))
     ingest = registry["ingest"]
     assert (ingest.kind, ingest.events_in, ingest.events_out) == ("pipeline", 70, 70)
-    for name in ("a", "b"):
-        assert (registry[name].events_in, registry[name].events_out) == (70, 70)
-    for runner, offered in zip(runners, (70, 70, 35), strict=True):
+    assert (registry["a"].events_in, registry["a"].events_out) == (70, 70)
+    assert (registry["b"].events_in, registry["b"].events_out) == (35, 35)
+    assert registry["b"].events_unselected == 35
+    for runner, offered in zip(runners, (70, 70, 35, 70), strict=True):
         assert runner.metrics.events_in == offered
         assert runner.offered == runner.done == offered
         assert runner.metrics.events_out == offered
@@ -180,9 +205,7 @@ def test_a_full_drop_newest_buffer_counts_its_drops_as_done() -> None:
 
     async def scenario() -> None:
         source = ListInput("list", registry, [events(i * 10, 10) for i in range(5)])
-        pipeline = Pipeline(
-            [source], [], [runner], registry=registry, filter_batch_max_events=10
-        )
+        pipeline = Pipeline([source], [], [runner], registry=registry, filter_batch_max_events=10)
         await pipeline.start()
         await asyncio.wait_for(source.done.wait(), 5)
         await eventually(lambda: pipeline.metrics.events_out == 50)
@@ -288,7 +311,10 @@ def test_an_input_whose_stop_raises_is_logged_and_the_rest_still_stops(
 # --------------------------------------------------------------------------- ticks
 
 
-def test_filters_tick_once_per_tick_secs_of_the_pipeline_clock() -> None:
+@pytest.mark.parametrize("queued", [False, True], ids=["memory", "disk_queue"])
+def test_filters_tick_once_per_tick_secs_of_the_pipeline_clock(
+    queued: bool, tmp_path: Path
+) -> None:
     """What a tick emits goes through the filters after the ticking one, and a tick
     is due exactly when ``tick_secs`` have passed on the pipeline's clock (steps that
     are exact in binary, so that the sums are too)."""
@@ -302,6 +328,7 @@ def test_filters_tick_once_per_tick_secs_of_the_pipeline_clock() -> None:
         pipeline = Pipeline(
             [], [Tag("before", registry), ticker, Tag("after", registry)], runners,
             registry=registry, tick_secs=0.0625, clock=clock,
+            queue=queue_for(queued, tmp_path, registry),
         )  # fmt: skip
         await pipeline.start()
         await asyncio.sleep(0.2)  # idle rounds of the filter task, the clock stands still
@@ -471,3 +498,113 @@ def test_a_failed_sink_write_is_logged_with_the_sink_and_count(
     assert [r.getMessage() for r in caplog.records] == [
         "sink failing: write of 3 events failed; dropped"
     ]
+
+
+class FailingTicker(Ticker):
+    def tick(self, now: float) -> Batch:
+        raise RuntimeError("tick bug")
+
+
+def test_a_filter_failing_in_tick_or_on_selected_events_is_counted_and_passed_by() -> None:
+    """Fail open: a tick that raises emits nothing; a filter with ``when`` that raises
+    passes each run of matching events on unfiltered, in stream order."""
+    registry = Registry()
+    clock = ManualClock()
+    sink = CollectingSink("out", registry)
+    picky = ExplodingFilter("picky", registry)
+    picky.when = lambda e: e["n"] != 1
+    ticker = FailingTicker("ticker", registry)
+
+    async def scenario() -> None:
+        runners = [SinkRunner(sink, SinkSettings(batch_max_delay_secs=0))]
+        pipeline = Pipeline(
+            [], [picky, ticker], runners, registry=registry, tick_secs=0.0625, clock=clock
+        )
+        await pipeline.start()
+        pipeline.ingest.push(events(0, 3))
+        await eventually(lambda: len(sink.events) == 3)
+        clock.advance(0.0625)
+        await eventually(lambda: registry["ticker"].errors == 1)
+        await pipeline.stop(timeout_secs=5)
+
+    asyncio.run(scenario())
+    assert sink.events == events(0, 3)
+    assert registry["picky"].errors == 2  # the runs [0] and [2]
+    assert registry["picky"].events_unselected == 1
+
+
+def test_a_change_between_batches_reports_its_error_to_the_caller() -> None:
+    registry = Registry()
+
+    async def scenario() -> None:
+        runner = SinkRunner(CollectingSink("out", registry), SinkSettings())
+        pipeline = Pipeline([], [], [runner], registry=registry, tick_secs=0.01)
+        await pipeline.start()
+
+        async def change() -> None:
+            raise ValueError("the new sink cannot start")
+
+        with pytest.raises(ValueError, match="the new sink cannot start"):
+            await asyncio.wait_for(pipeline.between_batches(change), 5)
+        await pipeline.stop(timeout_secs=5)
+
+    asyncio.run(scenario())
+
+
+def test_abort_counts_what_waits_in_the_batcher_and_nothing_for_an_idle_runner() -> None:
+    registry = Registry()
+    sink = CollectingSink("out", registry)
+    waiting = SinkRunner(sink, SinkSettings(batch_max_events=100, batch_max_delay_secs=60))
+    idle = SinkRunner(CollectingSink("idle", registry), SinkSettings(batch_max_delay_secs=0))
+
+    async def scenario() -> tuple[int, int]:
+        await waiting.start()
+        await idle.start()
+        await waiting.offer(events(0, 30))
+        await idle.offer(events(0, 5))
+        await eventually(lambda: len(waiting.buffer) == 0 and idle.done == 5)
+        return await waiting.abort(), await idle.abort()
+
+    assert asyncio.run(scenario()) == (30, 0)
+    assert registry["out"].dropped == {"shutdown": 30}
+    assert registry["idle"].dropped_total == 0
+
+
+class StartFails(CollectingSink):
+    async def start(self) -> None:
+        raise ConnectionRefusedError("destination down")
+
+
+def test_a_sink_that_cannot_start_fails_start_with_its_error_and_stops_the_others() -> None:
+    registry = Registry()
+    first = CollectingSink("first", registry)
+
+    async def scenario() -> None:
+        runners = [SinkRunner(first, SinkSettings()),
+                   SinkRunner(StartFails("broken", registry), SinkSettings())]  # fmt: skip
+        pipeline = Pipeline([], [], runners, registry=registry)
+        with pytest.raises(ConnectionRefusedError, match="destination down"):
+            await pipeline.start()
+
+    asyncio.run(scenario())
+    assert first.closed
+
+
+def test_stop_lets_a_reload_in_progress_finish_first() -> None:
+    registry = Registry()
+    sink = CollectingSink("out", registry)
+
+    async def scenario() -> None:
+        pipeline = Pipeline([], [], [SinkRunner(sink, SinkSettings())], registry=registry)
+        await pipeline.start()
+        order: list[str] = []
+
+        async def reload() -> None:
+            await asyncio.sleep(0.1)
+            order.append(f"reload done, sink closed: {sink.closed}")
+
+        pipeline.reloading = asyncio.create_task(reload())
+        await pipeline.stop(timeout_secs=5)
+        assert order == ["reload done, sink closed: False"]
+
+    asyncio.run(scenario())

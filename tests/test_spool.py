@@ -241,6 +241,7 @@ def test_empty_appends_are_ignored_and_impossible_records_refused(
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
+        ({"segment_bytes": 0}, "segment_bytes must be at least 1, value: 0"),
         ({"max_bytes": 10, "segment_bytes": 20}, "max_bytes must be at least segment_bytes"),
         ({"fsync_interval_secs": 0}, "fsync_interval_secs must be positive, value: 0"),
         ({"when_full": "drop_newest"}, "when_full must be block or drop_oldest"),
@@ -250,6 +251,10 @@ def test_empty_appends_are_ignored_and_impossible_records_refused(
 def test_settings_name_the_bad_value(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SpoolSettings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_the_smallest_settings_are_accepted() -> None:
+    assert SpoolSettings(max_bytes=1, segment_bytes=1).segment_bytes == 1
 
 
 # --------------------------------------------------------------------------- size cap

@@ -215,6 +215,13 @@ def check_workers(config: Config) -> None:
                 f"inputs[{i}] ({unit.type}).listen: port 0 would give each of the {count} "
                 f"workers a port of its own; give a fixed port (value: {listen})"
             )
+    monitor = config.monitor
+    if monitor.enabled and parse_listen(monitor.listen)[1] == 0:
+        raise ValueError(
+            f"monitor.listen: every worker serves the monitor address, and port 0 would "
+            f"give each of the {count} workers a port of its own; give a fixed port "
+            f"(value: {monitor.listen})"
+        )
     for key, value in _per_worker_paths(config):
         if value is not None and WORKER not in value:
             raise ValueError(

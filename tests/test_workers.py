@@ -214,6 +214,7 @@ def test_the_file_input_reads_each_line_once_whatever_the_number_of_workers(
         ("many", {}, "pipeline.workers"),
         (2, {"port": 0}, "port 0"),
         (2, {"path": "one-file.ndjson"}, "{worker}"),
+        (2, {"monitor_port": 0}, "monitor.listen: every worker serves"),
     ],
 )
 def test_a_bad_workers_setting_fails_before_any_worker_starts(
@@ -224,6 +225,8 @@ def test_a_bad_workers_setting_fails_before_any_worker_starts(
         config["inputs"][0]["listen"] = "127.0.0.1:0"
     if "path" in extra:
         config["sinks"][0]["path"] = extra["path"]
+    if "monitor_port" in extra:
+        config["monitor"] = {"listen": "127.0.0.1:0"}
     with pytest.raises(ConfigError, match=message.replace("{", r"\{").replace("}", r"\}")):
         parse_config(config)
     process = LogstreamProcess(config, tmp_path)

@@ -34,6 +34,11 @@ def follow(urls: list[str], topic: str) -> None:
     dedupe = Dedupe()  # the last 10,000 numbers per producer and topic
     lock = threading.Lock()  # one paho thread per broker
 
+    def say(line: str) -> None:
+        with lock:  # print() writes text and newline apart: two threads would mix lines
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+
     def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         properties = getattr(message, "properties", None)  # None with MQTT 3.1.1
         user_properties = dict(getattr(properties, "UserProperty", None) or [])
@@ -44,7 +49,7 @@ def follow(urls: list[str], topic: str) -> None:
                 properties=user_properties,
             )
         except PayloadError as error:
-            print(f"undecodable message on {message.topic}: {error}", file=sys.stderr)
+            say(f"undecodable message on {message.topic}: {error}")
             return
         with lock:
             producer, seq = decoded.producer, decoded.seq
@@ -68,13 +73,13 @@ def follow(urls: list[str], topic: str) -> None:
 
         def on_connect(client: mqtt.Client, *args: Any, where: str = where) -> None:
             client.subscribe(topic, qos=1)  # again after every reconnect
-            print(f"connected to {where}", file=sys.stderr, flush=True)
+            say(f"connected to {where}")
 
         def on_subscribe(client: mqtt.Client, *args: Any, where: str = where) -> None:
-            print(f"subscribed to {topic} on {where}", file=sys.stderr, flush=True)
+            say(f"subscribed to {topic} on {where}")
 
         def on_disconnect(client: mqtt.Client, *args: Any, where: str = where) -> None:
-            print(f"connection to {where} lost; reconnecting", file=sys.stderr, flush=True)
+            say(f"connection to {where} lost; reconnecting")
 
         client.on_connect = on_connect
         client.on_subscribe = on_subscribe

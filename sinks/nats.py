@@ -69,7 +69,7 @@ from nats.js.api import DiscardPolicy, PubAck, StorageType, StreamConfig
 from pydantic import Field, field_validator, model_validator
 
 from logstream.event import Batch, Event
-from logstream.natsconn import NatsConnection, NatsConnectionConfig, describe
+from logstream.natsconn import NatsConnection, NatsConnectionConfig, describe, stop_task
 from logstream.payload import (
     CONTENT_TYPES,
     FORMAT_VERSION,
@@ -429,10 +429,8 @@ class NatsSink(Sink):
                     "sink %s: %d messages stay in the spool for the next start", self.name, left
                 )
         connect, self._connect_task = self._connect_task, None
-        if connect is not None and not connect.done():
-            connect.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await connect
+        if connect is not None:
+            await stop_task(connect, f"sink {self.name}")
         await self.connection.close()
 
     # ----------------------------------------------------------------------- writing

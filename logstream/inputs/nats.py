@@ -63,7 +63,7 @@ from pydantic import Field, model_validator
 
 from logstream.buffer import BatchBuffer, BufferClosed
 from logstream.metrics import UnitMetrics
-from logstream.natsconn import NatsConnection, NatsConnectionConfig, describe
+from logstream.natsconn import NatsConnection, NatsConnectionConfig, describe, stop_task
 from logstream.payload import DEFAULT_MAX_DECODED_BYTES, PROP_EVENTS, PayloadError, decode
 from logstream.units import BuildContext, Input, InputConfig
 
@@ -166,9 +166,7 @@ class NatsInput(Input):
         )
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await stop_task(task, f"input {self.name}")
         # Messages fetched but never handed to the pipeline: back to the others at once.
         for held in list(self._held.values()):
             if not held.handed:

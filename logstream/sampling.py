@@ -118,7 +118,9 @@ class BudgetController:
     window sets the ratios straight to their targets instead of half-way.
 
     Smoothing, so the ratios settle instead of oscillating: bytes per event,
-    and offered rates when they fall, are exponential moving averages
+    and offered rates when they fall (except the first window's rates, which
+    the second window replaces: a start is a surge of its own), are exponential
+    moving averages
     (``smoothing`` is the weight of the newest window), while a rising
     offered rate is believed at once so the budget holds through a surge; a
     ratio falls at once when the budget needs it, but rises by at most half
@@ -162,6 +164,7 @@ class BudgetController:
             1.0 if index >= self.protect else start_ratio for index in range(LEVELS)
         ]
         self.started = False  # a window with offered events has been closed
+        self._provisional = False  # the last window was the first: its rates are replaced
         # Events offered per severity since the last update; the owner adds to it.
         self.offered: list[float] = [0.0] * LEVELS
         self.rates: list[float | None] = [None] * LEVELS  # smoothed events/s offered
@@ -188,6 +191,11 @@ class BudgetController:
             self._measured_bytes = [0.0] * LEVELS
             return self.ratios
         first, self.started = not self.started, True
+        # The first window's rates are believed for one window only: a start is a
+        # surge of its own (clients connecting at once, what waited in socket buffers),
+        # and smoothing its fall would undersample for several windows. (The protected
+        # severities' averages stay smoothed: a surge of them is left to the queue.)
+        replace, self._provisional = self._provisional, first
         alpha = self.smoothing
         offered = self.offered
         target = self.bytes_per_sec * self.fill
@@ -205,7 +213,7 @@ class BudgetController:
             # A rise is believed at once (the budget must hold), a fall is smoothed.
             self.rates[index] = (
                 rate
-                if previous is None or rate > previous
+                if previous is None or rate > previous or replace
                 else previous + alpha * (rate - previous)
             )
             average = self.average_rates[index]

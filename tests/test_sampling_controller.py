@@ -121,8 +121,29 @@ def test_costs_are_smoothed_by_the_smoothing_weight() -> None:
     assert half.bytes_per_event[INDEX["INFO"]] == 30.0
 
 
+def test_the_second_window_replaces_the_rates_of_the_first() -> None:
+    """A start is a surge of its own: its fall is not smoothed, later falls are (the
+    protected severities' averages stay smoothed both ways)."""
+    controller = BudgetController(10_000, smoothing=0.25)
+    window(controller, {"INFO": 1_000, "WARNING": 10}, {"INFO": (1, 20.0)}, elapsed=0.25)
+    assert controller.rates[INDEX["INFO"]] == 4_000
+    first = ratio(controller, "INFO")
+    assert first == pytest.approx((TARGET - 800) / 80_000)
+    window(controller, {"INFO": 500, "WARNING": 20}, {"INFO": (490, 9_800.0)})
+    assert controller.rates[INDEX["INFO"]] == 500
+    assert controller.rates[INDEX["WARNING"]] == 20
+    assert controller.average_rates[INDEX["WARNING"]] == 40 + 0.25 * (20 - 40)
+    # INFO at 500/s costs 10 000 B/s: it gets what WARNING (35/s at 20 B) leaves,
+    # rising half-way (smoothed, the rate would fall only to 3 125/s, the share to 0.15).
+    share = (TARGET - 700) / 10_000
+    assert ratio(controller, "INFO") == pytest.approx(first + 0.5 * (share - first))
+    window(controller, {"INFO": 100, "WARNING": 20}, {"INFO": (91, 1_820.0)})
+    assert controller.rates[INDEX["INFO"]] == 500 + 0.25 * (100 - 500)
+
+
 def test_falling_rates_are_smoothed_by_the_smoothing_weight() -> None:
     controller = BudgetController(10_000, smoothing=0.25)
+    window(controller, {"INFO": 1_000}, {"INFO": (1, 20.0)})  # the first (replaced)
     window(controller, {"INFO": 1_000}, {"INFO": (1, 20.0)})
     window(controller, {"INFO": 200}, {"INFO": (1, 20.0)})
     assert controller.rates[INDEX["INFO"]] == 1_000 + 0.25 * (200 - 1_000)

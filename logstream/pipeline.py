@@ -96,6 +96,8 @@ class SinkRunner:
         self.metrics.buffer_depth = lambda: len(self.buffer) + len(self._batcher)
         self._task: asyncio.Task[None] | None = None
         self._in_write = 0  # events inside the current write(), for shutdown reports
+        # Events counted in that never reached the buffer: an offer cancelled at shutdown.
+        self._stranded = 0
         # Positions for the disk queue: events offered to this sink, and events whose
         # write() returned or that were counted dropped (both in the sink's own order).
         self.offered = 0
@@ -118,7 +120,11 @@ class SinkRunner:
 
     async def _offer_blocking(self, batch: Batch) -> None:
         self.metrics.events_in += len(batch)
-        await self.buffer.put(batch)
+        try:
+            await self.buffer.put(batch)
+        except asyncio.CancelledError:  # stop's deadline passed while it waited for room
+            self._stranded += len(batch)
+            raise
         self.offered += len(batch)
         self.metrics.blocked_secs = self.buffer.blocked_secs
 
@@ -175,6 +181,14 @@ class SinkRunner:
             self._in_write = 0
         self.done += len(batch)
 
+    def strand(self, batch: Batch) -> None:
+        """Count in a batch that stop kept from being offered (lost at shutdown)."""
+        when = self.settings.when
+        selected = len(batch) if when is None else sum(1 for event in batch if when(event))
+        self.metrics.events_unselected += len(batch) - selected
+        self.metrics.events_in += selected
+        self._stranded += selected
+
     async def drain(self) -> None:
         """Close the buffer and wait until everything in it has been written."""
         self.buffer.close()
@@ -183,7 +197,8 @@ class SinkRunner:
 
     async def abort(self) -> int:
         """Cancel the task; count and return the events that were never written."""
-        lost = self.buffer.clear() + len(self._batcher.take())
+        lost = self.buffer.clear() + len(self._batcher.take()) + self._stranded
+        self._stranded = 0
         if self._task is not None and not self._task.done():
             lost += self._in_write
             self._task.cancel()
@@ -430,8 +445,14 @@ class Pipeline:
 
     async def _fan_out(self, batch: Batch) -> None:
         self.metrics.events_out += len(batch)
-        for runner in self.sinks:
-            await runner.offer(batch)
+        sinks = self.sinks
+        for position, runner in enumerate(sinks):
+            try:
+                await runner.offer(batch)
+            except asyncio.CancelledError:  # stop's deadline: the later sinks lose it too
+                for later in sinks[position + 1 :]:
+                    later.strand(batch)
+                raise
 
     async def stop(self, timeout_secs: float = 10.0) -> ShutdownReport:
         """Stop inputs, drain the filters and sinks, close the sinks.

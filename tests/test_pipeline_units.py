@@ -258,7 +258,8 @@ def test_ingest_buffer_depth_is_exported() -> None:
 def test_events_stuck_at_shutdown_are_reported_per_place() -> None:
     """A blocking sink that never returns: the filter task waits, the ingest buffer
     fills; stop's deadline passes. What is left in ingest and in the sink (its write
-    and its buffer) is reported unflushed, per place, and counted dropped for shutdown."""
+    and its buffer, and the batch the filter task was offering it) is reported
+    unflushed, per place, and counted dropped for shutdown."""
     registry = Registry()
     sink = CollectingSink("stuck", registry, gate=asyncio.Event())
     runner = SinkRunner(sink, SinkSettings(buffer_max_events=20, batch_max_events=10))
@@ -279,8 +280,41 @@ def test_events_stuck_at_shutdown_are_reported_per_place() -> None:
         report = await pipeline.stop(timeout_secs=0.2)
         assert report.timed_out
         assert report.unflushed["ingest"] == in_ingest == registry["ingest"].dropped["shutdown"]
-        assert report.unflushed["stuck"] == 30 == registry["stuck"].dropped["shutdown"]
+        # Every event the sink counted in: 10 in write, 20 buffered, 10 being offered.
+        assert report.unflushed["stuck"] == 40 == registry["stuck"].dropped["shutdown"]
         assert sink.events == []
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_stop_kept_from_later_sinks_is_counted_there() -> None:
+    """The first of two sinks is stuck and full: the filter task waits to offer it a
+    batch. stop's deadline passes: that batch is lost for both sinks, and each counts
+    it in and dropped for shutdown (the second only what its ``when`` selects)."""
+    registry = Registry()
+    stuck = CollectingSink("stuck", registry, gate=asyncio.Event())
+    later = CollectingSink("later", registry)
+    runners = [
+        SinkRunner(stuck, SinkSettings(buffer_max_events=20, batch_max_events=10)),
+        SinkRunner(
+            later,
+            SinkSettings(batch_max_delay_secs=0.01, when=lambda event: event["n"] % 2 == 0),
+        ),
+    ]
+
+    async def scenario() -> None:
+        source = ListInput("list", registry, [events(i * 10, 10) for i in range(4)])
+        pipeline = Pipeline([source], [], runners, registry=registry, filter_batch_max_events=10)
+        await pipeline.start()
+        await eventually(lambda: registry["stuck"].events_in == 40)
+        await eventually(lambda: len(later.events) == 15)  # 30 offered, the even half
+        report = await pipeline.stop(timeout_secs=0.2)
+        assert report.timed_out
+        assert report.unflushed["stuck"] == 40 == registry["stuck"].dropped["shutdown"]
+        assert report.unflushed["later"] == 5 == registry["later"].dropped["shutdown"]
+        assert registry["later"].events_in == 20
+        assert registry["later"].events_unselected == 20
+        assert registry["later"].events_out == 15
 
     asyncio.run(scenario())
 

@@ -431,7 +431,7 @@ def test_two_workers_keep_the_host_wide_mqtt_cap_as_the_broker_delivers_it(
     # How much of the cap is used (benchmarks/cap_use.py measures it over a longer run):
     # the samplers keep a short standing queue, so the host's bucket is drained whole
     # once they settle; the first windows are their settling.
-    assert mean >= cap * 0.85, mean
+    assert mean >= cap * 0.9, mean
 
 
 def test_sighup_reloads_every_worker_and_keeps_their_sockets(

@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
+import queue
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -168,6 +171,12 @@ def level_events(count: int, offset: int) -> list[dict[str, Any]]:
 SECS, BATCH, EVERY = 8, 200, 0.05  # 4000 events/s per instance, about 3x the cap in all
 
 
+def _print_tasks() -> None:
+    for task in asyncio.all_tasks():
+        task.print_stack(file=sys.stderr)
+    sys.stderr.flush()
+
+
 def _instance(url: str, topic: str, redis_url: str, index: int, cap: float, out: Any) -> None:
     config = MqttSinkConfig.model_validate(
         {
@@ -197,6 +206,8 @@ def _instance(url: str, topic: str, redis_url: str, index: int, cap: float, out:
     sink.connection.publish = recording  # type: ignore[method-assign]
 
     async def scenario() -> None:
+        # Should it hang, the test asks for every task's stack (SIGUSR1) before failing.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _print_tasks)
         await sink.start()
         out.put(("ready", index))
         started = time.monotonic()
@@ -248,7 +259,14 @@ def test_three_instances_share_one_cap_in_redis_and_keep_publishing_while_it_is_
         redis_server.stop()
         time.sleep(2)
         redis_server.start()
-        results = [out.get(timeout=60)[1] for _ in instances]
+        try:
+            results = [out.get(timeout=60)[1] for _ in instances]
+        except queue.Empty:
+            for process in instances:
+                if process.is_alive() and process.pid is not None:
+                    os.kill(process.pid, signal.SIGUSR1)
+            time.sleep(1)
+            raise AssertionError("an instance did not finish; its tasks are above") from None
         for process in instances:
             process.join(10)
         # The restarted Redis began empty: the budget's keys show the sharing resumed.
@@ -257,6 +275,10 @@ def test_three_instances_share_one_cap_in_redis_and_keep_publishing_while_it_is_
         client.close()
         time.sleep(0.5)
     finally:
+        for process in instances:
+            if process.is_alive():
+                process.kill()
+                process.join(5)
         stdout = collect()
         subscriber.close()
     arrivals = arrival_stamps(stdout, topic)

@@ -315,21 +315,3 @@ def describe(error: BaseException) -> str:
 def _where(client: NatsClient) -> str:
     url = client.connected_url
     return mask_url(url.geturl()) if url is not None else "?"
-
-
-async def stop_task(task: asyncio.Task[Any], unit: str, timeout_secs: float = 10.0) -> None:
-    """Cancel a task that may be inside ``nats.connect`` and wait for it, bounded.
-
-    nats.py's connect loop swallows a cancel that lands while it closes a refused
-    connection (``Client._close`` waits with ``except CancelledError: pass``) and then
-    tries the next server: one ``cancel()`` can leave the task running for ever. Cancel
-    again until it ends; after ``timeout_secs`` leave it, logged."""
-    deadline = time.monotonic() + timeout_secs
-    while not task.done():
-        if time.monotonic() >= deadline:
-            log.warning("%s: a NATS task did not stop in %.0fs; left behind", unit, timeout_secs)
-            return
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.2)
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        task.result()

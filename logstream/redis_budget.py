@@ -40,6 +40,7 @@ from redis.commands.core import AsyncScript
 
 from logstream.budget import DEMAND_TTL_SECS, fair_shares
 from logstream.metrics import UnitMetrics
+from logstream.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -288,6 +289,7 @@ class BackgroundBudget:
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._client: redis.asyncio.Redis | None = None
+        self._stopping = False
 
     @property
     def sharing(self) -> bool:
@@ -341,11 +343,12 @@ class BackgroundBudget:
 
     async def aclose(self) -> None:
         """Stop the task and close both Redis clients."""
+        # The flag ends the loop even if a cancel is lost (3.11's asyncio.timeout can
+        # turn a cancel racing its expiry into the TimeoutError the loop expects).
+        self._stopping = True
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task, f"shared budget {self.budget.key}")
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(redis.RedisError, OSError):
@@ -373,7 +376,7 @@ class BackgroundBudget:
         share = client.register_script(_SHARE)
         loop = asyncio.get_running_loop()
         refresh_at = loop.time() + self._refresh_secs
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, refresh_at - loop.time())):
                     await wake.wait()

@@ -69,7 +69,7 @@ from nats.js.api import DiscardPolicy, PubAck, StorageType, StreamConfig
 from pydantic import Field, field_validator, model_validator
 
 from logstream.event import Batch, Event
-from logstream.natsconn import NatsConnection, NatsConnectionConfig, describe, stop_task
+from logstream.natsconn import NatsConnection, NatsConnectionConfig, describe
 from logstream.payload import (
     CONTENT_TYPES,
     FORMAT_VERSION,
@@ -80,6 +80,7 @@ from logstream.payload import (
 )
 from logstream.sinks.elasticsearch import SpoolConfig
 from logstream.spool import Spool, SpoolBatch, SpoolClosed
+from logstream.tasks import stop_task
 from logstream.units import BuildContext, Sink, SinkConfig
 
 log = logging.getLogger(__name__)

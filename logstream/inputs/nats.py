@@ -63,8 +63,9 @@ from pydantic import Field, model_validator
 
 from logstream.buffer import BatchBuffer, BufferClosed
 from logstream.metrics import UnitMetrics
-from logstream.natsconn import NatsConnection, NatsConnectionConfig, describe, stop_task
+from logstream.natsconn import NatsConnection, NatsConnectionConfig, describe
 from logstream.payload import DEFAULT_MAX_DECODED_BYTES, PROP_EVENTS, PayloadError, decode
+from logstream.tasks import stop_task
 from logstream.units import BuildContext, Input, InputConfig
 
 log = logging.getLogger(__name__)

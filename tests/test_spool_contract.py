@@ -1,0 +1,192 @@
+"""The disk spool's smaller promises (logstream.spool): ack after close, descriptors,
+what it logs, the cursor's slots and the file layout."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from logstream.spool import Spool, SpoolSettings
+from tests.support.inputs import Runner
+
+
+@pytest.fixture
+def run() -> Runner:
+    return Runner("uvloop")
+
+
+NEVER = SpoolSettings(fsync="never")
+
+
+def record(i: int, entries: int = 2, size: int = 20) -> list[bytes]:
+    return [f"r{i}.{j}:".encode().ljust(size, b"x") for j in range(entries)]
+
+
+def expected(indexes: range) -> list[bytes]:
+    return [entry for i in indexes for entry in record(i)]
+
+
+async def drain(spool: Spool) -> list[bytes]:
+    out: list[bytes] = []
+    while (batch := await spool.read(1000, timeout_secs=0)) is not None:
+        out += batch.entries
+        spool.ack(batch)
+    return out
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_an_ack_after_close_is_ignored_logged_and_read_again_after_a_restart(
+    run: Runner, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        spool = Spool.open(tmp_path, NEVER)
+        for i in range(3):
+            await spool.append(record(i))
+        batch = await spool.read(1)
+        assert batch is not None and batch.entries == record(0)
+        await spool.close()
+        with caplog.at_level(logging.WARNING, logger="logstream.spool"):
+            spool.ack(batch)  # no error
+        assert "ack after close ignored; its 2 entries will be read again" in caplog.text
+        assert spool.pending_entries == 6
+        again = Spool.open(tmp_path, NEVER)
+        assert await drain(again) == expected(range(3))
+        await again.close()
+
+    run(scenario())
+
+
+def test_a_batch_from_another_spool_is_refused(run: Runner, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        one = Spool.open(tmp_path / "one", NEVER)
+        two = Spool.open(tmp_path / "two", NEVER)
+        await one.append(record(0))
+        await two.append(record(0))
+        batch_one = await one.read(10)
+        batch_two = await two.read(10)
+        assert batch_one is not None and batch_two is not None
+        assert batch_one.seq == batch_two.seq
+        with pytest.raises(ValueError, match="not an unacknowledged batch of this spool"):
+            one.ack(batch_two)
+        assert one.pending_entries == 2
+        one.ack(batch_one)
+        assert one.pending_entries == 0
+        await one.close()
+        await two.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("fsync", ["never", "interval"])
+def test_rotated_segments_do_not_keep_descriptors_open(
+    run: Runner, tmp_path: Path, fsync: str
+) -> None:
+    """With fsync never a rotated segment's descriptor is closed at once; otherwise by
+    the next fsync round (here: close). Acked segments' read descriptors go with them."""
+
+    async def scenario() -> None:
+        spool = Spool.open(
+            tmp_path, SpoolSettings(segment_bytes=100, fsync=fsync, fsync_interval_secs=3600)
+        )
+        before = open_fds()
+        for i in range(40):
+            await spool.append(record(i))
+        if fsync == "never":
+            assert open_fds() <= before + 2
+        assert await drain(spool) == expected(range(40))
+        await spool.close()
+        assert open_fds() <= before - 1  # the cursor's descriptor too
+
+    run(scenario())
+
+
+def test_drop_oldest_logs_the_segment_and_its_lost_entries(
+    run: Runner, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        spool = Spool.open(
+            tmp_path, SpoolSettings(max_bytes=300, segment_bytes=150, when_full="drop_oldest")
+        )
+        with caplog.at_level(logging.WARNING, logger="logstream.spool"):
+            for i in range(5):  # 64-byte records, 3 to a segment
+                await spool.append(record(i))
+        assert spool.dropped_entries == 6
+        assert f"spool {tmp_path} is full (max_bytes 300): dropped segment " in caplog.text
+        assert "00000000000000000001.seg with 6 unacknowledged entries" in caplog.text
+        await spool.close()
+
+    run(scenario())
+
+
+def test_a_corrupt_cursor_is_logged(
+    run: Runner, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        spool = Spool.open(tmp_path, NEVER)
+        await spool.append(record(0))
+        await spool.close()
+
+    run(scenario())
+    (tmp_path / "cursor").write_bytes(b"\x01" * 1024)
+    with caplog.at_level(logging.WARNING, logger="logstream.spool"):
+        spool = Spool.open(tmp_path, NEVER)
+    assert spool.recovery.cursor == "corrupt"
+    assert f"spool {tmp_path}: cursor file is corrupt; reading from the oldest segment" in (
+        caplog.text
+    )
+    run(spool.close())
+
+
+def test_the_cursor_alternates_between_its_two_slots_and_open_takes_the_newest(
+    run: Runner, tmp_path: Path
+) -> None:
+    """Each ack writes the other slot (offsets 0 and 512); open takes the higher sequence
+    whichever slot holds it."""
+
+    async def scenario(acks: int) -> None:
+        spool = Spool.open(tmp_path, NEVER)
+        for i in range(acks):
+            await spool.append(record(i))
+            batch = await spool.read(10)
+            assert batch is not None
+            spool.ack(batch)
+        await spool.append(record(acks))
+        await spool.close()
+
+    for acks in (1, 2, 3):
+        for p in tmp_path.iterdir():
+            p.unlink()
+        run(scenario(acks))
+        raw = (tmp_path / "cursor").read_bytes()
+        assert raw[0:4] == b"LSC2" and raw[512:516] == b"LSC2"
+        spool = Spool.open(tmp_path, NEVER)
+        assert spool.recovery.cursor == "ok"
+        assert spool.recovery.entries == 2  # only the unacknowledged last record
+        assert run(drain(spool)) == record(acks)
+        run(spool.close())
+
+
+def test_segment_and_cursor_files_are_named_and_readable_as_documented(
+    run: Runner, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        spool = Spool.open(tmp_path / "a" / "b", NEVER)  # parents are created
+        await spool.append(record(0))
+        await spool.close()
+
+    old = os.umask(0o022)
+    try:
+        run(scenario())
+    finally:
+        os.umask(old)
+    directory = tmp_path / "a" / "b"
+    names = sorted(p.name for p in directory.iterdir())
+    assert names == ["00000000000000000001.seg", "cursor"]
+    for name in names:
+        assert (directory / name).stat().st_mode & 0o777 == 0o644

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from logstream.spool import Spool, SpoolSettings
+from logstream.spool import Spool, SpoolClosed, SpoolSettings
 from tests.support.inputs import Runner
 
 
@@ -190,3 +190,54 @@ def test_segment_and_cursor_files_are_named_and_readable_as_documented(
     assert names == ["00000000000000000001.seg", "cursor"]
     for name in names:
         assert (directory / name).stat().st_mode & 0o777 == 0o644
+
+
+def test_after_close_append_raises_read_returns_none_and_close_again_is_a_no_op(
+    run: Runner, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        spool = Spool.open(tmp_path, NEVER)
+        await spool.append(record(0))
+        await spool.close()
+        with pytest.raises(SpoolClosed, match=f"spool {tmp_path} is closed"):
+            await spool.append(record(1))
+        with pytest.raises(SpoolClosed):
+            await spool.append([])  # refused before the empty-batch shortcut
+        assert await spool.read(10) is None  # even with data left, and no waiting
+        await spool.close()
+        again = Spool.open(tmp_path, NEVER)
+        assert await drain(again) == record(0)
+        await again.close()
+
+    run(scenario())
+
+
+def test_appends_after_a_restart_with_everything_acked_survive_the_next_restart(
+    run: Runner, tmp_path: Path
+) -> None:
+    """Every segment acknowledged and deleted: the next segment's id must be above the
+    cursor's, or the next open would delete it as older than the cursor."""
+
+    async def first() -> None:
+        spool = Spool.open(tmp_path, NEVER)
+        for i in range(3):
+            await spool.append(record(i))
+        assert await drain(spool) == expected(range(3))
+        await spool.close()
+
+    async def second() -> None:
+        spool = Spool.open(tmp_path, NEVER)
+        assert spool.recovery.entries == 0 and spool.recovery.cursor == "ok"
+        await spool.append(record(3))
+        await spool.close()
+
+    async def third() -> None:
+        spool = Spool.open(tmp_path, NEVER)
+        assert spool.recovery.cursor == "ok" and spool.recovery.entries == 2
+        assert spool.recovery.segments == 1 and spool.recovery.records == 1
+        assert await drain(spool) == record(3)
+        await spool.close()
+
+    run(first())
+    run(second())
+    run(third())

@@ -3,6 +3,7 @@ what it logs, the cursor's slots and the file layout."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from pathlib import Path
@@ -241,3 +242,51 @@ def test_appends_after_a_restart_with_everything_acked_survive_the_next_restart(
     run(first())
     run(second())
     run(third())
+
+
+def test_fsync_always_fsyncs_an_acks_cursor_without_waiting_for_an_append(
+    run: Runner, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        spool = Spool.open(tmp_path, SpoolSettings(fsync="always"))
+        await spool.append(record(0))
+        after_append = spool.syncs
+        assert after_append >= 1
+        batch = await spool.read(10)
+        assert batch is not None
+        spool.ack(batch)
+        for _ in range(200):
+            if spool.syncs > after_append:
+                break
+            await asyncio.sleep(0.005)
+        assert spool.syncs == after_append + 1
+        await spool.close()
+
+    run(scenario())
+
+
+def test_an_idle_spool_does_no_fsync_rounds_and_fsync_never_does_none_at_all(
+    run: Runner, tmp_path: Path
+) -> None:
+    async def idle() -> None:
+        spool = Spool.open(
+            tmp_path / "idle", SpoolSettings(fsync="interval", fsync_interval_secs=0.005)
+        )
+        assert await spool.read(1, timeout_secs=0.05) is None  # starts the sync task
+        assert spool.syncs == 1  # the cursor open wrote for a new spool
+        assert await spool.read(1, timeout_secs=0.05) is None
+        assert spool.syncs == 1  # nothing written since: no round counted
+        await spool.close()
+        assert spool.syncs == 1
+
+    async def never() -> None:
+        spool = Spool.open(tmp_path / "never", SpoolSettings(fsync="never", segment_bytes=100))
+        for i in range(5):
+            await spool.append(record(i))
+        await asyncio.sleep(0.02)
+        assert spool.syncs == 0
+        assert asyncio.all_tasks() == {asyncio.current_task()}  # no sync task
+        await spool.close()
+
+    run(idle())
+    run(never())

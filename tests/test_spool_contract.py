@@ -54,7 +54,10 @@ def test_an_ack_after_close_is_ignored_logged_and_read_again_after_a_restart(
         await spool.close()
         with caplog.at_level(logging.WARNING, logger="logstream.spool"):
             spool.ack(batch)  # no error
-        assert "ack after close ignored; its 2 entries will be read again" in caplog.text
+        assert (
+            f"spool {tmp_path}: ack after close ignored; its 2 entries will be read again "
+            "after a restart" in caplog.text
+        )
         assert spool.pending_entries == 6
         again = Spool.open(tmp_path, NEVER)
         assert await drain(again) == expected(range(3))
@@ -290,3 +293,91 @@ def test_an_idle_spool_does_no_fsync_rounds_and_fsync_never_does_none_at_all(
 
     run(idle())
     run(never())
+
+
+def test_corruption_found_while_reading_an_older_segment_leaves_nothing_pending(
+    run: Runner, tmp_path: Path
+) -> None:
+    """Entries of a record that turned corrupt after open will never be acked: once the
+    reader leaves their segment they are no longer pending (entries nor bytes)."""
+
+    async def scenario() -> None:
+        spool = Spool.open(tmp_path, SpoolSettings(segment_bytes=200, fsync="never"))
+        for i in range(8):  # 64-byte records, 4 to a segment
+            await spool.append(record(i))
+        first = sorted(tmp_path.glob("*.seg"))[0]
+        data = bytearray(first.read_bytes())
+        data[2 * 64 + 30] ^= 0x5A  # record 2's data
+        first.write_bytes(bytes(data))
+        out: list[bytes] = []
+        while (batch := await spool.read(2, timeout_secs=0)) is not None:
+            out += batch.entries
+            spool.ack(batch)
+        assert out == expected(range(2)) + expected(range(3, 8))
+        assert spool.corrupt_records == 1
+        assert (spool.pending_entries, spool.pending_bytes) == (0, 0)
+        await spool.close()
+
+    run(scenario())
+
+
+def test_a_fully_acked_segment_being_written_keeps_taking_appends(
+    run: Runner, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        spool = Spool.open(tmp_path, NEVER)
+        await spool.append(record(0))
+        assert await drain(spool) == record(0)
+        await spool.append(record(1))
+        assert len(list(tmp_path.glob("*.seg"))) == 1
+        await spool.close()
+        again = Spool.open(tmp_path, NEVER)
+        assert again.recovery.entries == 2
+        assert await drain(again) == record(1)
+        await again.close()
+
+    run(scenario())
+
+
+def test_a_full_block_spool_closes_its_acked_segment_early_instead_of_waiting(
+    run: Runner, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        spool = Spool.open(tmp_path, SpoolSettings(max_bytes=300, segment_bytes=300))
+        for i in range(4):  # 256 bytes: the segment is still being written
+            await spool.append(record(i))
+        assert await drain(spool) == expected(range(4))
+        await asyncio.wait_for(spool.append(record(4)), 2)
+        assert spool.blocked_secs == 0 and spool.disk_bytes == 64
+        assert await drain(spool) == record(4)
+        await spool.close()
+
+    run(scenario())
+
+
+def test_an_append_blocked_for_room_is_told_the_spool_closed(run: Runner, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        spool = Spool.open(tmp_path, SpoolSettings(max_bytes=300, segment_bytes=150))
+        for i in range(4):
+            await spool.append(record(i))
+        blocked = asyncio.ensure_future(spool.append(record(4)))
+        await asyncio.sleep(0.05)
+        assert not blocked.done()
+        await spool.close()
+        with pytest.raises(SpoolClosed, match=f"^spool {tmp_path} is closed$"):
+            await blocked
+
+    run(scenario())
+
+
+def test_fsync_always_fsyncs_each_of_sequential_appends(run: Runner, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        spool = Spool.open(tmp_path, SpoolSettings(fsync="always"))
+        await spool.append(record(0))
+        first = spool.syncs
+        for i in range(1, 6):
+            await spool.append(record(i))
+            assert spool.syncs == first + i
+        await spool.close()
+
+    run(scenario())

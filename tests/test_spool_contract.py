@@ -38,6 +38,10 @@ async def drain(spool: Spool) -> list[bytes]:
     return out
 
 
+def segment_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.seg"))
+
+
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
@@ -305,7 +309,7 @@ def test_corruption_found_while_reading_an_older_segment_leaves_nothing_pending(
         spool = Spool.open(tmp_path, SpoolSettings(segment_bytes=200, fsync="never"))
         for i in range(8):  # 64-byte records, 4 to a segment
             await spool.append(record(i))
-        first = sorted(tmp_path.glob("*.seg"))[0]
+        first = segment_files(tmp_path)[0]
         data = bytearray(first.read_bytes())
         data[2 * 64 + 30] ^= 0x5A  # record 2's data
         first.write_bytes(bytes(data))
@@ -329,7 +333,7 @@ def test_a_fully_acked_segment_being_written_keeps_taking_appends(
         await spool.append(record(0))
         assert await drain(spool) == record(0)
         await spool.append(record(1))
-        assert len(list(tmp_path.glob("*.seg"))) == 1
+        assert len(segment_files(tmp_path)) == 1
         await spool.close()
         again = Spool.open(tmp_path, NEVER)
         assert again.recovery.entries == 2

@@ -385,3 +385,35 @@ def test_fsync_always_fsyncs_each_of_sequential_appends(run: Runner, tmp_path: P
         await spool.close()
 
     run(scenario())
+
+
+def test_open_counts_every_kept_segment_on_disk_and_deletes_segments_behind_the_cursor(
+    run: Runner, tmp_path: Path
+) -> None:
+    """A segment older than the cursor's (its deletion lost in a crash) is deleted at
+    open, not read again; disk_bytes is the size of every segment kept."""
+    spool_settings = SpoolSettings(segment_bytes=200, fsync="never")
+    saved: dict[str, bytes] = {}
+
+    async def first() -> None:
+        spool = Spool.open(tmp_path, spool_settings)
+        for i in range(12):  # 64-byte records, 4 to a segment: 3 segments
+            await spool.append(record(i))
+        oldest = segment_files(tmp_path)[0]
+        saved[oldest.name] = oldest.read_bytes()
+        for _ in range(5):  # segment 1 and one record of segment 2
+            batch = await spool.read(2)
+            assert batch is not None
+            spool.ack(batch)
+        await spool.close()
+
+    run(first())
+    ((name, data),) = saved.items()
+    assert not (tmp_path / name).exists()
+    (tmp_path / name).write_bytes(data)
+    spool = Spool.open(tmp_path, spool_settings)
+    assert not (tmp_path / name).exists()
+    assert spool.recovery.entries == 14 and spool.recovery.segments == 2
+    assert spool.disk_bytes == sum(p.stat().st_size for p in segment_files(tmp_path)) == 512
+    assert run(drain(spool)) == expected(range(5, 12))
+    run(spool.close())

@@ -417,3 +417,31 @@ def test_open_counts_every_kept_segment_on_disk_and_deletes_segments_behind_the_
     assert spool.disk_bytes == sum(p.stat().st_size for p in segment_files(tmp_path)) == 512
     assert run(drain(spool)) == expected(range(5, 12))
     run(spool.close())
+
+
+def test_blocked_secs_adds_up_over_appends_that_waited(run: Runner, tmp_path: Path) -> None:
+    async def block_once(spool: Spool) -> None:
+        blocked = asyncio.ensure_future(spool.append(record(99)))
+        await asyncio.sleep(0.1)
+        assert not blocked.done()
+        while not blocked.done():  # acks free the oldest segment
+            batch = await spool.read(1, timeout_secs=0)
+            assert batch is not None
+            spool.ack(batch)
+            await asyncio.sleep(0)
+        await blocked
+
+    async def scenario() -> None:
+        spool = Spool.open(tmp_path, SpoolSettings(max_bytes=300, segment_bytes=150))
+        for i in range(4):
+            await spool.append(record(i))
+        await block_once(spool)
+        first = spool.blocked_secs
+        assert first >= 0.09
+        while spool.disk_bytes + 64 <= 300:
+            await spool.append(record(0))
+        await block_once(spool)
+        assert spool.blocked_secs >= first + 0.09
+        await spool.close()
+
+    run(scenario())

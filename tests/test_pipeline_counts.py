@@ -8,13 +8,16 @@ from __future__ import annotations
 import asyncio
 import errno
 import time
+from pathlib import Path
 
 import pytest
 
 from logstream.buffer import BatchBuffer
 from logstream.metrics import Registry
 from logstream.pipeline import InputStartError, Pipeline, SinkRunner, SinkSettings
+from tests.support.inputs import eventually
 from tests.support.units import CollectingSink, ListInput
+from tests.test_queue import disk_queue
 
 
 def events(start: int, count: int) -> list[dict[str, int]]:
@@ -117,3 +120,37 @@ def test_a_reload_that_never_ends_holds_stop_back_half_its_timeout() -> None:
     took = asyncio.run(scenario())
     assert 0.45 <= took < 0.9
     assert sink.closed
+
+
+def test_with_a_disk_queue_ingest_counts_add_up_over_reads_and_reloads_run(
+    tmp_path: Path,
+) -> None:
+    """Three batches read from the disk queue one at a time: events_in is their sum;
+    a change asked for between batches runs in disk-queue mode too."""
+    registry = Registry()
+    sink = CollectingSink("out", registry)
+
+    async def scenario() -> None:
+        pipeline = Pipeline(
+            [], [], [SinkRunner(sink, SinkSettings(batch_max_delay_secs=0.01))],
+            registry=registry, queue=disk_queue(tmp_path / "queue", registry),
+        )  # fmt: skip
+        await pipeline.start()
+        sent = 0
+        for count in (3, 4, 5):
+            await pipeline.ingest.put(events(sent, count))
+            sent += count
+            await eventually(lambda total=sent: len(sink.events) == total)
+        ran: list[str] = []
+
+        async def change() -> None:
+            ran.append("change")
+
+        await asyncio.wait_for(pipeline.between_batches(change), 5)
+        assert ran == ["change"]
+        report = await pipeline.stop(timeout_secs=5)
+        assert report.clean
+
+    asyncio.run(scenario())
+    assert sink.events == events(0, 12)
+    assert registry["ingest"].events_in == 12 and registry["ingest"].events_out == 12

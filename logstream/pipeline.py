@@ -143,15 +143,20 @@ class SinkRunner:
     def _selecting(
         self, offer: Callable[[Batch], Awaitable[None]], when: Callable[[Event], bool]
     ) -> Callable[[Batch], Awaitable[None]]:
-        metrics = self.metrics
+        select = self._select
 
         async def offer_selected(batch: Batch) -> None:
-            selected = [event for event in batch if when(event)]
-            metrics.events_unselected += len(batch) - len(selected)
+            selected = select(batch, when)
             if selected:
                 await offer(selected)
 
         return offer_selected
+
+    def _select(self, batch: Batch, when: Callable[[Event], bool]) -> Batch:
+        """The events of ``batch`` this sink takes; the others are counted unselected."""
+        selected = [event for event in batch if when(event)]
+        self.metrics.events_unselected += len(batch) - len(selected)
+        return selected
 
     async def _run(self) -> None:
         batcher = self._batcher
@@ -184,10 +189,10 @@ class SinkRunner:
     def strand(self, batch: Batch) -> None:
         """Count in a batch that stop kept from being offered (lost at shutdown)."""
         when = self.settings.when
-        selected = len(batch) if when is None else sum(1 for event in batch if when(event))
-        self.metrics.events_unselected += len(batch) - selected
-        self.metrics.events_in += selected
-        self._stranded += selected
+        if when is not None:
+            batch = self._select(batch, when)
+        self.metrics.events_in += len(batch)
+        self._stranded += len(batch)
 
     async def drain(self) -> None:
         """Close the buffer and wait until everything in it has been written."""

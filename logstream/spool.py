@@ -482,6 +482,99 @@ class _Syncer:
         await self.sync()
 
 
+class _RecordReader:
+    """Reads framed records out of segment files: one cached window of a file, crc checks,
+    and resynchronising past corrupt bytes (counted in ``corrupt_records``/``corrupt_bytes``).
+    """
+
+    def __init__(self) -> None:
+        self.corrupt_records = 0
+        self.corrupt_bytes = 0
+        self._buf = b""
+        self._buf_seg = -1
+        self._buf_pos = 0
+
+    def forget(self, seg: _Segment) -> None:
+        """Drop the cached window if it is ``seg``'s, and close ``seg``'s read descriptor."""
+        if seg.rfd >= 0:
+            os.close(seg.rfd)
+            seg.rfd = -1
+        if self._buf_seg == seg.id:
+            self._buf, self._buf_seg = b"", -1
+
+    @staticmethod
+    def _pread(seg: _Segment, size: int, pos: int) -> bytes:
+        if seg.rfd < 0:
+            seg.rfd = os.open(seg.path, os.O_RDONLY)
+        return os.pread(seg.rfd, size, pos)
+
+    def _window(self, seg: _Segment, pos: int, need: int) -> tuple[bytes, int] | None:
+        """A buffer holding the file's bytes [pos, pos + need) and the index of pos in it."""
+        buf = self._buf
+        i = pos - self._buf_pos
+        if self._buf_seg == seg.id and i >= 0 and i + need <= len(buf):
+            return buf, i
+        buf = self._pread(seg, min(max(_READ_CHUNK_BYTES, need), seg.end - pos), pos)
+        self._buf, self._buf_seg, self._buf_pos = buf, seg.id, pos
+        if len(buf) < need:
+            return None
+        return buf, 0
+
+    def records(self, seg: _Segment, pos: int, max_entries: int) -> tuple[list[bytes], int, int]:
+        """Entries of the whole records from ``pos`` on, until ``max_entries`` or the
+        segment's end: (entries, position after them, their record bytes)."""
+        entries: list[bytes] = []
+        add = entries.append
+        end = seg.end
+        nbytes = 0
+        while pos < end and len(entries) < max_entries:
+            good = False
+            win = self._window(seg, pos, HEADER_BYTES) if end - pos >= HEADER_BYTES else None
+            if win is not None:
+                magic, crc, length, count = _HEADER.unpack_from(win[0], win[1])
+                size = HEADER_BYTES + length
+                if (
+                    magic == MAGIC
+                    and count
+                    and 4 * count <= length <= MAX_RECORD_BYTES
+                    and pos + size <= end
+                ):
+                    win = self._window(seg, pos, size)
+                else:
+                    win = None
+            if win is not None:
+                buf, i = win
+                if zlib.crc32(memoryview(buf)[i + 8 : i + size]) == crc:
+                    lens = struct.unpack_from(f"<{count}I", buf, i + HEADER_BYTES)
+                    if sum(lens) == length - 4 * count:
+                        o = i + HEADER_BYTES + 4 * count
+                        for n in lens:
+                            add(buf[o : o + n])
+                            o += n
+                        pos += size
+                        nbytes += size
+                        good = True
+            if not good:
+                pos = self._skip(seg, pos)
+        return entries, pos, nbytes
+
+    def _skip(self, seg: _Segment, pos: int) -> int:
+        """Where reading resumes after the bad bytes at ``pos`` (counted unless open did)."""
+        known = seg.skips.get(pos)
+        if known is not None:
+            return known
+        data = self._pread(seg, seg.end - pos, pos)
+        resume = _next_valid(data, 1, len(data))
+        if resume < 0:
+            resume = seg.end - pos
+        self.corrupt_records += 1
+        self.corrupt_bytes += resume
+        log.warning(
+            "spool %s: skipped %d corrupt bytes at offset %d while reading", seg.path, resume, pos
+        )
+        return pos + resume
+
+
 class Spool:
     """Segment files of framed records, a read position and an acknowledged position.
 
@@ -498,8 +591,6 @@ class Spool:
         self.pending_bytes = 0
         self.disk_bytes = 0  # segment file sizes
         self.dropped_entries = 0  # deleted unacknowledged by drop_oldest
-        self.corrupt_records = 0  # bad stretches skipped, at open and while reading
-        self.corrupt_bytes = 0
         self.blocked_secs = 0.0  # appends waiting for room (when_full: block)
 
         self._segments: dict[int, _Segment] = {}  # oldest first
@@ -507,9 +598,7 @@ class Spool:
         self._next_id = 1
         self._read_seg = 0
         self._read_off = 0
-        self._rbuf = b""
-        self._rbuf_seg = -1
-        self._rbuf_pos = 0
+        self._reader = _RecordReader()
         self._cursor_seg = 0
         self._cursor_off = 0
         self._read_seq = 0
@@ -525,6 +614,15 @@ class Spool:
         self._room = asyncio.Event()  # set when a segment is deleted: wakes a blocked append
         self._append_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
+
+    @property
+    def corrupt_records(self) -> int:
+        """Bad stretches skipped, at open and while reading."""
+        return self.recovery.corrupt_records + self._reader.corrupt_records
+
+    @property
+    def corrupt_bytes(self) -> int:
+        return self.recovery.corrupt_bytes + self._reader.corrupt_bytes
 
     @property
     def syncs(self) -> int:
@@ -584,8 +682,6 @@ class Spool:
         self._syncer.cursor_fd = os.open(self._cursor_path, os.O_RDWR | os.O_CREAT, 0o644)
         if state != "ok":
             self._write_cursor()  # so a later open tells a lost cursor from a new spool
-        self.corrupt_records = report["corrupt"]
-        self.corrupt_bytes = report["corrupt_bytes"]
         self.recovery = RecoveryReport(
             segments=len(self._segments),
             records=report["records"],
@@ -762,10 +858,7 @@ class Spool:
 
     def _leave(self, seg: _Segment) -> None:
         """The reader is done with ``seg``: close its descriptor, forget lost entries."""
-        if seg.rfd >= 0:
-            os.close(seg.rfd)
-            seg.rfd = -1
-        self._rbuf, self._rbuf_seg = b"", -1
+        self._reader.forget(seg)
         lost = seg.entries - seg.read_entries
         if lost:
             # Records that turned corrupt after they were counted: they will never be acked.
@@ -774,59 +867,12 @@ class Spool:
             seg.entries, seg.nbytes = seg.read_entries, seg.read_bytes
         self._release()
 
-    def _window(self, seg: _Segment, pos: int, need: int) -> tuple[bytes, int] | None:
-        """A buffer holding the file's bytes [pos, pos + need) and the index of pos in it."""
-        buf = self._rbuf
-        i = pos - self._rbuf_pos
-        if self._rbuf_seg == seg.id and i >= 0 and i + need <= len(buf):
-            return buf, i
-        if seg.rfd < 0:
-            seg.rfd = os.open(seg.path, os.O_RDONLY)
-        buf = os.pread(seg.rfd, min(max(_READ_CHUNK_BYTES, need), seg.end - pos), pos)
-        self._rbuf, self._rbuf_seg, self._rbuf_pos = buf, seg.id, pos
-        if len(buf) < need:
-            return None
-        return buf, 0
-
     def _read_now(self, max_entries: int) -> SpoolBatch | None:
         while True:
             seg = self._reader_segment()
             if seg is None:
                 return None
-            entries: list[bytes] = []
-            add = entries.append
-            pos = self._read_off
-            end = seg.end
-            nbytes = 0
-            while pos < end and len(entries) < max_entries:
-                good = False
-                win = self._window(seg, pos, HEADER_BYTES) if end - pos >= HEADER_BYTES else None
-                if win is not None:
-                    magic, crc, length, count = _HEADER.unpack_from(win[0], win[1])
-                    size = HEADER_BYTES + length
-                    if (
-                        magic == MAGIC
-                        and count
-                        and 4 * count <= length <= MAX_RECORD_BYTES
-                        and pos + size <= end
-                    ):
-                        win = self._window(seg, pos, size)
-                    else:
-                        win = None
-                if win is not None:
-                    buf, i = win
-                    if zlib.crc32(memoryview(buf)[i + 8 : i + size]) == crc:
-                        lens = struct.unpack_from(f"<{count}I", buf, i + HEADER_BYTES)
-                        if sum(lens) == length - 4 * count:
-                            o = i + HEADER_BYTES + 4 * count
-                            for n in lens:
-                                add(buf[o : o + n])
-                                o += n
-                            pos += size
-                            nbytes += size
-                            good = True
-                if not good:
-                    pos = self._skip(seg, pos)
+            entries, pos, nbytes = self._reader.records(seg, self._read_off, max_entries)
             self._read_off = pos
             if entries:
                 seg.read_entries += len(entries)
@@ -836,24 +882,6 @@ class Spool:
                 batch = SpoolBatch(entries, seg.id, pos, nbytes, self._read_seq)
                 self._outstanding[self._read_seq] = batch
                 return batch
-
-    def _skip(self, seg: _Segment, pos: int) -> int:
-        """Where reading resumes after the bad bytes at ``pos`` (counted unless open did)."""
-        known = seg.skips.get(pos)
-        if known is not None:
-            return known
-        if seg.rfd < 0:
-            seg.rfd = os.open(seg.path, os.O_RDONLY)
-        data = os.pread(seg.rfd, seg.end - pos, pos)
-        resume = _next_valid(data, 1, len(data))
-        if resume < 0:
-            resume = seg.end - pos
-        self.corrupt_records += 1
-        self.corrupt_bytes += resume
-        log.warning(
-            "spool %s: skipped %d corrupt bytes at offset %d while reading", seg.path, resume, pos
-        )
-        return pos + resume
 
     # ------------------------------------------------------------------ ack
 
@@ -924,11 +952,7 @@ class Spool:
 
     def _delete(self, seg: _Segment) -> None:
         del self._segments[seg.id]
-        if seg.rfd >= 0:
-            os.close(seg.rfd)
-            seg.rfd = -1
-        if self._rbuf_seg == seg.id:
-            self._rbuf, self._rbuf_seg = b"", -1
+        self._reader.forget(seg)
         seg.path.unlink(missing_ok=True)
         self.disk_bytes -= seg.disk
         self._syncer.directory_changed()
@@ -956,9 +980,7 @@ class Spool:
                 self._active = None
                 self._release()  # a wholly acknowledged last segment goes too
             for seg in self._segments.values():
-                if seg.rfd >= 0:
-                    os.close(seg.rfd)
-                    seg.rfd = -1
+                self._reader.forget(seg)
             os.close(self._syncer.cursor_fd)
             self._syncer.cursor_fd = -1
             self._closed = True

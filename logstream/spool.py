@@ -124,6 +124,9 @@ _CURSOR_MAGIC: Final = b"LSC2"
 _CURSOR_SLOT_BYTES: Final = 512
 _SEGMENT_NAME: Final = re.compile(r"^(\d{20})\.seg$")
 _READ_CHUNK_BYTES: Final = 1 << 20
+# (sequence, segment id, offset) of a spool without a usable cursor: no segment has id 0,
+# so reading starts at the oldest segment.
+_NO_CURSOR: Final = (0, 0, 0)
 
 
 class SpoolClosed(Exception):
@@ -199,8 +202,8 @@ class _Segment:
     acked_bytes: int = 0
     unacked_batches: int = 0  # read, not yet acknowledged
     closed: bool = True  # no more appends
-    wfd: int = -1
-    rfd: int = -1
+    wfd: int = -1  # open while the segment is being written (not closed)
+    rfd: int | None = None  # opened by the first read
     # Corrupt stretches found by open: offset -> offset of the next valid record.
     skips: dict[int, int] = field(default_factory=dict)
 
@@ -229,20 +232,14 @@ def encode_record(entries: Sequence[bytes]) -> bytes:
     return b"".join((MAGIC, struct.pack("<I", crc), sizes, lens, data))
 
 
-def _frame_at(buf: bytes, pos: int, limit: int) -> tuple[int, int] | None:
-    """(record bytes, entries) of the valid record at ``pos`` ending by ``limit``, else None."""
-    if limit - pos < HEADER_BYTES:
+def _frame_at(buf: bytes, pos: int) -> tuple[int, int] | None:
+    """(record bytes, entries) of the valid record at ``pos`` within ``buf``, else None."""
+    if len(buf) - pos < HEADER_BYTES:
         return None
     magic, crc, length, count = _HEADER.unpack_from(buf, pos)
-    if (
-        magic != MAGIC
-        or count == 0
-        or 4 * count > length
-        or length > MAX_RECORD_BYTES
-        or pos + HEADER_BYTES + length > limit
-    ):
-        return None
     end = pos + HEADER_BYTES + length
+    if magic != MAGIC or count == 0 or 4 * count > length or end > len(buf):
+        return None
     if zlib.crc32(buf[pos + 8 : end]) != crc:
         return None
     lens = struct.unpack_from(f"<{count}I", buf, pos + HEADER_BYTES)
@@ -251,20 +248,23 @@ def _frame_at(buf: bytes, pos: int, limit: int) -> tuple[int, int] | None:
     return HEADER_BYTES + length, count
 
 
-def _next_valid(buf: bytes, pos: int, limit: int) -> int:
-    """Offset of the first valid record at or after ``pos``, or -1."""
+def _next_valid(buf: bytes, pos: int) -> int:
+    """Offset of the first valid record at or after ``pos``, or ``len(buf)`` if none."""
     while True:
-        pos = buf.find(MAGIC, pos, limit)
-        if pos < 0 or _frame_at(buf, pos, limit) is not None:
+        pos = buf.find(MAGIC, pos)
+        if pos == -1:
+            return len(buf)
+        if _frame_at(buf, pos) is not None:
             return pos
-        pos += 1
+        pos += len(MAGIC)  # a magic cannot begin inside another
 
 
-def _scan(buf: bytes, start: int, limit: int) -> _Scan:
+def _scan(buf: bytes, start: int) -> _Scan:
     scan = _Scan(valid_end=start)
     pos = start
+    limit = len(buf)
     while pos < limit:
-        frame = _frame_at(buf, pos, limit)
+        frame = _frame_at(buf, pos)
         if frame is not None:
             pos += frame[0]
             scan.records += 1
@@ -272,8 +272,8 @@ def _scan(buf: bytes, start: int, limit: int) -> _Scan:
             scan.nbytes += frame[0]
             scan.valid_end = pos
             continue
-        resume = _next_valid(buf, pos + 1, limit)
-        if resume < 0:
+        resume = _next_valid(buf, pos + 1)
+        if resume == limit:
             scan.trailing = limit - pos
             break
         scan.skips[pos] = resume
@@ -303,7 +303,7 @@ def _read_cursor(path: Path, have_segments: bool) -> tuple[CursorState, int, int
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        return ("missing" if have_segments else "new"), 0, 0, 0
+        return ("missing" if have_segments else "new"), *_NO_CURSOR
     best: tuple[int, int, int] | None = None
     for at in (0, _CURSOR_SLOT_BYTES):
         slot = raw[at : at + _CURSOR.size]
@@ -316,7 +316,7 @@ def _read_cursor(path: Path, have_segments: bool) -> tuple[CursorState, int, int
     if best is not None:
         return "ok", *best
     log.warning("spool %s: cursor file is corrupt; reading from the oldest segment", path.parent)
-    return "corrupt", 0, 0, 0
+    return "corrupt", *_NO_CURSOR
 
 
 def _recover_segment(
@@ -327,7 +327,7 @@ def _recover_segment(
     data = path.read_bytes()
     size = len(data)
     start = min(start, size)
-    scan = _scan(data, start, size)
+    scan = _scan(data, start)
     del data
     regions = list(scan.regions)
     if scan.trailing and newest:
@@ -370,30 +370,36 @@ class _Syncer:
 
     ``fsync: always`` kicks a round per append (concurrent appends share it);
     ``interval`` runs one every ``fsync_interval_secs``. fsyncs run in a worker
-    thread. ``active_fd`` gives the write descriptor of the segment being written."""
+    thread. ``active_fd`` gives the write descriptor of the segment being written, if
+    one is."""
 
-    def __init__(self, settings: SpoolSettings, directory: Path) -> None:
+    def __init__(
+        self,
+        settings: SpoolSettings,
+        directory: Path,
+        cursor_fd: int,
+        active_fd: Callable[[], int | None],
+    ) -> None:
         self.settings = settings
         self.directory = directory
+        self.cursor_fd = cursor_fd
+        self._active_fd = active_fd
         self.syncs = 0  # fsync rounds done
         # Writes are numbered; waiters of fsync "always" wait for their number.
         self.written = 0
         self._synced = 0
         self._retired: list[int] = []  # write descriptors of rotated segments
-        self.cursor_fd = -1
         self._cursor_dirty = False
         self._dir_dirty = False
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self._active_fd: Callable[[], int] = lambda: -1
         # asyncio primitives bind to the running loop on first use, not here.
         self._lock = asyncio.Lock()
         self._kick = asyncio.Event()
 
-    def start(self, active_fd: Callable[[], int]) -> None:
+    def start(self) -> None:
         """Start the task on first use from the event loop (the spool opens synchronously)."""
-        self._active_fd = active_fd
         if self._task is None and self.settings.fsync != "never":
             self._task = asyncio.get_running_loop().create_task(
                 self._loop(), name=f"spool-sync {self.directory}"
@@ -442,8 +448,7 @@ class _Syncer:
         async with self._lock:
             target = self.written
             fds: list[int] = []
-            active = self._active_fd() if target > self._synced else -1
-            if active >= 0:
+            if target > self._synced and (active := self._active_fd()) is not None:
                 fds.append(active)
             retired, self._retired = self._retired, []
             paths: list[Path] = []
@@ -490,32 +495,32 @@ class _RecordReader:
     def __init__(self) -> None:
         self.corrupt_records = 0
         self.corrupt_bytes = 0
-        self._buf = b""
-        self._buf_seg = -1
-        self._buf_pos = 0
+        # The last bytes read: (segment, offset in its file, bytes). Dropped whenever
+        # the reader leaves a segment or one is deleted (a re-read at most).
+        self._cache: tuple[_Segment, int, bytes] | None = None
 
     def forget(self, seg: _Segment) -> None:
-        """Drop the cached window if it is ``seg``'s, and close ``seg``'s read descriptor."""
-        if seg.rfd >= 0:
+        """``seg`` is left or deleted: close its read descriptor, drop the cached bytes."""
+        if seg.rfd is not None:
             os.close(seg.rfd)
-            seg.rfd = -1
-        if self._buf_seg == seg.id:
-            self._buf, self._buf_seg = b"", -1
+            seg.rfd = None
+        self._cache = None
 
     @staticmethod
     def _pread(seg: _Segment, size: int, pos: int) -> bytes:
-        if seg.rfd < 0:
+        if seg.rfd is None:
             seg.rfd = os.open(seg.path, os.O_RDONLY)
         return os.pread(seg.rfd, size, pos)
 
     def _window(self, seg: _Segment, pos: int, need: int) -> tuple[bytes, int] | None:
         """A buffer holding the file's bytes [pos, pos + need) and the index of pos in it."""
-        buf = self._buf
-        i = pos - self._buf_pos
-        if self._buf_seg == seg.id and i >= 0 and i + need <= len(buf):
-            return buf, i
+        if self._cache is not None:
+            cached, at, buf = self._cache
+            i = pos - at
+            if cached is seg and i >= 0 and i + need <= len(buf):
+                return buf, i
         buf = self._pread(seg, min(max(_READ_CHUNK_BYTES, need), seg.end - pos), pos)
-        self._buf, self._buf_seg, self._buf_pos = buf, seg.id, pos
+        self._cache = (seg, pos, buf)
         if len(buf) < need:
             return None
         return buf, 0
@@ -533,12 +538,7 @@ class _RecordReader:
             if win is not None:
                 magic, crc, length, count = _HEADER.unpack_from(win[0], win[1])
                 size = HEADER_BYTES + length
-                if (
-                    magic == MAGIC
-                    and count
-                    and 4 * count <= length <= MAX_RECORD_BYTES
-                    and pos + size <= end
-                ):
+                if magic == MAGIC and count and 4 * count <= length and pos + size <= end:
                     win = self._window(seg, pos, size)
                 else:
                     win = None
@@ -564,8 +564,8 @@ class _RecordReader:
         if known is not None:
             return known
         data = self._pread(seg, seg.end - pos, pos)
-        resume = _next_valid(data, 1, len(data))
-        if resume < 0:
+        resume = _next_valid(data, 1)
+        if resume == len(data):  # no valid record after it (or the file was cut short)
             resume = seg.end - pos
         self.corrupt_records += 1
         self.corrupt_bytes += resume
@@ -585,7 +585,6 @@ class Spool:
     def __init__(self, directory: Path, settings: SpoolSettings) -> None:
         self.directory = directory
         self.settings = settings
-        self.recovery = RecoveryReport()
         # Facts for metrics and tests.
         self.pending_entries = 0  # appended (or recovered), not yet acknowledged nor dropped
         self.pending_bytes = 0
@@ -595,25 +594,28 @@ class Spool:
 
         self._segments: dict[int, _Segment] = {}  # oldest first
         self._active: _Segment | None = None
-        self._next_id = 1
-        self._read_seg = 0
-        self._read_off = 0
         self._reader = _RecordReader()
-        self._cursor_seg = 0
-        self._cursor_off = 0
         self._read_seq = 0
         self._outstanding: dict[int, SpoolBatch] = {}  # read, not yet applied; by seq
         self._acked: dict[int, SpoolBatch] = {}  # acked out of order, waiting for the prefix
         self._closing = False
         self._closed = False
         self._max_record = settings.max_bytes
-        self._syncer = _Syncer(settings, directory)
-        self._cursor_seq = 0
         # asyncio primitives bind to the running loop on first use, not here.
         self._data = asyncio.Event()  # set by append: wakes a waiting read
         self._room = asyncio.Event()  # set when a segment is deleted: wakes a blocked append
         self._append_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
+        # Set by _recover from what is on disk:
+        self.recovery: RecoveryReport
+        self._next_id: int  # of the next segment
+        self._read_seg: int  # read position
+        self._read_off: int
+        self._cursor_seq: int  # acknowledged position, as the cursor file holds it
+        self._cursor_seg: int
+        self._cursor_off: int
+        self._syncer: _Syncer
+        self._recover()
 
     @property
     def corrupt_records(self) -> int:
@@ -638,9 +640,7 @@ class Spool:
         Never raises for bad content; raises ``OSError`` if the directory or its
         files cannot be created, read, truncated or deleted.
         """
-        spool = cls(directory, settings)
-        spool._recover()
-        return spool
+        return cls(directory, settings)
 
     @property
     def _cursor_path(self) -> Path:
@@ -662,11 +662,10 @@ class Spool:
                 self._segment_path(old).unlink(missing_ok=True)
             ids = [i for i in ids if i >= cursor_seg]
         report = {"records": 0, "entries": 0, "torn": 0, "corrupt": 0, "corrupt_bytes": 0}
-        newest = ids[-1] if ids else 0
         for segment_id in ids:
             start = cursor_off if state == "ok" and segment_id == cursor_seg else 0
             path = self._segment_path(segment_id)
-            seg = _recover_segment(path, segment_id, start, segment_id == newest, report)
+            seg = _recover_segment(path, segment_id, start, segment_id == ids[-1], report)
             if seg is not None:
                 self._segments[segment_id] = seg
                 self.disk_bytes += seg.disk
@@ -679,7 +678,12 @@ class Spool:
             self._read_seg, self._read_off = first.id, first.start
         else:
             self._read_seg, self._read_off = self._next_id, 0
-        self._syncer.cursor_fd = os.open(self._cursor_path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._syncer = _Syncer(
+            self.settings,
+            self.directory,
+            os.open(self._cursor_path, os.O_RDWR | os.O_CREAT, 0o644),
+            lambda: self._active.wfd if self._active is not None else None,
+        )
         if state != "ok":
             self._write_cursor()  # so a later open tells a lost cursor from a new spool
         self.recovery = RecoveryReport(
@@ -696,7 +700,7 @@ class Spool:
 
     def _started(self) -> None:
         """Start the sync task on first use from the event loop (``open`` is synchronous)."""
-        self._syncer.start(lambda: self._active.wfd if self._active is not None else -1)
+        self._syncer.start()
 
     # ------------------------------------------------------------------ append
 
@@ -767,7 +771,6 @@ class Spool:
         seg.closed = True
         # The sync task fsyncs it and closes it; it may be fsyncing it right now.
         self._syncer.retire(seg.wfd)
-        seg.wfd = -1
         self._release()
 
     async def _make_room(self, size: int) -> None:
@@ -792,9 +795,8 @@ class Spool:
     def _drop_oldest(self) -> None:
         seg = next(iter(self._segments.values()))
         if seg is self._active:
-            self._rotate()
-            if seg.id not in self._segments:  # fully acknowledged: rotating deleted it
-                return
+            self._rotate()  # the caller checks the room again and drops it next time
+            return
         lost = seg.entries - seg.acked_entries
         self.dropped_entries += lost
         self.pending_entries -= lost
@@ -940,15 +942,11 @@ class Spool:
 
     def _release(self) -> None:
         """Delete the oldest closed segments that are read to the end and fully acknowledged."""
-        freed = False
         for seg in list(self._segments.values()):
             finished = seg.closed and self._fully_acked(seg)
             if not finished or (seg.id == self._read_seg and self._read_off < seg.end):
-                break
+                return
             self._delete(seg)
-            freed = True
-        if freed:
-            self._room.set()
 
     def _delete(self, seg: _Segment) -> None:
         del self._segments[seg.id]
@@ -975,12 +973,10 @@ class Spool:
         finally:
             if self._active is not None:
                 os.close(self._active.wfd)
-                self._active.wfd = -1
                 self._active.closed = True
                 self._active = None
                 self._release()  # a wholly acknowledged last segment goes too
             for seg in self._segments.values():
                 self._reader.forget(seg)
             os.close(self._syncer.cursor_fd)
-            self._syncer.cursor_fd = -1
             self._closed = True

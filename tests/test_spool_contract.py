@@ -476,9 +476,10 @@ async def main() -> None:
     while (batch := await spool.read(1000, timeout_secs=0.2)) is not None:
         read += [e.decode()[:6] for e in batch.entries]
         spool.ack(batch)
+    corrupt = spool.corrupt_records
     await spool.close()
     print(json.dumps({"appended": appended, "errno": errno, "sizes": sizes,
-                      "pending": pending, "read": read}))
+                      "pending": pending, "read": read, "corrupt": corrupt}))
 
 
 asyncio.run(main())
@@ -510,6 +511,7 @@ def test_a_write_the_disk_refuses_fails_the_append_and_leaves_no_partial_record(
     assert record_bytes * 10 in result["sizes"]  # the half record was truncated away
     pairs = [[f"{i:04d}xx", "second"] for i in range(10)]
     assert result["read"] == [e for pair in pairs for e in pair] + ["after", "the fa"]
+    assert result["corrupt"] == 0  # the append after the failure went where the cut was
 
     async def reopen() -> tuple[int, int, int]:
         spool = Spool.open(directory, SpoolSettings())

@@ -9,6 +9,7 @@ import errno
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,14 @@ def run() -> Runner:
 def record(i: int, size: int = 20) -> list[bytes]:
     """Two entries; 16 + 8 + 2 * size bytes framed (64 with the default size)."""
     return [f"r{i}.{j}:".encode().ljust(size, b"x") for j in range(2)]
+
+
+async def until(condition: Callable[[], bool], secs: float = 10.0) -> None:
+    """Wait for ``condition`` (a loaded machine delays the sync rounds); fail after ``secs``."""
+    deadline = time.monotonic() + secs
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
 
 
 def open_fds() -> int:
@@ -92,15 +101,13 @@ def test_a_failed_fsync_round_of_the_interval_task_is_logged_and_the_task_goes_o
         await spool.append(record(0))
         batch = await spool.read(10)
         assert batch is not None
-        await asyncio.sleep(0.1)
-        rounds = spool.syncs
+        await until(lambda: spool.syncs == 1)
         break_fsync_of_the_cursor(spool)
         spool.ack(batch)
-        await asyncio.sleep(0.1)
-        assert spool.syncs == rounds  # the failed round is not counted
+        await until(lambda: bool(spool_messages(caplog, logging.ERROR)))
+        assert spool.syncs == 1  # the failed round is not counted
         await spool.append(record(1))  # the next round syncs the segment: counted
-        await asyncio.sleep(0.1)
-        assert spool.syncs == rounds + 1
+        await until(lambda: spool.syncs == 2)
         await spool.close()
 
     with caplog.at_level(logging.ERROR, logger="logstream.spool"):
@@ -128,9 +135,8 @@ def test_an_idle_spool_with_data_does_no_more_fsync_rounds(run: Runner, tmp_path
     async def scenario() -> None:
         spool = Spool.open(tmp_path, SpoolSettings(fsync="interval", fsync_interval_secs=0.01))
         await spool.append(record(0))
-        await asyncio.sleep(0.15)
-        assert spool.syncs == 1
-        await asyncio.sleep(0.15)
+        await until(lambda: spool.syncs == 1)
+        await asyncio.sleep(0.2)
         assert spool.syncs == 1
         await spool.close()
 
@@ -149,13 +155,11 @@ def test_a_rotated_segment_alone_gets_its_round_and_its_descriptor_closed(
             tmp_path, SpoolSettings(fsync="interval", fsync_interval_secs=0.01, segment_bytes=100)
         )
         await spool.append(record(0))  # 64 bytes: segment 1 is being written
-        await asyncio.sleep(0.1)
+        await until(lambda: spool.syncs == 1)
         assert open_fds() == before + 2  # the cursor and the segment
-        rounds = spool.syncs
         await spool.append(record(1))  # 128 bytes: rotated, no new segment yet
-        await asyncio.sleep(0.1)
-        assert spool.syncs == rounds + 1
-        assert open_fds() == before + 1  # the cursor only
+        await until(lambda: spool.syncs == 2)
+        await until(lambda: open_fds() == before + 1)  # the cursor only
         await spool.close()
         assert open_fds() == before
 

@@ -447,76 +447,53 @@ def test_blocked_secs_adds_up_over_appends_that_waited(run: Runner, tmp_path: Pa
     run(scenario())
 
 
-_WRITE_FAILS = r"""
-import asyncio, json, resource, signal, sys
-from pathlib import Path
-from logstream.spool import Spool, SpoolSettings
-
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write then fails with EFBIG instead
-directory, limit = Path(sys.argv[1]), int(sys.argv[2])
-
-
-async def main() -> None:
-    spool = Spool.open(directory, SpoolSettings(fsync="never"))
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
-    appended, errno = 0, None
-    for i in range(1000):
-        try:
-            await spool.append([b"%04d" % i + b"x" * 196, b"second"])
-        except OSError as e:
-            errno = e.errno
-            break
-        appended += 1
-    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-    sizes = sorted(p.stat().st_size for p in directory.glob("*.seg"))
-    pending = spool.pending_entries
-    await spool.append([b"after", b"the failure"])  # the spool still works
-    read = []
-    while (batch := await spool.read(1000, timeout_secs=0.2)) is not None:
-        read += [e.decode()[:6] for e in batch.entries]
-        spool.ack(batch)
-    corrupt = spool.corrupt_records
-    await spool.close()
-    print(json.dumps({"appended": appended, "errno": errno, "sizes": sizes,
-                      "pending": pending, "read": read, "corrupt": corrupt}))
-
-
-asyncio.run(main())
-"""
-
-
 def test_a_write_the_disk_refuses_fails_the_append_and_leaves_no_partial_record(
-    tmp_path: Path,
+    run: Runner, tmp_path: Path
 ) -> None:
-    """A real failed write (the process's file-size limit, so the kernel refuses it part
-    way: EFBIG): append raises, the partial record is cut off the segment, nothing of it
-    is counted or read, and the spool takes and reads appends afterwards."""
-    import errno as errno_mod
-    import json
-    import subprocess
-    import sys
+    """A real failed write: with the process's file-size limit lowered for a moment, the
+    kernel writes the 11th record half and then refuses (EFBIG). The append raises, the
+    half record is cut off the segment, nothing of it is counted or read, and the spool
+    takes and reads appends afterwards (at the cut: nothing corrupt in between)."""
+    import errno
+    import resource
+    import signal
 
     record_bytes = 16 + 8 + 200 + 6
-    limit = 10 * record_bytes + record_bytes // 2  # the 11th record is written half
-    directory = tmp_path / "spool"
-    out = subprocess.run(
-        [sys.executable, "-c", _WRITE_FAILS, str(directory), str(limit)],
-        capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
-    result = json.loads(out.stdout)
-    assert result["errno"] == errno_mod.EFBIG
-    assert result["appended"] == 10
-    assert result["pending"] == 20
-    assert record_bytes * 10 in result["sizes"]  # the half record was truncated away
-    pairs = [[f"{i:04d}xx", "second"] for i in range(10)]
-    assert result["read"] == [e for pair in pairs for e in pair] + ["after", "the fa"]
-    assert result["corrupt"] == 0  # the append after the failure went where the cut was
+    limit = 10 * record_bytes + record_bytes // 2
+
+    async def scenario() -> None:
+        spool = Spool.open(tmp_path, NEVER)
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+        appended, refused = 0, None
+        try:
+            for i in range(1000):
+                await spool.append([b"%04d" % i + b"x" * 196, b"second"])
+                appended += 1
+        except OSError as exc:
+            refused = exc
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        assert refused is not None and refused.errno == errno.EFBIG
+        assert appended == 10 and spool.pending_entries == 20
+        assert [p.stat().st_size for p in segment_files(tmp_path)] == [10 * record_bytes]
+        await spool.append([b"after", b"the failure"])
+        entries = await drain(spool)
+        pairs = [[b"%04d" % i + b"x" * 196, b"second"] for i in range(10)]
+        assert entries == [e for pair in pairs for e in pair] + [b"after", b"the failure"]
+        assert spool.corrupt_records == 0
+        await spool.close()
+
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG rather than a signal
+    try:
+        run(scenario())
+    finally:
+        signal.signal(signal.SIGXFSZ, previous)
 
     async def reopen() -> tuple[int, int, int]:
-        spool = Spool.open(directory, SpoolSettings())
+        spool = Spool.open(tmp_path, SpoolSettings())
         report = spool.recovery
         await spool.close()
         return report.entries, report.torn_tail_bytes, report.corrupt_records
 
-    assert asyncio.run(reopen()) == (0, 0, 0)  # everything was acked; nothing torn
+    assert run(reopen()) == (0, 0, 0)  # everything was acked; nothing torn

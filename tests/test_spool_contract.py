@@ -145,9 +145,9 @@ def test_a_corrupt_cursor_is_logged(
     with caplog.at_level(logging.WARNING, logger="logstream.spool"):
         spool = Spool.open(tmp_path, NEVER)
     assert spool.recovery.cursor == "corrupt"
-    assert f"spool {tmp_path}: cursor file is corrupt; reading from the oldest segment" in (
-        caplog.text
-    )
+    assert [r.getMessage() for r in caplog.records if r.name == "logstream.spool"] == [
+        f"spool {tmp_path}: cursor file is corrupt; reading from the oldest segment"
+    ]
     run(spool.close())
 
 

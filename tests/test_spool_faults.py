@@ -332,6 +332,8 @@ def test_an_append_that_close_overtakes_is_told_the_spool_closed(
         for blocked in (first, second):
             with pytest.raises(SpoolClosed, match=f"^spool {tmp_path} is closed$"):
                 await blocked
+        with pytest.raises(SpoolClosed, match=f"^spool {tmp_path} is closed$"):
+            await spool.append(record(4))
 
     run(scenario())
 

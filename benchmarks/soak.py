@@ -68,7 +68,7 @@ from logstream.local.mosquitto import Mosquitto, free_port  # noqa: E402
 from logstream.local.noida import Noida  # noqa: E402
 from logstream.ops import pick_elasticsearch_sink  # noqa: E402
 from logstream.payload import decode, is_accounting  # noqa: E402
-from logstream.sinks.elasticsearch import ElasticsearchSinkConfig  # noqa: E402
+from logstream.sinks.elasticsearch import ElasticsearchSink  # noqa: E402
 from logstream.sinks.elasticsearch_audit import (  # noqa: E402
     audit,
     describe_ranges,
@@ -76,6 +76,7 @@ from logstream.sinks.elasticsearch_audit import (  # noqa: E402
     targets,
 )
 from logstream.spool import Spool, SpoolSettings  # noqa: E402
+from logstream.units import BuildContext  # noqa: E402
 
 LEVELS = [("DEBUG", 20), ("INFO", 65), ("WARNING", 10), ("ERROR", 5)]  # share in %
 SEQ_IN_TEXT = re.compile(rb"seq=(\d+)")
@@ -438,10 +439,11 @@ async def audit_es(config_path: Path, events: list[dict[str, Any]]) -> dict[str,
     config = load_config(config_path)
     sink = pick_elasticsearch_sink(config, "es")  # built to send directly: no spool
     wanted = targets(sink, events)
+    # Where the run's sink kept its spool: that sink as the config builds it (not started).
     unit = next(u for u in config.sinks if config.unit_names()[id(u)] == "es")
-    assert isinstance(unit, ElasticsearchSinkConfig)
-    spool_dir = unit.spool.path or config.state_dir / "spool" / "es"
-    in_spool = await spooled_targets(spool_dir)
+    configured = unit.build("es", BuildContext(state_dir=config.state_dir))
+    assert isinstance(configured, ElasticsearchSink) and configured.spool_path is not None
+    in_spool = await spooled_targets(configured.spool_path)
     await sink.start()
     try:
         report = await audit(sink, wanted, chunk=5000)

@@ -36,6 +36,15 @@ async def until(condition: Callable[[], bool], secs: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
+async def drain(spool: Spool) -> list[bytes]:
+    """Read and acknowledge everything there is now."""
+    out: list[bytes] = []
+    while (batch := await spool.read(100, timeout_secs=0)) is not None:
+        out += batch.entries
+        spool.ack(batch)
+    return out
+
+
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
@@ -256,11 +265,7 @@ def test_drop_oldest_keeps_the_disk_under_max_bytes_even_when_one_drop_is_not_en
         appended += 2
         assert spool.disk_bytes <= 700
         assert segment_sizes(tmp_path) == spool.disk_bytes
-        read = 0
-        while (batch := await spool.read(100, timeout_secs=0)) is not None:
-            read += len(batch.entries)
-            spool.ack(batch)
-        assert read + spool.dropped_entries == appended
+        assert len(await drain(spool)) + spool.dropped_entries == appended
         assert (spool.pending_entries, spool.pending_bytes) == (0, 0)
         await spool.close()
 
@@ -307,8 +312,7 @@ def test_blocked_secs_is_the_time_appends_waited(run: Runner, tmp_path: Path) ->
         began = time.monotonic()
         blocked = asyncio.ensure_future(spool.append(record(2)))
         await asyncio.sleep(0.2)
-        while (batch := await spool.read(100, timeout_secs=0)) is not None:
-            spool.ack(batch)
+        await drain(spool)
         await asyncio.wait_for(blocked, 2)
         waited = time.monotonic() - began
         assert 0.15 < spool.blocked_secs <= waited

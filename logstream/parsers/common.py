@@ -10,8 +10,12 @@ year-less timestamps) is fixed when the parser is built.
 from __future__ import annotations
 
 import datetime as dt
+import importlib
+import logging
+import os
 import re
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any, Final, Protocol
 
 from logstream.clock import Clock
@@ -60,6 +64,51 @@ class Parser(Protocol):
         that is what makes a line *strong* evidence of its format.
         """
         ...
+
+
+# --------------------------------------------------------------------------- compiled fast paths
+
+
+def compiled(name: str = "_speedups") -> ModuleType | None:
+    """The compiled fast paths ``logstream.parsers.<name>`` (a Cython module), or ``None``.
+
+    ``None`` where the module was not built (no Cython or C compiler at
+    install time), where its ``.pyx`` source is newer than the build (a
+    stale module would not read lines as the Python code beside it does;
+    ``scripts/bootstrap`` rebuilds it), or when ``LOGSTREAM_PURE`` is set
+    (to a value other than ``0``): then the parsers run their pure-Python
+    code, the reference the compiled code is tested against.
+    """
+    if os.environ.get("LOGSTREAM_PURE", "0") not in ("", "0"):
+        return None
+    try:
+        module = importlib.import_module(f"logstream.parsers.{name}")
+    except ImportError:
+        return None
+    built = getattr(module, "__file__", None)
+    if built is not None:
+        source = os.path.join(os.path.dirname(built), name + ".pyx")
+        try:
+            stale = os.path.getmtime(source) > os.path.getmtime(built)
+        except OSError:  # installed without its source: nothing to compare
+            stale = False
+        if stale:
+            _warn_stale(source)
+            return None
+    return module
+
+
+_warned: set[str] = set()
+
+
+def _warn_stale(source: str) -> None:
+    if source not in _warned:
+        _warned.add(source)
+        logging.getLogger(__name__).warning(
+            "%s changed after it was compiled: using the pure-Python parser "
+            "(run scripts/bootstrap to rebuild)",
+            source,
+        )
 
 
 # --------------------------------------------------------------------------- levels

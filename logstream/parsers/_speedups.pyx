@@ -1,0 +1,218 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""Compiled fast paths of the hottest parsers (built by scripts/bootstrap with Cython).
+
+Each class here reads a line exactly as the pure-Python parser it stands in
+for, without Python's regex engine: one left-to-right scan over the line's
+characters. The Python parser stays the reference: tests run every format's
+generated lines, the corpus and random text through both and compare the
+fields (``tests/test_speedups.py``). Where this module is not built, the
+parsers run in pure Python (``LOGSTREAM_PURE=1`` forces that).
+"""
+
+from cpython.unicode cimport PyUnicode_READ_CHAR, PyUnicode_GET_LENGTH
+
+cdef inline bint _digit(Py_UCS4 c) noexcept:
+    return 48 <= c <= 57
+
+
+cdef inline bint _upper(Py_UCS4 c) noexcept:
+    return 65 <= c <= 90
+
+
+cdef inline bint _space(Py_UCS4 c) noexcept:
+    # \s of re.ASCII: space, \t \n \v \f \r
+    return c == 32 or 9 <= c <= 13
+
+
+cdef frozenset _NONE = frozenset(("-", "None", ""))
+
+
+cdef inline Py_ssize_t _digits_from(str line, Py_ssize_t i, Py_ssize_t n, Py_ssize_t most) noexcept:
+    """How many ASCII digits start at ``i`` (counting stops past ``most``)."""
+    cdef Py_ssize_t j = i
+    while j < n and j - i <= most and _digit(PyUnicode_READ_CHAR(line, j)):
+        j += 1
+    return j - i
+
+
+cdef void _context(dict fields, str context) except *:
+    cdef list tokens
+    cdef Py_ssize_t index, count
+    cdef str user, project
+    if context.startswith("req-"):
+        tokens = context.split(" ", 3)
+        count = len(tokens)
+        fields["request_id"] = tokens[0]
+        if count > 1 and tokens[1] not in _NONE:
+            fields["user_id"] = tokens[1]
+        if count > 2 and tokens[2] not in _NONE:
+            fields["project_id"] = tokens[2]
+        return
+    tokens = context.split()
+    count = len(tokens)
+    for index in range(count):
+        if (<str>tokens[index]).startswith("req-"):
+            fields["request_id"] = tokens[index]
+            user = tokens[index + 1] if index + 1 < count else "-"
+            project = tokens[index + 2] if index + 2 < count else "-"
+            if user not in _NONE:
+                fields["user_id"] = user
+            if project not in _NONE:
+                fields["project_id"] = project
+            return
+
+
+cdef void _message(dict fields, str message) except *:
+    cdef Py_ssize_t end, space, colon, space2, pid_at, n
+    cdef str digits, function
+    if message.startswith("[instance: "):
+        end = message.find("] ", 11)
+        if end > 0:
+            fields["instance_id"] = message[11:end]
+            message = message[end + 2 :]
+    n = PyUnicode_GET_LENGTH(message)
+    if n and _digit(PyUnicode_READ_CHAR(message, n - 1)):
+        space = message.rfind(" ")
+        colon = message.rfind(":", space + 1)
+        digits = message[colon + 1 :]
+        if (
+            space > 0
+            and colon > 0
+            and message.endswith(".py", space + 1, colon)
+            and PyUnicode_GET_LENGTH(digits) <= 18
+            and digits.isascii()
+            and digits.isdigit()
+        ):
+            space2 = message.rfind(" ", 0, space)
+            function = message[space2 + 1 : space]
+            if space2 >= 0 and function.isidentifier():
+                fields["function"] = function
+                fields["file"] = message[space + 1 : colon]
+                fields["line"] = int(digits)
+                if space2 > 0 and PyUnicode_READ_CHAR(message, space2 - 1) == 41:  # ")"
+                    pid_at = message.rfind(" from (pid=", 0, space2)
+                    if pid_at >= 0:
+                        space2 = pid_at
+                message = message[:space2]
+    fields["message"] = message
+
+
+cdef class Oslo:
+    """``oslo.OsloParser.parse`` without the regex (same fields, same ``None``)."""
+
+    cdef dict _known_levels
+    cdef object _levels_get
+    cdef dict _known_stamps
+    cdef object _stamps_local
+    cdef str _name
+
+    def __init__(self, str name, dict known_levels, levels_get, dict known_stamps, stamps_local):
+        self._name = name
+        self._known_levels = known_levels
+        self._levels_get = levels_get
+        self._known_stamps = known_stamps
+        self._stamps_local = stamps_local
+
+    def parse(self, str line, event):
+        cdef Py_ssize_t n = PyUnicode_GET_LENGTH(line)
+        cdef Py_ssize_t i, k, end, close
+        cdef Py_UCS4 c
+        cdef str stamp, word, logger, fraction
+        cdef object context = None, message = None, pid = None, info, prefix
+        cdef dict fields
+        if n < 25:  # stamp (19) "." 3 digits " " level
+            return None
+        # (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\.
+        for i in range(19):
+            c = PyUnicode_READ_CHAR(line, i)
+            if i == 4 or i == 7:
+                if c != 45:  # -
+                    return None
+            elif i == 10:
+                if c != 32:
+                    return None
+            elif i == 13 or i == 16:
+                if c != 58:  # :
+                    return None
+            elif not _digit(c):
+                return None
+        if PyUnicode_READ_CHAR(line, 19) != 46:  # .
+            return None
+        # (\d{3,6}) then a space
+        k = _digits_from(line, 20, n, 6)
+        if k < 3 or k > 6 or 20 + k >= n or PyUnicode_READ_CHAR(line, 20 + k) != 32:
+            return None
+        fraction = line[20 : 23]
+        i = 21 + k
+        # (?:(\d{1,10}) )?
+        k = _digits_from(line, i, n, 10)
+        if k:
+            if k > 10 or i + k >= n or PyUnicode_READ_CHAR(line, i + k) != 32:
+                return None
+            pid = line[i : i + k]
+            i += k + 1
+        # ([A-Z]+) then a space
+        k = i
+        while k < n and _upper(PyUnicode_READ_CHAR(line, k)):
+            k += 1
+        if k == i or k >= n or PyUnicode_READ_CHAR(line, k) != 32:
+            return None
+        word = line[i:k]
+        i = k + 1
+        # ([^\s\[]\S*)
+        if i >= n:
+            return None
+        c = PyUnicode_READ_CHAR(line, i)
+        if _space(c) or c == 91:  # [
+            return None
+        k = i + 1
+        while k < n and not _space(PyUnicode_READ_CHAR(line, k)):
+            k += 1
+        logger = line[i:k]
+        if k < n:
+            # (?: \[([^\]]*)\])?(?: (.*))?\Z: only a space may follow the logger
+            if PyUnicode_READ_CHAR(line, k) != 32:
+                return None
+            end = k + 1
+            if end < n and PyUnicode_READ_CHAR(line, end) == 91:
+                close = line.find("]", end + 1)
+                if close >= 0 and (close + 1 == n or PyUnicode_READ_CHAR(line, close + 1) == 32):
+                    context = line[end + 1 : close]
+                    if close + 1 < n:
+                        message = line[close + 2 :]
+                else:
+                    message = line[end:]
+            else:
+                message = line[end:]
+        info = self._known_levels.get(word)
+        if info is None:
+            info = self._levels_get(word)
+            if info is None:
+                return None
+        stamp = line[0:19]
+        prefix = self._known_stamps.get(stamp)
+        if prefix is None:
+            prefix = self._stamps_local(stamp)
+            if prefix is None:
+                return None
+        fields = {
+            "@timestamp": f"{prefix}.{fraction}Z",
+            "format": self._name,
+            "level": (<tuple>info)[0],
+            "logger": logger,
+        }
+        if (<tuple>info)[1] is not None:
+            fields["level_original"] = (<tuple>info)[1]
+        if pid is not None:
+            fields["pid"] = int(pid)
+        if context is not None and context != "-":
+            _context(fields, <str>context)
+        if not message:
+            fields["message"] = ""
+        else:
+            k = PyUnicode_GET_LENGTH(message)
+            if PyUnicode_READ_CHAR(message, 0) == 91 or _digit(PyUnicode_READ_CHAR(message, k - 1)):
+                _message(fields, <str>message)
+            else:
+                fields["message"] = message
+        return fields

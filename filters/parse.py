@@ -111,7 +111,7 @@ from pydantic import Field, field_validator
 from logstream.event import TAG_UTF8_ERROR, Batch, Event, add_tag
 from logstream.fields import parse_path
 from logstream.parsers import FORMATS, Parser, build_parsers
-from logstream.parsers.common import Fields
+from logstream.parsers.common import Fields, compiled
 from logstream.parsers.ecs import apply_ecs, set_original_ecs
 from logstream.severity import parse_name
 from logstream.streams import (
@@ -269,8 +269,14 @@ class ParseFilter(GroupingFilter[_Stream]):
     def __init__(self, name: str, ctx: BuildContext, config: ParseFilterConfig) -> None:
         stamps, parsers = build_parsers(ctx.clock, _zone(config.timezone))
         forced = None if config.format == "auto" else parsers[config.format]
+        # The compiled loop and its stream states (logstream/parsers/_parse_loop.pyx),
+        # where built; the Python ones below are the reference.
+        fast = compiled("_parse_loop")
+        make_stream: Callable[[Any, Parser | None], _Stream] = (
+            _Stream if fast is None else fast.ParseStream
+        )
         streams: StreamTable[_Stream] = StreamTable(
-            config.max_streams, lambda key: _Stream(key, forced)
+            config.max_streams, lambda key: make_stream(key, forced)
         )
         super().__init__(
             name, ctx.registry.unit(name, "filter"), streams, config.multiline_timeout_secs
@@ -311,6 +317,24 @@ class ParseFilter(GroupingFilter[_Stream]):
         self._max_bytes = config.multiline_max_bytes
         self._tag = config.on_failure
         self._keep_original = config.keep_original
+        # The lines of `process` below, compiled (not for keep_original: `_record`).
+        self._loop: Any = None
+        if fast is not None and not self._keep_original:
+            self._loop = fast.ParseLoop(
+                self,
+                streams,
+                self._open,
+                self._source,
+                self._get_line,
+                self._key_names,
+                self._key,
+                _PARSED,
+                self._default_level,
+                self._inherit,
+                self._multiline,
+                self._apply,
+                not self._ecs,
+            )
 
     # ----------------------------------------------------------------- batches
 
@@ -319,7 +343,11 @@ class ParseFilter(GroupingFilter[_Stream]):
             return batch
         now = self._clock.monotonic()
         self._stamps.refresh()
-        out: Batch = []
+        if self._loop is not None:
+            out: Batch = self._loop.process(batch, now)
+            self._count_merged()
+            return out
+        out = []
         get_line = self._get_line
         key_of = self._key
         table = self._streams
@@ -350,7 +378,8 @@ class ParseFilter(GroupingFilter[_Stream]):
                 last_key = key
                 if table.evicted:
                     self._release_evicted(out)
-            if event.get("format") in parsed_formats:
+            fmt = event.get("format")
+            if type(fmt) is str and fmt in parsed_formats:
                 self._already_parsed(stream, event, out)
                 continue
             if type(line) is not str:

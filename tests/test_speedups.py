@@ -8,14 +8,21 @@ there. See ``tests/support/speedups.py``.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
+import random
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from logstream.clock import ManualClock
+from logstream.config import parse_config
+from logstream.metrics import Registry
 from logstream.parsers.common import compiled
+from logstream.units import BuildContext
 from tests.support.speedups import assert_same, corpus_lines, mutants, parser_pair
 
 
@@ -148,3 +155,119 @@ def test_oslo_any_text(parts: list[str]) -> None:
         fast,
         [line, "2026-03-02 09:15:27.118 " + line, "2026-03-02 09:15:27.118 4242 INFO x " + line],
     )
+
+
+# --------------------------------------------------------------------------- the filter's loop
+
+_LINES = [
+    "2026-03-02 09:15:{s:02d}.118 4242 INFO nova.api [req-1 u p] GET /v2/{n}",
+    "2026-03-02 09:15:{s:02d}.118 4242 DEBUG nova.api [-] poll {n} fn /opt/x.py:{n}",
+    "2026-03-02 09:15:{s:02d}.118 4242 ERROR nova.api [-] failed {n}",
+    "2026-03-02 09:15:{s:02d}.118 4242 TRACE nova.api Traceback (most recent call last):",
+    "2026-03-02 09:15:{s:02d}.118 4242 TRACE nova.api   File \"x.py\", line {n}",
+    "Traceback (most recent call last):",
+    '  File "/opt/x.py", line {n}, in f',
+    "ValueError: bad {n}",
+    "Jun 14 03:25:{s:02d} web-3 app[7]: line {n}",
+    "<13>Jun 14 03:25:{s:02d} web-3 kernel: warning: disk {n}",
+    "Mar 28 12:20:{s:02d}.172534 node cinder-api[85]: INFO cinder.api [req-{n} a b] GET",
+    '10.0.0.{n} - - [24/Nov/2026:10:00:{s:02d} +0000] "GET /a HTTP/1.1" 500 {n} "-" "ua"',
+    "2014-03-17 16:11:{s:02d}.173 | + install {n}",
+    "2014-03-17 16:11:{s:02d}.173 | ERROR: failed {n}",
+    "+ bare xtrace {n}",
+    "2022-02-06 10:52:{s:02d},874 p=41 u=root n=ansible |  TASK [step {n}] ***",
+    "2022-02-06 10:52:{s:02d},874 p=41 u=root n=ansible |  fatal: [h{n}]: FAILED! => {{",
+    '    "msg": "boom {n}"',
+    "}}",
+    "TASK [copy {n}] ****",
+    "ok: [web-{n}]",
+    "",
+    "   ",
+    "free text nobody knows {n}",
+    "2026-03-02 09:15:{s:02d}.118 4242 INFO nova.api [-] crlf {n}\r\n",
+]
+_ODD_MESSAGES: list[Any] = [b"bytes line", b"\xff\xfe bad utf-8", 42, None, ["a"], {"k": 1}]
+_FORMATS: list[Any] = ["syslog", "oslo", "nonsense", ["list"], 7]
+
+
+def _events(seed: int, count: int, streams: int) -> list[dict[str, Any]]:
+    rnd = random.Random(seed)  # noqa: S311 (test data, not secrets)
+    out: list[dict[str, Any]] = []
+    for n in range(count):
+        event: dict[str, Any] = {"host": f"h{rnd.randrange(streams)}", "path": "/var/log/x"}
+        roll = rnd.random()
+        if roll < 0.02:
+            event["message"] = rnd.choice(_ODD_MESSAGES)
+        elif roll < 0.05:
+            event["message"] = "x"
+            event["format"] = rnd.choice(_FORMATS)
+        elif roll < 0.055:
+            event.pop("host")  # the key's field missing
+            event["message"] = "Jun 14 03:25:00 web-3 app[7]: no host"
+        else:
+            event["message"] = rnd.choice(_LINES).format(s=n // 50 % 60, n=n)
+        out.append(event)
+    return out
+
+
+def _unit(config: dict[str, Any], clock: ManualClock) -> tuple[Any, Registry]:
+    parsed = parse_config(
+        {
+            "inputs": [{"type": "tcp", "listen": "127.0.0.1:0"}],
+            "filters": [{"type": "parse", **config}],
+            "sinks": [{"type": "stdout"}],
+        }
+    )
+    registry = Registry()
+    unit = parsed.filters[0].build("parse", BuildContext(registry=registry, clock=clock))
+    return unit, registry
+
+
+def _run(config: dict[str, Any], events: list[dict[str, Any]]) -> tuple[list[Any], dict[str, Any]]:
+    clock = ManualClock(wall_start=1_795_000_000.0)
+    unit, registry = _unit(config, clock)
+    out: list[Any] = []
+    for start in range(0, len(events), 97):
+        out.append(unit.process(copy.deepcopy(events[start : start + 97])))
+        clock.advance(0.4)
+        out.append(unit.tick(clock.monotonic()))
+    out.append(unit.flush())
+    metrics = registry["parse"]
+    counts = {
+        "out": metrics.events_out,
+        "dropped": dict(metrics.dropped),
+        "issues": dict(metrics.decode_issues),
+    }
+    return out, counts
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},
+        {"max_streams": 3},
+        {"fields": "ecs"},
+        {"inherit_level": False, "multiline_max_lines": 3, "multiline_max_bytes": 120},
+        {"default_level": "WARNING", "multiline_timeout_secs": 0.3},
+        {"multiline": False},
+        {"format": "oslo"},
+        {"stream_key": ["host"], "source": "message", "redetect_after_lines": 2},
+        {"stream_key": ["[host]", "path"]},
+        {"source": "[message]"},
+        {"keep_original": True},
+    ],
+    ids=lambda config: ",".join(f"{k}={v}" for k, v in config.items()) or "default",
+)
+def test_the_compiled_loop_gives_what_the_python_loop_gives(
+    config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if compiled("_parse_loop") is None:
+        pytest.skip("the compiled parse loop is not built (or LOGSTREAM_PURE is set)")
+    events = _events(seed=len(str(config)), count=3000, streams=7)
+    fast = _run(config, events)
+    monkeypatch.setenv("LOGSTREAM_PURE", "1")
+    pure = _run(config, events)
+    assert fast[1] == pure[1]
+    for number, (got, want) in enumerate(zip(fast[0], pure[0], strict=True)):
+        assert got == want, f"batch {number}"
+    assert sum(map(len, fast[0])) > 500

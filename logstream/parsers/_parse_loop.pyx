@@ -1,0 +1,276 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""The ``parse`` filter's per-line loop, compiled (built by scripts/bootstrap with Cython).
+
+:class:`ParseStream` is ``filters/parse.py``'s ``_Stream`` (with
+:class:`logstream.streams.Stream`'s ``start``/``add``/``finish``) as a C
+struct, so the loop reads and writes a stream's state without attribute
+look-ups; it also keeps its parser's ``parse``, ``continues``, ``folds`` and
+``states_level`` at hand. :class:`ParseLoop` runs the steps
+``ParseFilter.process`` runs for a line its stream's format knows, and hands
+every other line (unknown, already structured, not text, evicted streams,
+records to join) to the filter's own Python methods. The Python loop in
+``filters/parse.py`` stays the reference: ``tests/test_speedups.py`` runs
+both on the same events and compares every event out and every count.
+"""
+
+from cpython.dict cimport PyDict_GetItem, PyDict_Update
+from cpython.unicode cimport PyUnicode_GET_LENGTH, PyUnicode_READ_CHAR
+
+from logstream.event import add_tag
+
+cdef str _TAG_MULTILINE = "multiline"
+cdef Py_ssize_t _MAX_SCOPES = 256
+
+
+cdef inline Py_ssize_t _text_bytes(str text):
+    if text.isascii():
+        return PyUnicode_GET_LENGTH(text)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+cdef class ParseStream:
+    """A stream's format, detection state, levels and held record."""
+
+    cdef public object key
+    # The held record's first event (None: nothing held), its head fields,
+    # its further lines (None until a second one comes), size and last time.
+    cdef public object event
+    cdef public dict head
+    cdef public object parts
+    cdef public Py_ssize_t lines
+    cdef public Py_ssize_t size
+    cdef public double last
+    cdef object _first
+    # Detected from a line without a timestamp: switch at the first line that has one.
+    cdef public bint tentative
+    # Lines in a row the stream's format did not know.
+    cdef public Py_ssize_t misses
+    # Last level stated, by (program, pid).
+    cdef public dict levels
+    # Head of a record let go before its end; raw lines (keep_original only).
+    cdef public object cut
+    cdef public object raw
+    cdef object _parser
+    cdef object _parse
+    cdef object _continues
+    cdef bint _folds
+    cdef bint _states_level
+
+    def __init__(self, key, parser=None):
+        self.key = key
+        self.event = None
+        self.head = {}
+        self.parts = None
+        self.lines = 0
+        self.size = 0
+        self.last = 0.0
+        self._first = ""
+        self.tentative = False
+        self.misses = 0
+        self.levels = {}
+        self.cut = None
+        self.raw = None
+        self.parser = parser
+
+    @property
+    def parser(self):
+        return self._parser
+
+    @parser.setter
+    def parser(self, parser):
+        self._parser = parser
+        if parser is None:
+            self._parse = self._continues = None
+            self._folds = self._states_level = False
+        else:
+            self._parse = parser.parse
+            self._continues = parser.continues
+            self._folds = parser.folds
+            self._states_level = parser.states_level
+
+    cpdef start(self, event, dict head, text, double now):
+        """Hold ``event`` (whose message is ``text``) as the first line of a group."""
+        self.event = event
+        self.head = head
+        self.parts = None
+        self.lines = 1
+        self.size = -1  # the first line's bytes are counted when a second one comes
+        self.last = now
+        self._first = text
+
+    def add(self, str text, double now, Py_ssize_t max_lines, Py_ssize_t max_bytes):
+        """Append a line; ``False`` (and nothing added) when a bound would be passed."""
+        cdef Py_ssize_t size = self.size
+        if size < 0:
+            size = _text_bytes(self._first)
+        size += 1 + _text_bytes(text)
+        if self.lines >= max_lines or size > max_bytes:
+            return False
+        if self.parts is None:
+            self.parts = [self._first]
+        self.parts.append(text)
+        self.lines += 1
+        self.size = size
+        self.last = now
+        return True
+
+    def finish(self, str separator="\n", bint trim=False, put=None):
+        """Release the held event, its message joined from every line."""
+        cdef object event = self.event
+        if event is None:
+            raise RuntimeError("no group is held")  # a bug in the caller, never input
+        cdef list parts = self.parts
+        cdef object tail
+        if parts is not None:
+            if trim:
+                while len(parts) > 1:
+                    tail = parts[len(parts) - 1]  # (no negative indexes: wraparound=False)
+                    if tail and not tail.isspace():
+                        break
+                    parts.pop()
+            if len(parts) > 1:
+                if put is None:
+                    event["message"] = separator.join(parts)
+                else:
+                    put(event, separator.join(parts))
+                add_tag(event, _TAG_MULTILINE)
+        self.event = None
+        self.parts = None
+        self.head = {}
+        self._first = ""
+        return event
+
+
+cdef class ParseLoop:
+    """``ParseFilter.process`` for lines without ``keep_original``."""
+
+    cdef object _filter
+    cdef object _table
+    cdef dict _open
+    cdef object _source
+    cdef object _get_line
+    cdef tuple _names
+    cdef object _key_of
+    cdef frozenset _parsed
+    cdef str _default_level
+    cdef bint _inherit
+    cdef bint _multiline
+    cdef object _apply
+    cdef bint _plain_apply
+
+    def __init__(self, parse_filter, table, dict open_streams, source, get_line, names, key_of,
+                 frozenset parsed, str default_level, bint inherit, bint multiline, apply,
+                 bint plain_apply):
+        self._filter = parse_filter
+        self._table = table
+        self._open = open_streams
+        self._source = source
+        self._get_line = get_line
+        self._names = names
+        self._key_of = key_of
+        self._parsed = parsed
+        self._default_level = default_level
+        self._inherit = inherit
+        self._multiline = multiline
+        self._apply = apply
+        self._plain_apply = plain_apply
+
+    def process(self, list batch, double now):
+        cdef list out = []
+        cdef dict event, fields, levels
+        cdef ParseStream stream = None
+        cdef object key, last_key = None, line, value, held, text, level, scope
+        cdef object first = None, second = None, third = None
+        cdef object table = self._table
+        cdef object evicted = table.evicted
+        cdef object parse_filter = self._filter
+        cdef frozenset parsed = self._parsed
+        cdef dict open_streams = self._open
+        cdef object source = self._source
+        cdef bint names = self._names is not None
+        cdef Py_ssize_t n
+        cdef Py_UCS4 last_char
+        cdef void *found
+        if names:
+            first, second, third = self._names
+        for item in batch:
+            event = <dict?>item
+            if source is not None:
+                found = PyDict_GetItem(event, source)
+                line = <object>found if found is not NULL else None
+            else:
+                line = self._get_line(event)
+            if names:
+                key = (event.get(first), event.get(second), event.get(third))
+            else:
+                key = self._key_of(event)
+            if stream is None or key != last_key:
+                stream = <ParseStream?>table.get(key)
+                last_key = key
+                if evicted:
+                    parse_filter._release_evicted(out)
+            found = PyDict_GetItem(event, "format")
+            if found is not NULL and type(<object>found) is str and <object>found in parsed:
+                parse_filter._already_parsed(stream, event, out)
+                continue
+            if type(line) is not str:
+                line = parse_filter._coerce(line, event)
+                if line is None:
+                    parse_filter._no_text(stream, event, out)
+                    continue
+            n = PyUnicode_GET_LENGTH(line)
+            if n:
+                last_char = PyUnicode_READ_CHAR(line, n - 1)
+                if last_char == 10 or last_char == 13:
+                    line = (<str>line).rstrip("\r\n")
+            if stream._parse is None:
+                parse_filter._unknown(stream, event, line, now, out)
+                continue
+            value = stream._parse(line, event)
+            if value is None:
+                parse_filter._unknown(stream, event, line, now, out)
+                continue
+            fields = <dict?>value
+            stream.misses = 0
+            if stream.tentative and "@timestamp" in fields:
+                stream.tentative = False
+            held = stream.event
+            if held is not None:
+                if stream._continues is not None:
+                    text = stream._continues(stream.head, fields)
+                    if text is not None:
+                        parse_filter._fold(stream, event, text, line, now, out)
+                        continue
+                if stream.parts is None:
+                    stream.event = None  # a one-line record: nothing to join
+                    out.append(held)
+                else:
+                    out.append(parse_filter._finish(stream))
+            stream.cut = None
+            if stream._states_level:
+                if "level" not in fields:
+                    fields["level"] = self._default_level
+            else:
+                level = fields.get("level")
+                levels = stream.levels
+                scope = (fields.get("program"), fields.get("pid"))
+                if level is None:
+                    fields["level"] = (
+                        levels.get(scope, self._default_level) if self._inherit
+                        else self._default_level
+                    )
+                elif levels.get(scope) != level:
+                    if len(levels) >= _MAX_SCOPES:
+                        levels.clear()
+                    levels[scope] = level
+            if self._plain_apply:
+                PyDict_Update(event, fields)
+            else:
+                self._apply(event, fields)
+            if self._multiline and stream._folds:
+                found = PyDict_GetItem(fields, "message")
+                stream.start(event, fields, <object>found if found is not NULL else line, now)
+                open_streams[stream.key] = stream
+            else:
+                out.append(event)
+        return out

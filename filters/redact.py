@@ -77,6 +77,7 @@ from pydantic import Field, field_validator
 
 from logstream.event import Batch
 from logstream.fields import Get, Set, getter, parse_path, setter
+from logstream.parsers.common import compiled
 from logstream.units import BuildContext, Filter, FilterConfig
 
 RuleName = Literal[
@@ -449,6 +450,11 @@ class RedactFilter(Filter):
         self._known: set[str] = set()
         self._secret_names: set[str] = set()
         self._by_field_name = config.by_field_name
+        # The objects inside a batch's events, gathered in C where the module is built.
+        fast = compiled("_redact_fast", "logstream")
+        self._nested_objects: Callable[[Batch], list[dict[str, Any]] | None] | None = (
+            None if fast is None else fast.nested_objects
+        )
 
     def redact_text(self, text: str) -> str:
         """``text`` with every secret the rules find masked (counted)."""
@@ -577,6 +583,10 @@ class RedactFilter(Filter):
         elif not self._secret_names.isdisjoint(keys):
             for event in batch:
                 self._mask_keys(event)
+        if self._nested_objects is not None:  # the same steps, compiled
+            for node in self._nested_objects(batch) or ():
+                self._walk(node, 1)
+            return
         types = list(map(type, chain.from_iterable(map(dict.values, batch))))
         kinds = set(types)
         if dict not in kinds and list not in kinds:

@@ -69,8 +69,8 @@ class Parser(Protocol):
 # --------------------------------------------------------------------------- compiled fast paths
 
 
-def compiled(name: str = "_speedups") -> ModuleType | None:
-    """The compiled fast paths ``logstream.parsers.<name>`` (a Cython module), or ``None``.
+def compiled(name: str = "_speedups", package: str = "logstream.parsers") -> ModuleType | None:
+    """The compiled fast paths ``<package>.<name>`` (a Cython module), or ``None``.
 
     ``None`` where the module was not built (no Cython or C compiler at
     install time), where its ``.pyx`` source is newer than the build (a
@@ -82,7 +82,7 @@ def compiled(name: str = "_speedups") -> ModuleType | None:
     if os.environ.get("LOGSTREAM_PURE", "0") not in ("", "0"):
         return None
     try:
-        module = importlib.import_module(f"logstream.parsers.{name}")
+        module = importlib.import_module(f"{package}.{name}")
     except ImportError:
         return None
     built = getattr(module, "__file__", None)

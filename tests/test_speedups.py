@@ -119,6 +119,28 @@ def test_oslo_corpus_lines(monkeypatch: pytest.MonkeyPatch) -> None:
     assert assert_same(pure, fast, lines + mutants(lines, 20_000)) > 5000
 
 
+def test_oslo_continues(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which parsed line folds into which held record: the same in both."""
+    pure, fast = parser_pair("oslo", monkeypatch)
+    assert pure.continues is not None and fast.continues is not None
+    stamp = "2026-03-02 09:15:27.118"
+    lines = [
+        f"{stamp} {pid}{level} {logger} [-] text"
+        for pid in ("", "42 ", "43 ")
+        for level in ("ERROR", "TRACE", "INFO")
+        for logger in ("nova.api", "nova.db")
+    ] + [f"2026-03-02 09:15:28.118 42 {level} nova.api [-] x" for level in ("ERROR", "TRACE")]
+    fields = [pure.parse(line, {}) for line in lines]
+    folded = 0
+    for head in fields:
+        for line in fields:
+            assert head is not None and line is not None
+            want = pure.continues(head, line)
+            assert fast.continues(head, line) == want
+            folded += want is not None
+    assert folded > 20
+
+
 _FRAGMENTS = st.sampled_from(
     [
         "2026-03-02 09:15:27.118",

@@ -183,6 +183,8 @@ cdef class ParseLoop:
         cdef object first = None, second = None, third = None
         cdef object table = self._table
         cdef object evicted = table.evicted
+        cdef object streams = table._streams
+        cdef object move_to_end = streams.move_to_end
         cdef object parse_filter = self._filter
         cdef frozenset parsed = self._parsed
         cdef dict open_streams = self._open
@@ -205,10 +207,17 @@ cdef class ParseLoop:
             else:
                 key = self._key_of(event)
             if stream is None or key != last_key:
-                stream = <ParseStream?>table.get(key)
+                # StreamTable.get, inline for a stream it has (an unhashable key,
+                # a new stream and evictions go through it).
+                found = PyDict_GetItem(streams, key)
+                if found is not NULL:
+                    stream = <ParseStream?>found
+                    move_to_end(key)
+                else:
+                    stream = <ParseStream?>table.get(key)
+                    if evicted:
+                        parse_filter._release_evicted(out)
                 last_key = key
-                if evicted:
-                    parse_filter._release_evicted(out)
             found = PyDict_GetItem(event, "format")
             if found is not NULL and type(<object>found) is str and <object>found in parsed:
                 parse_filter._already_parsed(stream, event, out)

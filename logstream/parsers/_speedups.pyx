@@ -216,3 +216,19 @@ cdef class Oslo:
             else:
                 fields["message"] = message
         return fields
+
+
+def oslo_continues(dict head, dict line):
+    """``oslo.continues``: a TRACE line, or an ERROR line of the same record, folds
+    into the ERROR record (the text to fold, or ``None``)."""
+    if line["level"] != "ERROR":
+        return None
+    if (
+        line["@timestamp"] != head.get("@timestamp")
+        or line.get("pid") != head.get("pid")
+        or line["logger"] != head.get("logger")
+    ):
+        return None
+    if line.get("level_original") == "TRACE" or head.get("level") == "ERROR":
+        return str(line["message"])
+    return None

@@ -174,6 +174,7 @@ class OsloParser:
             self.parse = fast.Oslo(  # type: ignore[method-assign]
                 NAME, self._known_levels, self._levels.get, self._known_stamps, stamps.local
             ).parse
+            self.continues = fast.oslo_continues
 
     def parse(self, line: str, event: Event) -> Fields | None:
         match = self._match(line)

@@ -320,21 +320,7 @@ class ParseFilter(GroupingFilter[_Stream]):
         # The lines of `process` below, compiled (not for keep_original: `_record`).
         self._loop: Any = None
         if fast is not None and not self._keep_original:
-            self._loop = fast.ParseLoop(
-                self,
-                streams,
-                self._open,
-                self._source,
-                self._get_line,
-                self._key_names,
-                self._key,
-                _PARSED,
-                self._default_level,
-                self._inherit,
-                self._multiline,
-                self._apply,
-                not self._ecs,
-            )
+            self._loop = fast.ParseLoop(self, streams, _PARSED, not self._ecs)
 
     # ----------------------------------------------------------------- batches
 

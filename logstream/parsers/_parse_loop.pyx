@@ -98,7 +98,7 @@ cdef class ParseStream:
         self.last = now
         self._first = text
 
-    def add(self, str text, double now, Py_ssize_t max_lines, Py_ssize_t max_bytes):
+    cpdef bint add(self, text, double now, Py_ssize_t max_lines, Py_ssize_t max_bytes) except -1:
         """Append a line; ``False`` (and nothing added) when a bound would be passed."""
         cdef Py_ssize_t size = self.size
         if size < 0:
@@ -157,23 +157,30 @@ cdef class ParseLoop:
     cdef bint _multiline
     cdef object _apply
     cdef bint _plain_apply
+    cdef bint _auto
+    cdef Py_ssize_t _redetect_after
+    cdef Py_ssize_t _max_lines
+    cdef Py_ssize_t _max_bytes
 
-    def __init__(self, parse_filter, table, dict open_streams, source, get_line, names, key_of,
-                 frozenset parsed, str default_level, bint inherit, bint multiline, apply,
-                 bint plain_apply):
+    def __init__(self, parse_filter, table, frozenset parsed, bint plain_apply):
+        """``parse_filter``'s settings are read once here (they never change)."""
         self._filter = parse_filter
         self._table = table
-        self._open = open_streams
-        self._source = source
-        self._get_line = get_line
-        self._names = names
-        self._key_of = key_of
         self._parsed = parsed
-        self._default_level = default_level
-        self._inherit = inherit
-        self._multiline = multiline
-        self._apply = apply
         self._plain_apply = plain_apply
+        self._open = parse_filter._open
+        self._source = parse_filter._source
+        self._get_line = parse_filter._get_line
+        self._names = parse_filter._key_names
+        self._key_of = parse_filter._key
+        self._default_level = parse_filter._default_level
+        self._inherit = parse_filter._inherit
+        self._multiline = parse_filter._multiline
+        self._apply = parse_filter._apply
+        self._auto = parse_filter._auto
+        self._redetect_after = parse_filter._redetect_after
+        self._max_lines = parse_filter._max_lines
+        self._max_bytes = parse_filter._max_bytes
 
     def process(self, list batch, double now):
         cdef list out = []
@@ -190,7 +197,7 @@ cdef class ParseLoop:
         cdef dict open_streams = self._open
         cdef object source = self._source
         cdef bint names = self._names is not None
-        cdef Py_ssize_t n
+        cdef Py_ssize_t n, merged = 0
         cdef Py_UCS4 last_char
         cdef void *found
         if names:
@@ -237,6 +244,19 @@ cdef class ParseLoop:
                 continue
             value = stream._parse(line, event)
             if value is None:
+                # A line its stream's format does not know: ParseFilter._unknown,
+                # inline for the common one -- a continuation line of the held
+                # record, with no detection due.
+                if stream.event is not None and not (
+                    self._auto
+                    and (stream.tentative or stream.misses + 1 > self._redetect_after)
+                ):
+                    stream.misses += 1
+                    if stream.add(line, now, self._max_lines, self._max_bytes):
+                        merged += 1
+                    else:  # a bound: the record goes, its rest starts a split event
+                        parse_filter._fold(stream, event, line, line, now, out)
+                    continue
                 parse_filter._unknown(stream, event, line, now, out)
                 continue
             fields = <dict?>value
@@ -282,4 +302,5 @@ cdef class ParseLoop:
                 open_streams[stream.key] = stream
             else:
                 out.append(event)
+        parse_filter._merged += merged
         return out

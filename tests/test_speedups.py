@@ -12,6 +12,9 @@ import copy
 import itertools
 import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -350,3 +353,33 @@ def test_redact_compiled_helpers_give_what_the_python_steps_give(
     pure = _redact_run(events)
     assert fast == pure
     assert fast[1] > 500  # secrets were found at every depth, in both
+
+
+# --------------------------------------------------------------------------- the reference itself
+
+_PARSE_TESTS = [
+    "tests/test_parsers.py",
+    "tests/test_parse_filter.py",
+    "tests/test_parse_formats.py",
+    "tests/test_parse_properties.py",
+    "tests/test_multiline.py",
+    "tests/test_fast_paths.py",
+    "tests/test_redact_recall.py",
+]
+
+
+def test_the_parse_and_redact_tests_pass_in_pure_python() -> None:
+    """The rest of the suite runs the compiled code; the pure-Python code it is
+    compared with must keep passing the same tests on its own."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *_PARSE_TESTS],
+        cwd=root,
+        env={**os.environ, "LOGSTREAM_PURE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout

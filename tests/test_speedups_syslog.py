@@ -12,6 +12,7 @@ there. See ``tests/support/speedups.py``.
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.util
 import itertools
 import os
@@ -19,12 +20,14 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logstream.parsers import common, oslo, syslog
+from logstream.clock import ManualClock
+from logstream.parsers import build_parsers, common, oslo, syslog
 from logstream.parsers.common import Parser, compiled
 from tests.support.speedups import CORPUS, assert_same, corpus_lines, mutants, parser_pair
 
@@ -41,7 +44,8 @@ def pair(name: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Parser, Parser]:
 
 
 def same(pure: Parser, fast: Parser, lines: Iterable[str]) -> int:
-    """:func:`assert_same`, where a line the Python parser raises on must raise alike."""
+    """:func:`assert_same`, and the fields in the same order; where the Python
+    parser raises on a line, the compiled one must raise alike."""
     readable = []
     for line in lines:
         try:
@@ -51,7 +55,11 @@ def same(pure: Parser, fast: Parser, lines: Iterable[str]) -> int:
                 fast.parse(line, {"message": line})
             continue
         readable.append(line)
-    return assert_same(pure, fast, readable)
+    accepted = assert_same(pure, fast, readable)
+    for line in readable:  # and in the same order (the order events are written in)
+        want = pure.parse(line, {"message": line})
+        assert list(fast.parse(line, {"message": line}) or ()) == list(want or ()), line
+    return accepted
 
 
 def test_the_syslog_fast_path_is_built_and_used(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -317,6 +325,46 @@ def test_common_lines_take_the_fast_path_without_re(monkeypatch: pytest.MonkeyPa
                 read[name] += 1
     assert read["syslog"] >= 500
     assert read["journal"] >= 500
+
+
+def _built(clock: ManualClock, zone: dt.tzinfo | None, *, pure: bool) -> Any:
+    with pytest.MonkeyPatch.context() as patch:
+        if pure:
+            patch.setenv("LOGSTREAM_PURE", "1")
+        return build_parsers(clock, zone)
+
+
+@pytest.mark.parametrize("zone", [None, ZoneInfo("America/New_York")], ids=["utc", "zone"])
+def test_year_guesses_follow_the_day_and_the_zone(
+    monkeypatch: pytest.MonkeyPatch, zone: dt.tzinfo | None
+) -> None:
+    """Year-less times read the year guess the Timestamps cache holds for the
+    current day: across New Year (``refresh``) both parsers move alike; a
+    configured zone converts alike."""
+    pair("syslog", monkeypatch)  # skips when not built
+    start = dt.datetime(2026, 12, 31, 12, tzinfo=dt.UTC).timestamp()
+    clocks = {kind: ManualClock(wall_start=start) for kind in ("pure", "fast")}
+    built = {kind: _built(clocks[kind], zone, pure=kind == "pure") for kind in clocks}
+    lines = [
+        "Jan  1 00:30:00 h a: x",
+        "Jan  2 00:30:00 h a: x",  # 2026 on the first day, 2027 on the next
+        "Jan 2 00:30:00 h a: x",
+        "Jan  2 00:30:00.5 h a[1]: x",
+        "Dec 31 23:30:00 h a: x",
+        "Feb 29 10:00:00 h a: x",
+        "Jan  1 00:30:00.5 h a[1]: INFO x [-] y",
+        "Mar  8 02:30:00 h a: x",  # no such time in New York
+        "Nov  1 01:30:00 h a: x",  # twice in New York
+        "Nov  1 2026 01:30:00 h a: x",
+        "2026-11-01T01:30:00 h a: x",
+    ]
+    for _ in range(3):
+        for kind in clocks:
+            built[kind][0].refresh()
+        for name in FORMATS:
+            assert same(built["pure"][1][name], built["fast"][1][name], lines) > 0
+        for clock in clocks.values():
+            clock.advance(86_400.0)
 
 
 # --------------------------------------------------------------------------- hypothesis

@@ -161,7 +161,7 @@ cdef str _program(dict fields, str text, Py_ssize_t s):
     cdef Py_ssize_t n = PyUnicode_GET_LENGTH(text)
     cdef Py_ssize_t p, q, last
     cdef Py_UCS4 c
-    cdef str pid
+    cdef long long value
     cdef bint number
     if s >= n:
         return text[s:]
@@ -182,11 +182,14 @@ cdef str _program(dict fields, str text, Py_ssize_t s):
         elif c == 91:  # "[": "[pid]:" or no tag at all
             q = p + 1
             number = True
+            value = 0
             while q < n and q - p <= 129:
                 c = PyUnicode_READ_CHAR(text, q)
                 if _space(c) or c == 91 or c == 93:
                     break
-                if not _digit(c):
+                if number and _digit(c) and q - p <= 10:
+                    value = value * 10 + (<long long>c - 48)
+                else:
                     number = False
                 q += 1
             if (
@@ -199,11 +202,10 @@ cdef str _program(dict fields, str text, Py_ssize_t s):
             ):
                 return text[s:]
             fields["program"] = text[s:p]
-            pid = text[p + 1 : q]
-            if number and q - p - 1 <= 10:
-                fields["pid"] = int(pid)
+            if number:  # 1 to 10 ASCII digits (syslog._program's test)
+                fields["pid"] = value
             else:
-                fields["syslog_procid"] = pid
+                fields["syslog_procid"] = text[p + 1 : q]
             return text[q + 3 :]
         elif _space(c) or c == 93:
             return text[s:]
@@ -216,6 +218,7 @@ cdef class Syslog:
     cdef str _name
     cdef bint _journal
     cdef object _yearless
+    cdef dict _known_yearless
     cdef dict _known_local
     cdef object _local
     cdef dict _known_offset
@@ -236,6 +239,10 @@ cdef class Syslog:
         self._name = name
         self._journal = journal
         self._yearless = stamps.yearless
+        # Timestamps.yearless's own cache (cleared in place by refresh()), read
+        # first as yearless() does; without one every line calls yearless().
+        known = getattr(stamps, "_yearless", None)
+        self._known_yearless = known if type(known) is dict else {}
         self._known_local = stamps.known_local
         self._local = stamps.local
         self._known_offset = stamps.known_offset
@@ -256,7 +263,8 @@ cdef class Syslog:
         cdef int pri = -1
         cdef bint month_form, has_year = False
         cdef Py_UCS4 c
-        cdef object prefix, number, rest = None
+        cdef object prefix, number
+        cdef bint rest = False
         cdef str key, host, message
         cdef dict fields
         if n == 0:
@@ -367,15 +375,24 @@ cdef class Syslog:
         if k < n:
             if PyUnicode_READ_CHAR(line, k) != 32:
                 return None
-            rest = line[k + 1 :]
+            rest = True
         # The time.
         if month_form:
             if self._journal and (frac_len == 0 or pri >= 0):
                 return None
             if not has_year:
-                prefix = self._yearless(
-                    line[i : i + 3], line[day_at : day_at + day_len], line[clock_at : clock_at + 8]
-                )
+                # yearless()'s key: f"{month} {day} {clock}"
+                if day_at == i + 4:
+                    key = line[i : clock_at + 8]
+                else:
+                    key = line[i : i + 4] + line[day_at : clock_at + 8]
+                prefix = self._known_yearless.get(key)
+                if prefix is None:
+                    prefix = self._yearless(
+                        line[i : i + 3],
+                        line[day_at : day_at + day_len],
+                        line[clock_at : clock_at + 8],
+                    )
             else:
                 number = _MONTHS.get(line[i : i + 3])
                 if number is None:
@@ -418,14 +435,14 @@ cdef class Syslog:
         }
         # The host, or no host: "Jun  9 15:50:06 tgtd: ..."
         if k > host_at and PyUnicode_READ_CHAR(line, k - 1) == 58:  # host ends with ":"
-            if rest is None:
+            if not rest:
                 message = _program(fields, line[host_at:k] + " ", 0)
             else:
                 message = _program(fields, line, host_at)
         else:
             if k > host_at:
                 fields["host"] = line[host_at:k]
-            if rest is None:
+            if not rest:
                 message = ""
             else:
                 message = _program(fields, line, k + 1)

@@ -69,6 +69,7 @@ from logstream.parsers.common import (
     Fields,
     LevelMap,
     Timestamps,
+    compiled,
     frac3,
     is_number,
     leading_level,
@@ -160,6 +161,11 @@ class SyslogParser:
         self._stamps = stamps
         self._oslo_levels = oslo.oslo_levels()
         self._levels = LevelMap()
+        fast = compiled("_syslog_fast")
+        if fast is not None:  # the same reading, without the regexes
+            self.parse = fast.Syslog(  # type: ignore[method-assign]
+                self.name, journal, stamps, self._oslo_levels, self._levels, _parse_iso, self.parse
+            ).parse
 
     def parse(self, line: str, event: Event) -> Fields | None:
         match = self._match(line)

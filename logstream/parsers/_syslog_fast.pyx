@@ -9,10 +9,8 @@ word and the journal's ``-- Logs begin ... --`` lines. The Python parser stays
 the reference (``tests/test_speedups_syslog.py`` runs both on generated lines,
 random edits of them, hypothesis text and the corpus). What it hands back to
 Python: terminal escapes (``strip_ansi``, only for text holding ESC), a leading
-level word with non-ASCII text in its first 24 characters (``leading_level``),
-the timestamp conversions and their caches (``Timestamps``), and the one shape
-where the Python parser raises (a journal ISO time with a ``Z`` zone), which
-runs the Python parse so that both behave alike.
+level word with non-ASCII text in its first 24 characters (``leading_level``)
+and the timestamp conversions and their caches (``Timestamps``).
 """
 
 from cpython.unicode cimport PyUnicode_READ_CHAR, PyUnicode_GET_LENGTH
@@ -408,9 +406,7 @@ cdef class Syslog:
             if self._journal:
                 if pri >= 0:
                     return None
-                if zone_len == 1:  # "Z": the Python parser's zone[-3] fails on it
-                    return self._pure(line, event)
-                if zone_len == 0 or PyUnicode_READ_CHAR(line, zone_at + zone_len - 3) == 58:
+                if zone_len <= 1 or PyUnicode_READ_CHAR(line, zone_at + zone_len - 3) == 58:
                     return None  # journalctl's short-iso writes +hhmm
             if zone_len == 0:
                 key = line[i : i + 19]

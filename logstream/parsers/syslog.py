@@ -186,7 +186,9 @@ class SyslogParser:
                 prefix = self._stamps.local(f"{year}-{number:02d}-{int(day):02d} {clock}")
         else:
             fraction = iso_fraction
-            if self._journal and (pri is not None or zone is None or zone[-3] == ":"):
+            if self._journal and (
+                pri is not None or zone is None or zone == "Z" or zone[-3] == ":"
+            ):
                 return None  # journalctl's short-iso writes +hhmm
             if zone is None:
                 prefix = self._stamps.local(iso)

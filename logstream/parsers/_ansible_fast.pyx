@@ -1,0 +1,298 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""Compiled fast path of ``ansible.LogParser.parse`` (built by scripts/bootstrap with Cython).
+
+Reads an ``ansible.log`` line exactly as the pure-Python parser does (same
+fields, same ``None``), without Python's regex engine for the prefix (the
+``_LOG_LINE`` regex becomes one scan) nor for the common playbook lines
+(banners, ``ok: [host]`` results, warnings, ``<host>`` lines). The rarer
+playbook lines (``included:``, ad-hoc ``host | SUCCESS``, recap) go to the
+Python ``classify``; a line whose ``u=``/``n=`` value holds a ``|`` (where
+the regex backtracks into the value) goes to the Python parser.
+The Python parser stays the reference (``tests/test_speedups_text.py``).
+"""
+
+from cpython.unicode cimport PyUnicode_READ_CHAR, PyUnicode_GET_LENGTH
+
+from logstream.parsers.common import strip_ansi
+
+
+cdef inline bint _digit(Py_UCS4 c) noexcept:
+    return 48 <= c <= 57
+
+
+cdef inline bint _upper(Py_UCS4 c) noexcept:
+    return 65 <= c <= 90
+
+
+cdef inline bint _space(Py_UCS4 c) noexcept:
+    # \s of re.ASCII: space, \t \n \v \f \r
+    return c == 32 or 9 <= c <= 13
+
+
+cdef inline bint _ascii_number(str text) noexcept:
+    """``text.isdigit() and text.isascii()``."""
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(text), i
+    if n == 0:
+        return False
+    for i in range(n):
+        if not _digit(PyUnicode_READ_CHAR(text, i)):
+            return False
+    return True
+
+
+cdef str _INFO = "INFO"
+cdef str _NOTICE = "NOTICE"
+cdef str _WARNING = "WARNING"
+cdef str _ERROR = "ERROR"
+cdef str _DEBUG = "DEBUG"
+
+# _BANNERS of ansible.py
+cdef tuple _BANNERS = (
+    ("TASK [", "ansible_task"),
+    ("PLAY [", "ansible_play"),
+    ("RUNNING HANDLER [", "ansible_task"),
+)
+cdef tuple _PLAIN_BANNERS = ("PLAY RECAP", "PLAYBOOK: ", "META: ", "PLAY [")
+# _RESULT's words -> (level, original)
+cdef dict _RESULTS = {
+    "ok": (_INFO, "ok"),
+    "skipping": (_INFO, "skipping"),
+    "changed": (_NOTICE, "changed"),
+    "fatal": (_ERROR, "fatal"),
+    "failed": (_ERROR, "failed"),
+    "unreachable": (_ERROR, "unreachable"),
+}
+
+
+cdef int _result(str text, Py_ssize_t n, dict fields) except -1:
+    """``_RESULT.match``: ``(ok|changed|...): \\[([^\\]]{1,300})\\]``; 1 when it matched."""
+    cdef Py_ssize_t colon, end
+    cdef tuple info
+    colon = text.find(": [", 0, 15)
+    if colon < 2:
+        return 0
+    info = _RESULTS.get(text[:colon])
+    if info is None:
+        return 0
+    end = text.find("]", colon + 3, colon + 304)
+    if end <= colon + 3:
+        return 0
+    fields["level"] = info[0]
+    fields["level_original"] = info[1]
+    fields["ansible_host"] = text[colon + 3 : end]
+    return 1
+
+
+cdef object _classify(str text, dict fields, object py_classify):
+    """``ansible.classify`` (``text`` not empty): True / False."""
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(text), end
+    cdef Py_UCS4 first = PyUnicode_READ_CHAR(text, 0)
+    cdef str prefix, key
+    if first == 84 or first == 80 or first == 82 or first == 77:  # T P R M
+        for prefix, key in _BANNERS:
+            if text.startswith(prefix):
+                end = text.find("]", PyUnicode_GET_LENGTH(prefix))
+                if end > 0:
+                    fields[key] = text[PyUnicode_GET_LENGTH(prefix) : end]
+                    fields["level"] = _INFO
+                    return True
+        if text.startswith(_PLAIN_BANNERS):
+            fields["level"] = _INFO
+            return True
+    elif first == 111 or first == 99 or first == 115 or first == 102 or first == 117 or first == 105:
+        # o c s f u i: a result, else the Python code (included:, ad-hoc, recap)
+        if _result(text, n, fields):
+            return True
+        return py_classify(text, fields)
+    elif first == 91:  # [
+        if text.startswith("[WARNING]"):
+            fields["level"] = _WARNING
+            return True
+        if text.startswith("[DEPRECATION WARNING]"):
+            fields["level"] = _WARNING
+            fields["level_original"] = "DEPRECATION WARNING"
+            return True
+        if text.startswith("[ERROR]"):
+            fields["level"] = _ERROR
+            return True
+    elif first == 69:  # E
+        if text.startswith("ERROR!"):
+            fields["level"] = _ERROR
+            fields["level_original"] = "ERROR!"
+            return True
+    elif first == 60:  # <
+        end = text.find("> ", 1)
+        if 0 < end < 300:
+            fields["level"] = _DEBUG
+            fields["ansible_host"] = text[1:end]
+            return True
+    if text.find(" | ", 0, 302) >= 0 or ": ok=" in text:  # ad-hoc, recap
+        return py_classify(text, fields)
+    return False
+
+
+cdef class AnsibleLog:
+    """``ansible.LogParser.parse`` without the regex (same fields, same ``None``)."""
+
+    cdef str _name
+    cdef dict _known_stamps
+    cdef object _stamps_local
+    cdef dict _logging_levels
+    cdef object _classify
+    cdef object _python_parse
+
+    def __init__(
+        self, str name, dict known_stamps, stamps_local, dict logging_levels, classify, python_parse
+    ):
+        self._name = name
+        self._known_stamps = known_stamps
+        self._stamps_local = stamps_local
+        self._logging_levels = logging_levels
+        self._classify = classify
+        self._python_parse = python_parse
+
+    def parse(self, str line, event):
+        cdef Py_ssize_t n = PyUnicode_GET_LENGTH(line)
+        cdef Py_ssize_t i, k, p_end, u_start, u_end, s, lv
+        cdef Py_UCS4 c
+        cdef bint bar = False
+        cdef str stamp, first, second, text, pid, user
+        cdef object logger = None, logged_level = None, prefix, level
+        cdef dict fields
+        # (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) p=
+        if n < 30:  # stamp (19) ",mmm p=" " u=" "|"
+            return None
+        for i in range(19):
+            c = PyUnicode_READ_CHAR(line, i)
+            if i == 4 or i == 7:
+                if c != 45:  # -
+                    return None
+            elif i == 10:
+                if c != 32:
+                    return None
+            elif i == 13 or i == 16:
+                if c != 58:  # :
+                    return None
+            elif not _digit(c):
+                return None
+        if (
+            PyUnicode_READ_CHAR(line, 19) != 44  # ,
+            or not _digit(PyUnicode_READ_CHAR(line, 20))
+            or not _digit(PyUnicode_READ_CHAR(line, 21))
+            or not _digit(PyUnicode_READ_CHAR(line, 22))
+            or PyUnicode_READ_CHAR(line, 23) != 32
+            or PyUnicode_READ_CHAR(line, 24) != 112  # p
+            or PyUnicode_READ_CHAR(line, 25) != 61  # =
+        ):
+            return None
+        # (\S*) u=  (the \S run cannot give back: " u=" starts with a space)
+        i = 26
+        while i < n and not _space(PyUnicode_READ_CHAR(line, i)):
+            i += 1
+        p_end = i
+        if (
+            i + 3 >= n
+            or PyUnicode_READ_CHAR(line, i) != 32
+            or PyUnicode_READ_CHAR(line, i + 1) != 117  # u
+            or PyUnicode_READ_CHAR(line, i + 2) != 61  # =
+        ):
+            return None
+        # (\S*): a "|" in it is where the regex may backtrack: the Python parser reads that
+        u_start = i + 3
+        i = u_start
+        while i < n:
+            c = PyUnicode_READ_CHAR(line, i)
+            if _space(c):
+                break
+            if c == 124:
+                bar = True
+            i += 1
+        if bar:
+            return self._python_parse(line, event)
+        u_end = i
+        # what follows must start with a space (" n=", " LEVEL", " |")
+        if i >= n or PyUnicode_READ_CHAR(line, i) != 32:
+            return None
+        # (?: n=(\S*))?
+        if (
+            i + 2 < n
+            and PyUnicode_READ_CHAR(line, i + 1) == 110  # n
+            and PyUnicode_READ_CHAR(line, i + 2) == 61  # =
+        ):
+            k = i + 3
+            while k < n:
+                c = PyUnicode_READ_CHAR(line, k)
+                if _space(c):
+                    break
+                if c == 124:
+                    return self._python_parse(line, event)
+                k += 1
+            logger = line[i + 3 : k]
+            i = k
+            # without n=, " n..." cannot match the rest: no need to try it
+        # (?: ([A-Z]{3,8}))? ?\| ?(.*)\Z  at i
+        s = -1
+        if i < n:
+            c = PyUnicode_READ_CHAR(line, i)
+            if c == 124:  # |
+                s = i + 1
+            elif c == 32 and i + 1 < n:
+                c = PyUnicode_READ_CHAR(line, i + 1)
+                if c == 124:
+                    s = i + 2
+                elif _upper(c):
+                    k = i + 1
+                    while k < n and k - i <= 8 and _upper(PyUnicode_READ_CHAR(line, k)):
+                        k += 1
+                    lv = k - i - 1
+                    if 3 <= lv <= 8 and k < n:
+                        c = PyUnicode_READ_CHAR(line, k)
+                        if c == 124:
+                            s = k + 1
+                        elif c == 32 and k + 1 < n and PyUnicode_READ_CHAR(line, k + 1) == 124:
+                            s = k + 2
+                        if s >= 0:
+                            logged_level = line[i + 1 : k]
+        if s < 0:
+            return None
+        if s < n and PyUnicode_READ_CHAR(line, s) == 32:
+            s += 1
+        stamp = line[0:19]
+        prefix = self._known_stamps.get(stamp)
+        if prefix is None:
+            prefix = self._stamps_local(stamp)
+            if prefix is None:
+                return None
+        first = line[26:p_end]
+        second = line[u_start:u_end]
+        if _ascii_number(first):
+            pid, user = first, second
+        elif _ascii_number(second):
+            pid, user = second, first  # Ansible 2.8 and 2.9
+        else:
+            pid, user = "", second
+        if s < n and PyUnicode_READ_CHAR(line, s) == 32:
+            text = line[s:].lstrip(" ")
+        else:
+            text = line[s:]
+        if "\x1b" in text:
+            text = strip_ansi(text)
+        fields = {
+            "@timestamp": f"{prefix}.{line[20:23]}Z",
+            "format": self._name,
+            "message": text,
+        }
+        k = PyUnicode_GET_LENGTH(pid)
+        if k and k <= 10:
+            fields["pid"] = int(pid)
+        if user:
+            fields["user"] = user
+        if logger:
+            fields["logger"] = logger
+        if text:
+            _classify(text, fields, self._classify)
+        if logged_level is not None and "level" not in fields:
+            level = self._logging_levels.get(logged_level)
+            if level is not None:
+                fields["level"] = level
+        return fields

@@ -156,6 +156,7 @@ cdef class AnsibleLog:
         cdef Py_ssize_t i, k, p_end, u_start, u_end, s, lv
         cdef Py_UCS4 c
         cdef bint bar = False
+        cdef long long number
         cdef str stamp, first, second, text, pid, user
         cdef object logger = None, logged_level = None, prefix, level
         cdef dict fields
@@ -255,8 +256,6 @@ cdef class AnsibleLog:
                             logged_level = line[i + 1 : k]
         if s < 0:
             return None
-        if s < n and PyUnicode_READ_CHAR(line, s) == 32:
-            s += 1
         stamp = line[0:19]
         prefix = self._known_stamps.get(stamp)
         if prefix is None:
@@ -271,10 +270,9 @@ cdef class AnsibleLog:
             pid, user = second, first  # Ansible 2.8 and 2.9
         else:
             pid, user = "", second
-        if s < n and PyUnicode_READ_CHAR(line, s) == 32:
-            text = line[s:].lstrip(" ")
-        else:
-            text = line[s:]
+        while s < n and PyUnicode_READ_CHAR(line, s) == 32:  # text.lstrip(" ")
+            s += 1
+        text = line[s:]
         if "\x1b" in text:
             text = strip_ansi(text)
         fields = {
@@ -283,8 +281,11 @@ cdef class AnsibleLog:
             "message": text,
         }
         k = PyUnicode_GET_LENGTH(pid)
-        if k and k <= 10:
-            fields["pid"] = int(pid)
+        if k and k <= 10:  # int(pid) of at most 10 ASCII digits
+            number = 0
+            for i in range(k):
+                number = number * 10 + <long long>PyUnicode_READ_CHAR(pid, i) - 48
+            fields["pid"] = number
         if user:
             fields["user"] = user
         if logger:

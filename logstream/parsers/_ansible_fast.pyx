@@ -11,7 +11,7 @@ the regex backtracks into the value) goes to the Python parser.
 The Python parser stays the reference (``tests/test_speedups_text.py``).
 """
 
-from cpython.unicode cimport PyUnicode_READ_CHAR, PyUnicode_GET_LENGTH
+from cpython.unicode cimport PyUnicode_READ_CHAR, PyUnicode_GET_LENGTH, Py_UNICODE_ISSPACE
 
 from logstream.parsers.common import strip_ansi
 
@@ -83,6 +83,111 @@ cdef int _result(str text, Py_ssize_t n, dict fields) except -1:
     return 1
 
 
+cdef dict _ADHOC_RESULTS = {
+    "SUCCESS": (_INFO, "SUCCESS"),
+    "CHANGED": (_NOTICE, "CHANGED"),
+    "FAILED!": (_ERROR, "FAILED"),
+    "UNREACHABLE!": (_ERROR, "UNREACHABLE"),
+}
+
+
+cdef int _adhoc(str text, Py_ssize_t n, dict fields) except -1:
+    """``_ADHOC.match`` (``\\S``, ``\\s`` of Unicode; ``$`` also before a last newline):
+    ``(\\S{1,300}) \\| (SUCCESS|CHANGED|FAILED!|UNREACHABLE!)(?: =>|\\s*\\|| \\(|$)``."""
+    cdef Py_ssize_t h = 0, w, p
+    cdef str word
+    cdef tuple info
+    cdef Py_UCS4 c
+    while h < n and h <= 300 and not Py_UNICODE_ISSPACE(PyUnicode_READ_CHAR(text, h)):
+        h += 1
+    # the \S run cannot give back: " | " starts with a space
+    if h < 1 or h > 300 or not text.startswith(" | ", h):
+        return 0
+    w = h + 3
+    # no word is a prefix of another: the word ends at a space, or at its last character
+    info = None
+    for word in ("SUCCESS", "CHANGED", "FAILED!", "UNREACHABLE!"):
+        if text.startswith(word, w):
+            info = <tuple>_ADHOC_RESULTS[word]
+            p = w + PyUnicode_GET_LENGTH(word)
+            break
+    if info is None:
+        return 0
+    # (?: =>|\s*\|| \(|$)
+    if not (
+        text.startswith(" =>", p)
+        or text.startswith(" (", p)
+        or p == n
+        or (p == n - 1 and PyUnicode_READ_CHAR(text, p) == 10)
+    ):
+        while p < n:
+            c = PyUnicode_READ_CHAR(text, p)
+            if not Py_UNICODE_ISSPACE(c):
+                break
+            p += 1
+        if p >= n or PyUnicode_READ_CHAR(text, p) != 124:  # |
+            return 0
+    fields["level"] = info[0]
+    fields["level_original"] = info[1]
+    fields["ansible_host"] = text[:h]
+    return 1
+
+
+cdef inline Py_ssize_t _ascii_spaces(str text, Py_ssize_t i, Py_ssize_t n) noexcept:
+    while i < n and _space(PyUnicode_READ_CHAR(text, i)):
+        i += 1
+    return i
+
+
+cdef inline Py_ssize_t _number(str text, Py_ssize_t i, Py_ssize_t n, bint *nonzero) noexcept:
+    """Where ``\\d{1,9}`` (greedy) ends from ``i``, -1 when it does not match; ``nonzero``:
+    whether the digits it took are not all zeros."""
+    cdef Py_ssize_t j = i
+    cdef Py_UCS4 c
+    nonzero[0] = False
+    while j < n and j - i < 9:
+        c = PyUnicode_READ_CHAR(text, j)
+        if not _digit(c):
+            break
+        if c != 48:
+            nonzero[0] = True
+        j += 1
+    return j if j > i else -1
+
+
+cdef int _recap(str text, Py_ssize_t n, dict fields) except -1:
+    """``_RECAP.match`` (``re.ASCII``): ``(\\S{1,300})\\s+: ok=(\\d{1,9})\\s+changed=(\\d{1,9})
+    \\s+unreachable=(\\d{1,9})\\s+failed=(\\d{1,9})``."""
+    cdef Py_ssize_t h = 0, i, s
+    cdef bint unreachable = False, failed = False, ignored = False
+    cdef str key
+    while h < n and h <= 300 and not _space(PyUnicode_READ_CHAR(text, h)):
+        h += 1
+    # each \S+ / \s+ / \d{1,9} run is followed by a character it cannot hold:
+    # nothing to backtrack (a run of more than 9 digits is followed by a digit)
+    if h < 1 or h > 300:
+        return 0
+    i = h
+    for key in (": ok=", "changed=", "unreachable=", "failed="):
+        s = _ascii_spaces(text, i, n)
+        if s == i or not text.startswith(key, s):
+            return 0
+        i = s + PyUnicode_GET_LENGTH(key)
+        if key == "unreachable=":
+            i = _number(text, i, n, &unreachable)
+        elif key == "failed=":
+            i = _number(text, i, n, &failed)  # the last: \d{1,9} takes up to 9 digits
+        else:
+            i = _number(text, i, n, &ignored)
+        if i < 0:
+            return 0
+        if key != "failed=" and i < n and _digit(PyUnicode_READ_CHAR(text, i)):
+            return 0  # more than 9 digits: \\s+ cannot follow
+    fields["level"] = _ERROR if unreachable or failed else _INFO
+    fields["ansible_host"] = text[:h]
+    return 1
+
+
 cdef object _classify(str text, dict fields, object py_classify):
     """``ansible.classify`` (``text`` not empty): True / False."""
     cdef Py_ssize_t n = PyUnicode_GET_LENGTH(text), end
@@ -100,10 +205,11 @@ cdef object _classify(str text, dict fields, object py_classify):
             fields["level"] = _INFO
             return True
     elif first == 111 or first == 99 or first == 115 or first == 102 or first == 117 or first == 105:
-        # o c s f u i: a result, else the Python code (included:, ad-hoc, recap)
+        # o c s f u i: a result; "included: ..." lines go to the Python code
         if _result(text, n, fields):
             return True
-        return py_classify(text, fields)
+        if text.startswith("included: "):
+            return py_classify(text, fields)
     elif first == 91:  # [
         if text.startswith("[WARNING]"):
             fields["level"] = _WARNING
@@ -126,8 +232,10 @@ cdef object _classify(str text, dict fields, object py_classify):
             fields["level"] = _DEBUG
             fields["ansible_host"] = text[1:end]
             return True
-    if text.find(" | ", 0, 302) >= 0 or ": ok=" in text:  # ad-hoc, recap
-        return py_classify(text, fields)
+    if text.find(" | ", 0, 302) >= 0 and _adhoc(text, n, fields):
+        return True
+    if ": ok=" in text and _recap(text, n, fields):
+        return True
     return False
 
 

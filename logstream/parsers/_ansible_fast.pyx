@@ -40,6 +40,15 @@ cdef inline bint _ascii_number(str text) noexcept:
     return True
 
 
+cdef inline long long _int(str digits, Py_ssize_t k) noexcept:
+    """``int(digits)`` of ``k`` (at most 18) ASCII digits."""
+    cdef long long number = 0
+    cdef Py_ssize_t i
+    for i in range(k):
+        number = number * 10 + <long long>PyUnicode_READ_CHAR(digits, i) - 48
+    return number
+
+
 cdef str _INFO = "INFO"
 cdef str _NOTICE = "NOTICE"
 cdef str _WARNING = "WARNING"
@@ -264,7 +273,6 @@ cdef class AnsibleLog:
         cdef Py_ssize_t i, k, p_end, u_start, u_end, s, lv
         cdef Py_UCS4 c
         cdef bint bar = False
-        cdef long long number
         cdef str stamp, first, second, text, pid, user
         cdef object logger = None, logged_level = None, prefix, level
         cdef dict fields
@@ -383,21 +391,30 @@ cdef class AnsibleLog:
         text = line[s:]
         if "\x1b" in text:
             text = strip_ansi(text)
-        fields = {
-            "@timestamp": f"{prefix}.{line[20:23]}Z",
-            "format": self._name,
-            "message": text,
-        }
+        stamp = f"{prefix}.{line[20:23]}Z"
         k = PyUnicode_GET_LENGTH(pid)
-        if k and k <= 10:  # int(pid) of at most 10 ASCII digits
-            number = 0
-            for i in range(k):
-                number = number * 10 + <long long>PyUnicode_READ_CHAR(pid, i) - 48
-            fields["pid"] = number
-        if user:
-            fields["user"] = user
-        if logger:
-            fields["logger"] = logger
+        if k and k <= 10 and user and logger:
+            # the usual line: one dict of the right size (same keys, same order)
+            fields = {
+                "@timestamp": stamp,
+                "format": self._name,
+                "message": text,
+                "pid": _int(pid, k),
+                "user": user,
+                "logger": logger,
+            }
+        else:
+            fields = {
+                "@timestamp": stamp,
+                "format": self._name,
+                "message": text,
+            }
+            if k and k <= 10:
+                fields["pid"] = _int(pid, k)
+            if user:
+                fields["user"] = user
+            if logger:
+                fields["logger"] = logger
         if text:
             _classify(text, fields, self._classify)
         if logged_level is not None and "level" not in fields:

@@ -56,6 +56,7 @@ from logstream.parsers.common import (
     Fields,
     LevelInfo,
     Timestamps,
+    compiled,
     strip_ansi,
 )
 from logstream.severity import Severity, parse_name
@@ -227,6 +228,16 @@ class LogParser:
         self._match = _LOG_LINE.match
         self._stamps = stamps
         self._known_stamps = stamps.known_local
+        fast = compiled("_ansible_fast")
+        if fast is not None:  # the same reading, without the regex for the prefix
+            self.parse = fast.AnsibleLog(  # type: ignore[method-assign]
+                ANSIBLE_LOG,
+                self._known_stamps,
+                stamps.local,
+                _LOGGING_LEVELS,
+                classify,
+                self.parse,  # for the rare lines where the regex backtracks
+            ).parse
 
     def parse(self, line: str, event: Event) -> Fields | None:
         match = self._match(line)

@@ -34,6 +34,7 @@ from logstream.parsers.common import (
     Fields,
     LevelMap,
     Timestamps,
+    compiled,
     leading_level,
     set_level,
     strip_ansi,
@@ -76,6 +77,16 @@ class ConsoleParser:
         self._stamps = stamps
         self._levels = LevelMap()
         self.continues: Continues | None = continues
+        fast = compiled("_console_fast")
+        if fast is not None:  # the same reading, without the regexes
+            self.parse = fast.Console(  # type: ignore[method-assign]
+                NAME,
+                self._levels,
+                self._levels.known,
+                self._levels.get,
+                stamps.known_local,
+                stamps.local,
+            ).parse
 
     def parse(self, line: str, event: Event) -> Fields | None:
         match = self._match(line)

@@ -14,12 +14,19 @@ both on the same events and compares every event out and every count.
 """
 
 from cpython.dict cimport PyDict_GetItem, PyDict_Update
+from cpython.object cimport PyObject
 from cpython.unicode cimport PyUnicode_GET_LENGTH, PyUnicode_READ_CHAR
 
 from logstream.event import add_tag
 
 cdef str _TAG_MULTILINE = "multiline"
 cdef Py_ssize_t _MAX_SCOPES = 256
+
+
+cdef inline object _get(dict mapping, object key):
+    """``mapping.get(key)`` for a string ``key``, without a method call."""
+    cdef PyObject *found = PyDict_GetItem(mapping, key)
+    return <object>found if found is not NULL else None
 
 
 cdef inline Py_ssize_t _text_bytes(str text):
@@ -210,7 +217,7 @@ cdef class ParseLoop:
             else:
                 line = self._get_line(event)
             if names:
-                key = (event.get(first), event.get(second), event.get(third))
+                key = (_get(event, first), _get(event, second), _get(event, third))
             else:
                 key = self._key_of(event)
             if stream is None or key != last_key:
@@ -280,9 +287,9 @@ cdef class ParseLoop:
                 if "level" not in fields:
                     fields["level"] = self._default_level
             else:
-                level = fields.get("level")
+                level = _get(fields, "level")
                 levels = stream.levels
-                scope = (fields.get("program"), fields.get("pid"))
+                scope = (_get(fields, "program"), _get(fields, "pid"))
                 if level is None:
                     fields["level"] = (
                         levels.get(scope, self._default_level) if self._inherit

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import zlib
 from collections.abc import Callable
 
@@ -20,13 +21,14 @@ import orjson
 from aiohttp import web
 
 from logstream.buffer import BatchBuffer
-from logstream.clock import SystemClock
+from logstream.clock import ManualClock, SystemClock
 from logstream.inputs.beats import FrameDecoder as BeatsDecoder
 from logstream.inputs.http import HttpInputConfig
 from logstream.inputs.syslog import FrameDecoder as SyslogDecoder
 from logstream.inputs.syslog import MessageParser
 from logstream.inputs.tcp import TcpInputConfig, _Connection
 from logstream.metrics import UnitMetrics
+from logstream.parsers import Parser, build_parsers
 from logstream.tail import Printer, TailOptions
 from logstream.units import BuildContext
 
@@ -156,12 +158,48 @@ def mqtt_envelope(data: bytes) -> None:
     assert printer.events <= out.getvalue().count("\n")
 
 
+# --------------------------------------------------------------------------- parsers
+
+_PAIRS: list[tuple[Parser, Parser]] = []
+
+
+def _parser_pairs() -> list[tuple[Parser, Parser]]:
+    """(pure-Python, compiled) parser of each format whose compiled fast path is built."""
+    if not _PAIRS:
+        fast = build_parsers(ManualClock(wall_start=1_795_000_000.0))[1]
+        before = os.environ.get("LOGSTREAM_PURE")
+        os.environ["LOGSTREAM_PURE"] = "1"
+        try:
+            pure = build_parsers(ManualClock(wall_start=1_795_000_000.0))[1]
+        finally:
+            if before is None:
+                del os.environ["LOGSTREAM_PURE"]
+            else:
+                os.environ["LOGSTREAM_PURE"] = before
+        for name, parser in fast.items():
+            if type(parser).parse is not getattr(parser.parse, "__func__", None):
+                _PAIRS.append((pure[name], parser))  # a compiled parse stands in
+    return _PAIRS
+
+
+def parse_lines(data: bytes) -> None:
+    """Every compiled parser reads each line of ``data`` as its pure-Python twin
+    does (the differential oracle), and neither raises."""
+    text = data.decode("utf-8", "replace")
+    for line in text.split("\n")[:64]:
+        for pure, fast in _parser_pairs():
+            want = pure.parse(line, {"message": line})
+            got = fast.parse(line, {"message": line})
+            assert got == want, f"{pure.name}: {line!r}: {got!r} != {want!r}"
+
+
 TARGETS: dict[str, Target] = {
     "json_lines": json_lines,
     "lumberjack": lumberjack,
     "syslog_framing": syslog_framing,
     "http_body": http_body,
     "mqtt_envelope": mqtt_envelope,
+    "parse_lines": parse_lines,
 }
 
 
@@ -176,6 +214,16 @@ def _lumberjack_seed() -> bytes:
 
 # Valid inputs to start from: coverage-guided fuzzing mutates these.
 SEEDS: dict[str, list[bytes]] = {
+    "parse_lines": [
+        b"2013-09-27 18:22:35.392 6602 AUDIT cinder.api [req-1 u p] msg fn /a.py:3\n"
+        b"<13>Jun  9 15:41:36 host tag[12]: warning: x\n"
+        b"Mar 28 12:20:44.172534 node cinder-api[85]: INFO cinder.api [req-1 a b] GET\n",
+        b'10.0.0.1 - - [24/Nov/2026:10:00:00 +0000] "GET /a HTTP/1.1" 500 12 "-" "ua"\n'
+        b"2014-03-17 16:11:24.173 | + cmd\n+ bare\n"
+        b"2022-02-06 10:52:00,874 p=41 u=root n=ansible |  ok: [h] => {\n",
+        b"[Sun Dec 04 04:47:44 2005] [error] [client 1.2.3.4] x\n"
+        b"2016/09/01 12:00:00 [error] 1234#0: *1 y\n",
+    ],
     "json_lines": [
         b'\x03{"message": "a", "level": "INFO"}\n{"@message": "v0", "@fields": {"x": 1}}\n',
         b"\x10not json\n[1,2]\n\xff\xfe\n" + b"x" * 300 + b"\n",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import logging
 import os
 import random
 import subprocess
@@ -41,6 +42,26 @@ def test_pure_mode_turns_the_compiled_parsers_off(monkeypatch: pytest.MonkeyPatc
     pure, fast = parser_pair("oslo", monkeypatch)
     assert getattr(pure.parse, "__func__", None) is type(pure).parse  # the Python method
     assert type(getattr(fast.parse, "__self__", None)).__module__ == "logstream.parsers._speedups"
+
+
+def test_a_missing_or_stale_build_is_not_used_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    if compiled() is None:
+        pytest.skip("the compiled parsers are not built (or LOGSTREAM_PURE is set)")
+    with caplog.at_level(logging.WARNING):
+        assert compiled("_no_such_module") is None
+    assert "_no_such_module is not built" in caplog.text
+    source = Path(__file__).resolve().parents[1] / "logstream" / "parsers" / "_speedups.pyx"
+    before = source.stat()
+    try:
+        os.utime(source, (before.st_atime, before.st_mtime + 3600))  # edited after the build
+        with caplog.at_level(logging.WARNING):
+            assert compiled() is None
+        assert "changed after it was compiled" in caplog.text
+    finally:
+        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert compiled() is not None
 
 
 # --------------------------------------------------------------------------- oslo

@@ -84,6 +84,11 @@ def compiled(name: str = "_speedups", package: str = "logstream.parsers") -> Mod
     try:
         module = importlib.import_module(f"{package}.{name}")
     except ImportError:
+        _warn_once(
+            f"{package}.{name}",
+            "%s is not built (no C compiler or Cython at install?): using the pure-Python "
+            "code, which is slower (run scripts/bootstrap to build it)",
+        )
         return None
     built = getattr(module, "__file__", None)
     if built is not None:
@@ -93,7 +98,11 @@ def compiled(name: str = "_speedups", package: str = "logstream.parsers") -> Mod
         except OSError:  # installed without its source: nothing to compare
             stale = False
         if stale:
-            _warn_stale(source)
+            _warn_once(
+                source,
+                "%s changed after it was compiled: using the pure-Python code "
+                "(run scripts/bootstrap to rebuild)",
+            )
             return None
     return module
 
@@ -101,14 +110,10 @@ def compiled(name: str = "_speedups", package: str = "logstream.parsers") -> Mod
 _warned: set[str] = set()
 
 
-def _warn_stale(source: str) -> None:
-    if source not in _warned:
-        _warned.add(source)
-        logging.getLogger(__name__).warning(
-            "%s changed after it was compiled: using the pure-Python parser "
-            "(run scripts/bootstrap to rebuild)",
-            source,
-        )
+def _warn_once(what: str, message: str) -> None:
+    if what not in _warned:
+        _warned.add(what)
+        logging.getLogger(__name__).warning(message, what)
 
 
 # --------------------------------------------------------------------------- levels

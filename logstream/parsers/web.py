@@ -39,6 +39,7 @@ from logstream.parsers.common import (
     Fields,
     LevelMap,
     Timestamps,
+    compiled,
     frac3,
     set_level,
 )
@@ -116,6 +117,17 @@ class AccessParser:
         self._status_size = _STATUS_SIZE.match
         self._stamps = stamps
         self._known_stamps = stamps.known_offset
+        fast = compiled("_web_fast")
+        if fast is not None:  # the same reading, the common line without the regexes
+            self.parse = fast.Access(  # type: ignore[method-assign]
+                ACCESS,
+                self._known_stamps,
+                stamps.with_offset,
+                _access_time,
+                _STATUS_LEVELS,
+                Severity.INFO.name,
+                self._general,
+            ).parse
 
     def parse(self, line: str, event: Event) -> Fields | None:
         if "\\" not in line:

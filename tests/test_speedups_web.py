@@ -1,0 +1,271 @@
+"""The compiled access-log parser (``logstream/parsers/_web_fast.pyx``) reads lines
+exactly as the pure-Python ``web.AccessParser``: same fields, same types, same ``None``.
+
+Lines come from the format's definition (common, combined, vhost_combined,
+X-Forwarded-For lists, IPv6 clients, ``-`` parts, escapes, odd requests),
+from random edits of those lines, from hypothesis, and from ../shared/corpus
+when it is there. See ``tests/support/speedups.py``. The common lines (the
+corpus's access log, the benchmark's lines) must take the compiled path,
+not the Python fallback.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from logstream.parsers import web
+from logstream.parsers.common import Parser, compiled
+from tests.support.speedups import CORPUS, assert_same, corpus_lines, mutants, parser_pair
+
+ACCESS_LOG = CORPUS / "apache-access-combined-elastic-examples.log"
+
+
+def pair(monkeypatch: pytest.MonkeyPatch) -> tuple[Parser, Parser]:
+    """(pure-Python, compiled) apache_access parsers; skips when not built."""
+    if compiled("_web_fast") is None:
+        pytest.skip("logstream.parsers._web_fast is not built (or LOGSTREAM_PURE is set)")
+    return parser_pair(web.ACCESS, monkeypatch)
+
+
+def test_the_compiled_access_parser_is_built_and_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    if os.environ.get("LOGSTREAM_PURE", "0") not in ("", "0"):
+        pytest.skip("LOGSTREAM_PURE is set")
+    assert compiled("_web_fast") is not None, "_web_fast is not built: run scripts/bootstrap"
+    pure, fast = pair(monkeypatch)
+    assert getattr(pure.parse, "__func__", None) is web.AccessParser.parse
+    assert type(getattr(fast.parse, "__self__", None)).__module__ == "logstream.parsers._web_fast"
+
+
+# --------------------------------------------------------------------------- generated lines
+
+_CLIENTS = [
+    "10.0.0.7",
+    "2001:db8::1",
+    "::1",
+    "www.example.com:443 10.0.0.7",  # vhost_combined
+    "www.example.com:99999 10.0.0.7",
+    "203.0.113.9, 10.0.0.1",  # X-Forwarded-For
+    "203.0.113.9, 10.0.0.1, 10.0.0.2",
+    "203.0.113.9,",
+    "host-\u00e9.example",
+    "a[b]",
+]
+_IDENTS = ["-", "ident", "x\u3000y"]
+_USERS = ["-", "alice", "a[b", "\u00e9l\u00e8ve", "--"]
+_STAMPS = [
+    "[17/May/2015:10:05:03 +0200]",
+    "[17/May/2015:10:05:03 +0000]",
+    "[01/Jan/1970:00:00:00 -1230]",
+    "[31/Feb/2015:10:05:03 +0000]",  # no such day
+    "[17/Foo/2015:10:05:03 +0000]",  # no such month
+    "[17/May/2015:25:05:03 +0000]",
+    "[17/May/2015:10:05:03 +9999]",
+    "[17/May/0000:10:05:03 +0000]",
+    "[17/may/2015:10:05:03 +0000]",
+    "[17/May/2015:10:05:03]",
+    "[7/May/2015:10:05:03 +0000]",
+]
+_REQUESTS = [
+    '"GET /a?b=1 HTTP/1.1"',
+    '"GET /index.html HTTP/1.0"',
+    '"POST /a b c HTTP/2.0"',
+    '"GET /a"',
+    '"GET /a HTTX/1.1"',
+    '"GET  HTTP/1.1"',
+    '"GET "',
+    '" "',
+    '"-"',
+    '""',
+    '"\\x16\\x03\\x01\\x00\\xa5\\x01"',  # TLS handshake on a plain port, escaped
+    '"GET /a\\"b HTTP/1.1"',  # an escaped quote
+    '"GET /caf\u00e9 HTTP/1.1"',
+    '"GET /a\tb HTTP/1.1"',
+    '"garbage\nline"',
+]
+_STATUSES = ["200", "404", "500", "304", "099", "000", "999", "-", "20", "2000", "abc"]
+_SIZES = ["512", "0", "-", "123456789012345678", "1234567890123456789", "", "5x"]
+_TAILS = [
+    ' "https://ref.example/" "curl/8.0"',
+    ' "-" "-"',
+    ' "" ""',
+    ' "-" "Mozilla/5.0 (X11; Linux x86_64)"',
+    ' "https://ref.example/" "curl/8.0" "-" 0.003',  # nginx extras
+    ' "https://ref.example/" "curl/8.0" rt=0.1',
+    ' "https://ref.example/"',
+    ' "https://ref.example/" "curl',
+    ' "a\\"b" "c\\\\"',  # escapes in the quoted parts
+    ' "a" "b\\"c" "d"',
+    ' "a"x"b"',
+    "",
+    " ",
+    " extra",
+    '"x" "y"',
+]
+
+
+def _line(parts: tuple[str, ...]) -> str:
+    client, ident, user, stamp, request, status, size, tail = parts
+    return f"{client} {ident} {user} {stamp} {request} {status} {size}{tail}"
+
+
+def access_lines() -> list[str]:
+    lines = [
+        _line(parts)
+        for parts in itertools.product(
+            _CLIENTS[:2], _IDENTS[:1], _USERS[:2], _STAMPS[:2], _REQUESTS[:5],
+            _STATUSES[:4], _SIZES[:3], _TAILS[:6],
+        )
+    ]  # fmt: skip
+    # Every other value once, on an otherwise plain line.
+    base = (
+        "10.0.0.7",
+        "-",
+        "alice",
+        _STAMPS[0],
+        _REQUESTS[0],
+        "404",
+        "512",
+        _TAILS[0],
+    )
+    values = (_CLIENTS, _IDENTS, _USERS, _STAMPS, _REQUESTS, _STATUSES, _SIZES, _TAILS)
+    for index, options in enumerate(values):
+        for value in options:
+            parts = list(base)
+            parts[index] = value
+            lines.append(_line(tuple(parts)))
+    # Lines the access parser must refuse (or never see from detection).
+    lines += [
+        "",
+        " ",
+        "-",
+        "10.0.0.7",
+        "10.0.0.7 - - ",
+        "10.0.0.7 - - [",
+        "2013-09-27 18:22:35.392 6602 AUDIT cinder.api [-] Loaded extension: os-hosts",
+        "[Sun Dec 04 04:47:44 2005] [error] [client 10.0.0.7] File does not exist: /x",
+        ' [17/May/2015:10:05:03 +0200] "GET / HTTP/1.1" 200 5',
+        'x [17/May/2015:10:05:03 +0200] "GET / HTTP/1.1" 200 5',
+        'x y [17/May/2015:10:05:03 +0200] "GET / HTTP/1.1" 200 5',
+        'a b c d [17/May/2015:10:05:03 +0200] "GET / HTTP/1.1" 200 5',
+        'a  b c [17/May/2015:10:05:03 +0200] "GET / HTTP/1.1" 200 5',
+        'a\tb c [17/May/2015:10:05:03 +0200] "GET / HTTP/1.1" 200 5',
+    ]
+    return lines
+
+
+def test_access_generated_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    pure, fast = pair(monkeypatch)
+    lines = access_lines()
+    assert assert_same(pure, fast, lines) > len(lines) // 2
+
+
+def test_access_edited_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    pure, fast = pair(monkeypatch)
+    lines = mutants(access_lines(), 40_000)
+    assert assert_same(pure, fast, lines) > 5000
+
+
+def test_access_corpus_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every corpus file (the other formats' lines must be refused alike) and edits."""
+    lines = corpus_lines()
+    if not lines:
+        pytest.skip("no ../shared/corpus")
+    pure, fast = pair(monkeypatch)
+    assert assert_same(pure, fast, lines + mutants(lines, 20_000)) > 2900
+
+
+# --------------------------------------------------------------------------- the fast path is taken
+
+
+def _benchmark_lines(count: int) -> list[str]:
+    path = Path(__file__).parents[1] / "benchmarks" / "parse.py"
+    spec = importlib.util.spec_from_file_location("_parse_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return [module.apache_access(n) for n in range(count)]
+
+
+def test_common_lines_take_the_compiled_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The corpus's access log and the benchmark's lines never reach the Python code."""
+    if compiled("_web_fast") is None:
+        pytest.skip("logstream.parsers._web_fast is not built (or LOGSTREAM_PURE is set)")
+    pure, _ = pair(monkeypatch)
+    fallbacks: list[str] = []
+
+    def general(self: web.AccessParser, line: str) -> Any:
+        fallbacks.append(line)
+        return web.AccessParser._general(self, line)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(web.AccessParser, "_general", general)
+        fast = web.AccessParser(pure._stamps)  # type: ignore[attr-defined]
+    lines = _benchmark_lines(5000)
+    if ACCESS_LOG.is_file():
+        lines += ACCESS_LOG.read_text(encoding="utf-8", errors="replace").splitlines()
+    assert assert_same(pure, fast, lines) == len(lines)
+    assert fallbacks == []
+    # ... while the rare shapes do go there (the spy is in place).
+    fast.parse('::1 - - [17/May/2015:10:05:03 +0200] "GET / HTTP/1.1" 200 5', {})
+    assert len(fallbacks) == 1
+
+
+# --------------------------------------------------------------------------- any text
+
+_FRAGMENTS = st.sampled_from(
+    [
+        "10.0.0.7",
+        "::1",
+        "vh:80",
+        ", ",
+        " ",
+        "-",
+        "alice",
+        "[17/May/2015:10:05:03 +0200]",
+        "[",
+        "]",
+        '"',
+        '" "',
+        "\\",
+        '\\"',
+        "GET /a HTTP/1.1",
+        "HTTP/",
+        "200",
+        "404",
+        "512",
+        "12345678901234567890",
+        "\t",
+        "\n",
+        "\u00e9",
+        "\u3000",
+    ]
+)
+_HEAD = "10.0.0.7 - - [17/May/2015:10:05:03 +0200] "
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(_FRAGMENTS, st.text(max_size=3)), max_size=16))
+def test_access_any_text(parts: list[str]) -> None:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        pure, fast = pair(monkeypatch)
+    line = "".join(parts)
+    assert_same(
+        pure,
+        fast,
+        [
+            line,
+            _HEAD + line,
+            _HEAD + '"GET / HTTP/1.1" ' + line,
+            _HEAD + '"GET / HTTP/1.1" 200 ' + line,
+            _HEAD + '"GET / HTTP/1.1" 200 5 "' + line,
+            _HEAD + '"GET / HTTP/1.1" 200 5 "-" "' + line,
+        ],
+    )

@@ -80,6 +80,8 @@ cdef class Access:
     cdef dict _status_levels
     cdef str _info
     cdef object _general
+    cdef object _last_when  # str or None
+    cdef object _last_stamp
 
     def __init__(
         self,
@@ -98,6 +100,8 @@ cdef class Access:
         self._status_levels = status_levels
         self._info = info
         self._general = general
+        self._last_when = None
+        self._last_stamp = None
 
     def parse(self, str line, event):
         cdef Py_ssize_t n = PyUnicode_GET_LENGTH(line)
@@ -106,8 +110,9 @@ cdef class Access:
         cdef long long size = 0
         cdef int code
         cdef Py_UCS4 c
-        cdef str when, request, method, target, url, version, user
-        cdef object prefix, referrer = None, agent = None
+        cdef Py_ssize_t when_at, request_at, request_end, space, last
+        cdef str when
+        cdef object prefix, stamp, referrer = None, agent = None
         cdef dict fields
         if "\\" in line:
             return self._general_or_none(line, n)
@@ -141,13 +146,14 @@ cdef class Access:
         i = k + 2
         if not _stamp_at(line, i, n):
             return self._general_or_none(line, n)
-        when = line[i : i + 26]
+        when_at = i
         i += 29
         # ([^"]*)" then a space
         end = line.find('"', i)
         if end < 0 or end + 1 >= n or PyUnicode_READ_CHAR(line, end + 1) != 32:
             return self._general_or_none(line, n)
-        request = line[i:end]
+        request_at = i
+        request_end = end
         i = end + 2
         # (\d{3}|-) then a space
         if (
@@ -189,36 +195,37 @@ cdef class Access:
                 if agent_end >= 0:
                     referrer = line[i + 2 : ref_end]
                     agent = line[ref_end + 3 : agent_end]
-        # The fields, as AccessParser.parse builds them.
-        prefix = self._known_stamps.get(when)
-        if prefix is None:
-            prefix = self._with_offset(when, self._access_time)
+        # The fields, as AccessParser.parse builds them. The time: the last
+        # line's again (a pure function of the 26 characters), else looked up.
+        if self._last_when is not None and line.startswith(<str>self._last_when, when_at):
+            stamp = self._last_stamp
+        else:
+            when = line[when_at : when_at + 26]
+            prefix = self._known_stamps.get(when)
             if prefix is None:
-                return None
-        fields = {
-            "@timestamp": f"{prefix}.000Z",
-            "format": self._name,
-            "client": line[0:client_end],
-        }
+                prefix = self._with_offset(when, self._access_time)
+                if prefix is None:
+                    return None
+            stamp = f"{prefix}.000Z"
+            self._last_when = when
+            self._last_stamp = stamp
+        fields = {"@timestamp": stamp, "format": self._name, "client": line[0:client_end]}
         if not (user_end - user_at == 1 and PyUnicode_READ_CHAR(line, user_at) == 45):
             fields["user"] = line[user_at:user_end]
-        k = request.find(" ")
-        if k >= 0:
-            method = request[:k]
-            target = request[k + 1 :]
-            end = target.rfind(" ")
-            fields["method"] = method
-            if end >= 0:
-                version = target[end + 1 :]
-                if version.startswith("HTTP/"):
-                    fields["url"] = target[:end]
-                    fields["http_version"] = version[5:]
-                else:
-                    fields["url"] = target
+        # request.partition(" "), then target.rpartition(" ") and "HTTP/": in offsets
+        space = line.find(" ", request_at, request_end)
+        if space >= 0:
+            fields["method"] = line[request_at:space]
+            last = line.rfind(" ", space + 1, request_end)
+            if last >= 0 and line.startswith("HTTP/", last + 1, request_end):
+                fields["url"] = line[space + 1 : last]
+                fields["http_version"] = line[last + 6 : request_end]
             else:
-                fields["url"] = target
-        elif request and request != "-":
-            fields["url"] = request
+                fields["url"] = line[space + 1 : request_end]
+        elif request_end > request_at and not (
+            request_end - request_at == 1 and PyUnicode_READ_CHAR(line, request_at) == 45
+        ):
+            fields["url"] = line[request_at:request_end]
         if status_at >= 0:
             code = (
                 (<int>PyUnicode_READ_CHAR(line, status_at) - 48) * 100

@@ -269,3 +269,74 @@ def test_access_any_text(parts: list[str]) -> None:
             _HEAD + '"GET / HTTP/1.1" 200 5 "-" "' + line,
         ],
     )
+
+
+# --------------------------------------------------------------------------- nginx error log
+
+_NGINX_STAMPS = ["2016/09/01 12:00:00", "2016/02/30 12:00:00", "2016-09-01 12:00:00", "2016/09/01"]
+_NGINX_LEVELS = ["error", "warn", "crit", "emerg", "debug", "notice", "info", "alert", "foo",
+                 "ERROR", "abcdefghi", ""]  # fmt: skip
+_NGINX_IDS = ["1234#5678", "1#0", "1234567890#1", "12345678901#1", "1#12345678901234567890",
+              "1#123456789012345678901", "#1", "1#", "1 #2"]  # fmt: skip
+_NGINX_MESSAGES = [
+    ": *1 open() failed, client: 10.0.0.7",
+    ': *1 open() "/x" failed (2: No such file), client: 10.0.0.7, server: a, request: "GET / "',
+    ": client: 10.0.0.7",
+    ": , client: ",
+    ": ",
+    ":",
+    ": multi\nline, client: \u00e9, x",
+    "",
+]
+
+
+def nginx_lines() -> list[str]:
+    lines = [
+        f"{stamp} [{level}] {ids}{message}"
+        for stamp, level, ids, message in itertools.product(
+            _NGINX_STAMPS[:2], _NGINX_LEVELS[:6], _NGINX_IDS[:3], _NGINX_MESSAGES
+        )
+    ]
+    for stamp, level, ids in itertools.product(_NGINX_STAMPS, _NGINX_LEVELS, _NGINX_IDS):
+        lines.append(f"{stamp} [{level}] {ids}{_NGINX_MESSAGES[0]}")
+    return lines
+
+
+def nginx_pair(monkeypatch: pytest.MonkeyPatch) -> tuple[Parser, Parser]:
+    pure, fast = pair(monkeypatch)
+    del pure, fast
+    return parser_pair(web.NGINX_ERROR, monkeypatch)
+
+
+def test_nginx_error_uses_the_compiled_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    pure, fast = nginx_pair(monkeypatch)
+    assert getattr(pure.parse, "__func__", None) is web.NginxErrorParser.parse
+    assert type(getattr(fast.parse, "__self__", None)).__name__ == "NginxError"
+
+
+def test_nginx_error_generated_and_edited_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    pure, fast = nginx_pair(monkeypatch)
+    lines = nginx_lines()
+    assert assert_same(pure, fast, lines) > 100
+    assert assert_same(pure, fast, mutants(lines, 30_000)) > 1000
+    corpus = corpus_lines()
+    assert_same(pure, fast, corpus + mutants(corpus, 5000) if corpus else [])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(_FRAGMENTS, st.text(max_size=3)), max_size=12))
+def test_nginx_error_any_text(parts: list[str]) -> None:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        pure, fast = nginx_pair(monkeypatch)
+    line = "".join(parts)
+    assert_same(
+        pure,
+        fast,
+        [
+            line,
+            "2016/09/01 12:00:00 [" + line,
+            "2016/09/01 12:00:00 [error] " + line,
+            "2016/09/01 12:00:00 [error] 1#2: " + line,
+            "2016/09/01 12:00:00 [error] 1#2: x, client: " + line,
+        ],
+    )

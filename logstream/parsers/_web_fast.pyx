@@ -246,3 +246,107 @@ cdef class Access:
         if not _may_be_access(line, n):
             return None
         return self._general(line)
+
+
+cdef inline Py_ssize_t _digits_from(str line, Py_ssize_t i, Py_ssize_t n, Py_ssize_t most) noexcept:
+    """How many ASCII digits start at ``i`` (counting stops past ``most``)."""
+    cdef Py_ssize_t j = i
+    while j < n and j - i <= most and _digit(PyUnicode_READ_CHAR(line, j)):
+        j += 1
+    return j - i
+
+
+cdef class NginxError:
+    """``web.NginxErrorParser.parse`` without the regex (same fields, same ``None``)."""
+
+    cdef str _name
+    cdef dict _known_levels
+    cdef object _levels_get
+    cdef dict _known_stamps
+    cdef object _stamps_local
+
+    def __init__(self, str name, dict known_levels, levels_get, dict known_stamps, stamps_local):
+        self._name = name
+        self._known_levels = known_levels
+        self._levels_get = levels_get
+        self._known_stamps = known_stamps
+        self._stamps_local = stamps_local
+
+    def parse(self, str line, event):
+        cdef Py_ssize_t n = PyUnicode_GET_LENGTH(line)
+        cdef Py_ssize_t i, k, pid_at, pid_end, tid_at, tid_end, client, end
+        cdef Py_UCS4 c
+        cdef long long pid = 0
+        cdef str stamp, word, message
+        cdef object info, prefix
+        cdef dict fields
+        if n < 29:  # stamp (19) " [" a "] " 1 "#" 1 ": "
+            return None
+        # (\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[
+        for i in range(19):
+            c = PyUnicode_READ_CHAR(line, i)
+            if i == 4 or i == 7:
+                if c != 47:  # /
+                    return None
+            elif i == 10:
+                if c != 32:
+                    return None
+            elif i == 13 or i == 16:
+                if c != 58:  # :
+                    return None
+            elif not _digit(c):
+                return None
+        if PyUnicode_READ_CHAR(line, 19) != 32 or PyUnicode_READ_CHAR(line, 20) != 91:
+            return None
+        # ([a-z]{1,8})\] then a space
+        k = 21
+        while k < n and k - 21 <= 8 and 97 <= PyUnicode_READ_CHAR(line, k) <= 122:
+            k += 1
+        if k == 21 or k - 21 > 8 or k + 1 >= n:
+            return None
+        if PyUnicode_READ_CHAR(line, k) != 93 or PyUnicode_READ_CHAR(line, k + 1) != 32:
+            return None
+        word = line[21:k]
+        # (\d{1,10})#
+        pid_at = k + 2
+        k = _digits_from(line, pid_at, n, 10)
+        pid_end = pid_at + k
+        if k == 0 or k > 10 or pid_end >= n or PyUnicode_READ_CHAR(line, pid_end) != 35:  # #
+            return None
+        # (\d{1,20}): then a space, then (.*)\Z
+        tid_at = pid_end + 1
+        k = _digits_from(line, tid_at, n, 20)
+        tid_end = tid_at + k
+        if k == 0 or k > 20 or tid_end + 1 >= n:
+            return None
+        if PyUnicode_READ_CHAR(line, tid_end) != 58 or PyUnicode_READ_CHAR(line, tid_end + 1) != 32:
+            return None
+        info = self._known_levels.get(word)
+        if info is None:
+            info = self._levels_get(word)
+            if info is None:
+                return None
+        stamp = line[0:19]
+        prefix = self._known_stamps.get(stamp)
+        if prefix is None:
+            prefix = self._stamps_local(stamp)
+            if prefix is None:
+                return None
+        for i in range(pid_at, pid_end):
+            pid = pid * 10 + (<int>PyUnicode_READ_CHAR(line, i) - 48)
+        fields = {
+            "@timestamp": f"{prefix}.000Z",
+            "format": self._name,
+            "pid": pid,
+            "thread_id": int(line[tid_at:tid_end]),
+            "level": (<tuple>info)[0],
+        }
+        if (<tuple>info)[1] is not None:
+            fields["level_original"] = (<tuple>info)[1]
+        message = line[tid_end + 2 :]
+        client = message.rfind(", client: ")
+        if client > 0:
+            end = message.find(",", client + 10)
+            fields["client"] = message[client + 10 : end if end > 0 else PyUnicode_GET_LENGTH(message)]
+        fields["message"] = message
+        return fields

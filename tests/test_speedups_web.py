@@ -340,3 +340,154 @@ def test_nginx_error_any_text(parts: list[str]) -> None:
             "2016/09/01 12:00:00 [error] 1#2: x, client: " + line,
         ],
     )
+
+
+# --------------------------------------------------------------------------- apache error log
+
+_APACHE_STAMPS = [
+    "[Sun Dec 04 04:47:44 2005]",
+    "[Wed Oct 11 14:32:52.123456 2000]",
+    "[Wed Oct  1 14:32:52 2000]",
+    "[Wed Oct 1 14:32:52 2000]",
+    "[Wed Oct 11 14:32:52.1 2000]",
+    "[Wed Oct 11 14:32:52.1234567891 2000]",
+    "[Wed Oct 11 14:32:52. 2000]",
+    "[Wed Foo 11 14:32:52 2000]",
+    "[Wed Feb 30 14:32:52 2000]",
+    "[Wed Oct 111 14:32:52 2000]",
+    "[Wed Oct  11 14:32:52 2000]",
+    "[W_d O1t 11 14:32:52 2000]",
+]
+_APACHE_LEVELS = [
+    "[error]",
+    "[core:error]",
+    "[:error]",
+    "[proxy_http.x-y:warn]",
+    "[mpm:trace8]",
+    "[notice]",
+    "[debug]",
+    "[crit1]",
+    "[error12]",
+    "[abcdefghi]",
+    "[ERROR]",
+    "[a:b:error]",
+    "[" + "m" * 64 + ":error]",
+    "[" + "m" * 65 + ":error]",
+    "[]",
+]
+_APACHE_PIDS = ["", "[pid 35708] ", "[pid 35708:tid 4328636416] ", "[pid 1:tid 123456789012345678901] ",
+                "[pid 12345678901] ", "[pid 1:tid x] ", "[pid 1]", "[pid ] "]  # fmt: skip
+_APACHE_SOURCES = ["", "proxy_util.c(2020): ", "mod_ssl.h(1): ", "a.c(2020): ", ".c(1): ",
+                   "x" * 64 + ".c(1): ", "x" * 65 + ".c(1): ", "util.cc(3): ", "a.c(1234567890): ",
+                   "a.c(12):"]  # fmt: skip
+_APACHE_APRS = ["", "(13)Permission denied: ", "(-3)x: ", "(70007)The timeout specified has expired: ",
+                "(1234567890)x: ", "(1)a[b]: ", "(1)" + "y" * 200 + ": ", "(1)" + "y" * 201 + ": ",
+                "(1): ", "(x)y: ", "(1)a:b: "]  # fmt: skip
+_APACHE_CLIENTS = ["", "[client 10.0.0.7] ", "[client 10.0.0.7:5678] ", "[client ::1:40] ",
+                   "[client ] ", "[client " + "c" * 300 + "] ", "[client " + "c" * 301 + "] ",
+                   "[client a]b] "]  # fmt: skip
+_APACHE_CODES = ["", "AH00124: ", "AH0012: ", "AH001245: ", "AH00124:"]
+_APACHE_MESSAGES = [
+    "File does not exist: /var/www/x",
+    "PHP Warning: x in /a.php on line 2, referer: http://h/p",
+    "x, referer: http://h/p q",
+    "x, referer:  \u3000http://h/p\t",
+    "x, referer",
+    "x, referer:",
+    "multi\nline",
+    "",
+    "\u00e9t\u00e9",
+]
+
+
+def apache_error_lines() -> list[str]:
+    lines = [
+        " ".join([stamp, level]) + " " + pid + source + apr + client + code + message
+        for stamp, level, pid, source, apr, client, code, message in itertools.product(
+            _APACHE_STAMPS[:2], _APACHE_LEVELS[:2], _APACHE_PIDS[:3], _APACHE_SOURCES[:2],
+            _APACHE_APRS[:2], _APACHE_CLIENTS[:2], _APACHE_CODES[:2], _APACHE_MESSAGES[:3],
+        )
+    ]  # fmt: skip
+    base = [
+        _APACHE_STAMPS[0], _APACHE_LEVELS[1], _APACHE_PIDS[2], _APACHE_SOURCES[1],
+        _APACHE_APRS[1], _APACHE_CLIENTS[2], _APACHE_CODES[1], _APACHE_MESSAGES[1],
+    ]  # fmt: skip
+    values = (_APACHE_STAMPS, _APACHE_LEVELS, _APACHE_PIDS, _APACHE_SOURCES, _APACHE_APRS,
+              _APACHE_CLIENTS, _APACHE_CODES, _APACHE_MESSAGES)  # fmt: skip
+    for index, options in enumerate(values):
+        for value in options:
+            parts = list(base)
+            parts[index] = value
+            lines.append(" ".join(parts[:2]) + " " + "".join(parts[2:]))
+    return lines
+
+
+def apache_error_pair(monkeypatch: pytest.MonkeyPatch) -> tuple[Parser, Parser]:
+    pure, fast = pair(monkeypatch)
+    del pure, fast
+    return parser_pair(web.APACHE_ERROR, monkeypatch)
+
+
+def test_apache_error_uses_the_compiled_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    pure, fast = apache_error_pair(monkeypatch)
+    assert getattr(pure.parse, "__func__", None) is web.ApacheErrorParser.parse
+    assert type(getattr(fast.parse, "__self__", None)).__name__ == "ApacheError"
+
+
+def test_apache_error_generated_and_edited_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    pure, fast = apache_error_pair(monkeypatch)
+    lines = apache_error_lines()
+    assert assert_same(pure, fast, lines) > len(lines) // 2
+    assert assert_same(pure, fast, mutants(lines, 40_000)) > 5000
+    corpus = corpus_lines()
+    assert_same(pure, fast, corpus + mutants(corpus, 5000) if corpus else [])
+
+
+_ERROR_FRAGMENTS = st.sampled_from(
+    [
+        "[",
+        "]",
+        " ",
+        ":",
+        "(",
+        ")",
+        ": ",
+        "] ",
+        "[pid ",
+        ":tid ",
+        "[client ",
+        "AH",
+        "12345",
+        "a.c",
+        "error",
+        "-",
+        "1",
+        ", referer",
+        "\n",
+        "\u00e9",
+        "\t",
+    ]  # fmt: skip
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(_ERROR_FRAGMENTS, st.text(max_size=3)), max_size=14))
+def test_apache_error_any_text(parts: list[str]) -> None:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        pure, fast = apache_error_pair(monkeypatch)
+    line = "".join(parts)
+    assert_same(
+        pure,
+        fast,
+        [
+            line,
+            "[Wed Oct 11 14:32:52" + line,
+            "[Wed Oct 11 14:32:52 2000] [" + line,
+            "[Wed Oct 11 14:32:52 2000] [core:error] " + line,
+            "[Wed Oct 11 14:32:52 2000] [error] [pid 1" + line,
+            "[Wed Oct 11 14:32:52 2000] [error] [pid 1:tid 2] " + line,
+            "[Wed Oct 11 14:32:52 2000] [error] [pid 1] a.c(1): " + line,
+            "[Wed Oct 11 14:32:52 2000] [error] (1)" + line,
+            "[Wed Oct 11 14:32:52 2000] [error] [client " + line,
+        ],
+    )

@@ -350,3 +350,259 @@ cdef class NginxError:
             fields["client"] = message[client + 10 : end if end > 0 else PyUnicode_GET_LENGTH(message)]
         fields["message"] = message
         return fields
+
+
+cdef inline bint _word(Py_UCS4 c) noexcept:
+    # \w of re.ASCII
+    return 48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c == 95
+
+
+cdef inline Py_ssize_t _digit_value(str line, Py_ssize_t i, Py_ssize_t end) noexcept:
+    cdef Py_ssize_t value = 0
+    while i < end:
+        value = value * 10 + (<int>PyUnicode_READ_CHAR(line, i) - 48)
+        i += 1
+    return value
+
+
+cdef class ApacheError:
+    """``web.ApacheErrorParser.parse`` without the regex (same fields, same ``None``)."""
+
+    cdef str _name
+    cdef dict _known_levels
+    cdef object _levels_get
+    cdef dict _months
+    cdef dict _known_stamps
+    cdef object _stamps_local
+
+    def __init__(
+        self, str name, dict known_levels, levels_get, dict months, dict known_stamps, stamps_local
+    ):
+        self._name = name
+        self._known_levels = known_levels
+        self._levels_get = levels_get
+        self._months = months
+        self._known_stamps = known_stamps
+        self._stamps_local = stamps_local
+
+    def parse(self, str line, event):
+        cdef Py_ssize_t n = PyUnicode_GET_LENGTH(line)
+        cdef Py_ssize_t i, k, day_at, day_end, clock_at, frac_at = -1, frac_end = -1, year_at
+        cdef Py_ssize_t module_at = -1, module_end = -1, word_at, word_end
+        cdef Py_ssize_t pid_at = -1, pid_end = -1, tid_at = -1, tid_end = -1
+        cdef Py_ssize_t source_at = -1, source_end = -1, source_line_at = -1, source_line_end = -1
+        cdef Py_ssize_t apr_at = -1, apr_end = -1, client_at = -1, client_end = -1, code_at = -1
+        cdef Py_ssize_t m, run_at, day
+        cdef Py_UCS4 c
+        cdef str word, stamp, fraction, message, text, referrer
+        cdef object info, number, prefix
+        cdef dict fields
+        if n < 30 or PyUnicode_READ_CHAR(line, 0) != 91:  # [
+            return None
+        # \[(\w{3} (\w{3}) ([ \d]?\d) (\d\d:\d\d:\d\d)(?:\.(\d{1,9}))? (\d{4}))\] then a space
+        for i in range(1, 8):
+            c = PyUnicode_READ_CHAR(line, i)
+            if i == 4:
+                if c != 32:
+                    return None
+            elif not _word(c):
+                return None
+        if PyUnicode_READ_CHAR(line, 8) != 32:
+            return None
+        day_at = 9
+        c = PyUnicode_READ_CHAR(line, 9)
+        if (
+            (c == 32 or _digit(c))
+            and _digit(PyUnicode_READ_CHAR(line, 10))
+            and PyUnicode_READ_CHAR(line, 11) == 32
+        ):
+            day_end = 11
+        elif _digit(c) and PyUnicode_READ_CHAR(line, 10) == 32:
+            day_end = 10
+        else:
+            return None
+        clock_at = day_end + 1
+        if clock_at + 8 > n:
+            return None
+        for k in range(8):
+            c = PyUnicode_READ_CHAR(line, clock_at + k)
+            if k == 2 or k == 5:
+                if c != 58:  # :
+                    return None
+            elif not _digit(c):
+                return None
+        i = clock_at + 8
+        if i < n and PyUnicode_READ_CHAR(line, i) == 46:  # .
+            k = _digits_from(line, i + 1, n, 9)
+            if k == 0 or k > 9:
+                return None
+            frac_at = i + 1
+            frac_end = frac_at + k
+            i = frac_end
+        # " dddd] ["
+        if i + 8 > n or PyUnicode_READ_CHAR(line, i) != 32:
+            return None
+        year_at = i + 1
+        for k in range(year_at, year_at + 4):
+            if not _digit(PyUnicode_READ_CHAR(line, k)):
+                return None
+        i = year_at + 4
+        if (
+            PyUnicode_READ_CHAR(line, i) != 93
+            or PyUnicode_READ_CHAR(line, i + 1) != 32
+            or PyUnicode_READ_CHAR(line, i + 2) != 91
+        ):
+            return None
+        # (?:([\w.-]{0,64}):)?([a-z]{1,8}\d?)\] then a space
+        i += 3
+        k = i
+        while k < n and k - i <= 64:
+            c = PyUnicode_READ_CHAR(line, k)
+            if not (_word(c) or c == 46 or c == 45):  # . -
+                break
+            k += 1
+        if k - i <= 64 and k < n and PyUnicode_READ_CHAR(line, k) == 58:
+            module_at = i
+            module_end = k
+            i = k + 1
+        word_at = i
+        k = i
+        while k < n and k - i <= 8 and 97 <= PyUnicode_READ_CHAR(line, k) <= 122:
+            k += 1
+        if k == i or k - i > 8 or k + 1 >= n:
+            return None
+        if _digit(PyUnicode_READ_CHAR(line, k)):
+            k += 1
+            if k + 1 >= n:
+                return None
+        if PyUnicode_READ_CHAR(line, k) != 93 or PyUnicode_READ_CHAR(line, k + 1) != 32:
+            return None
+        word_end = k
+        i = k + 2
+        # (?:\[pid (\d{1,10})(?::tid (\d{1,20}))?\] )?
+        if line.startswith("[pid ", i):
+            k = _digits_from(line, i + 5, n, 10)
+            if 0 < k <= 10:
+                pid_at = i + 5
+                pid_end = pid_at + k
+                if line.startswith(":tid ", pid_end):
+                    k = _digits_from(line, pid_end + 5, n, 20)
+                    if 0 < k <= 20 and line.startswith("] ", pid_end + 5 + k):
+                        tid_at = pid_end + 5
+                        tid_end = tid_at + k
+                        i = tid_end + 2
+                    else:
+                        pid_at = -1
+                elif line.startswith("] ", pid_end):
+                    i = pid_end + 2
+                else:
+                    pid_at = -1
+        # (?:([\w.-]{1,64}\.[ch])\((\d{1,9})\): )?
+        k = i
+        while k < n and k - i <= 66:
+            c = PyUnicode_READ_CHAR(line, k)
+            if not (_word(c) or c == 46 or c == 45):
+                break
+            k += 1
+        if (
+            3 <= k - i <= 66
+            and k < n
+            and PyUnicode_READ_CHAR(line, k) == 40  # (
+            and PyUnicode_READ_CHAR(line, k - 2) == 46  # .
+            and (PyUnicode_READ_CHAR(line, k - 1) == 99 or PyUnicode_READ_CHAR(line, k - 1) == 104)
+        ):
+            source_end = k
+            m = _digits_from(line, k + 1, n, 9)
+            if 0 < m <= 9 and line.startswith("): ", k + 1 + m):
+                source_at = i
+                source_line_at = k + 1
+                source_line_end = k + 1 + m
+                i = source_line_end + 3
+        # (?:(\(-?\d{1,9}\)[^:\[\]]{0,200}): )?
+        if i < n and PyUnicode_READ_CHAR(line, i) == 40:
+            k = i + 1
+            if k < n and PyUnicode_READ_CHAR(line, k) == 45:
+                k += 1
+            m = _digits_from(line, k, n, 9)
+            if 0 < m <= 9 and k + m < n and PyUnicode_READ_CHAR(line, k + m) == 41:  # )
+                k += m + 1
+                run_at = k
+                while k < n and k - run_at <= 200:
+                    c = PyUnicode_READ_CHAR(line, k)
+                    if c == 58 or c == 91 or c == 93:  # : [ ]
+                        break
+                    k += 1
+                if k - run_at <= 200 and line.startswith(": ", k):
+                    apr_at = i
+                    apr_end = k
+                    i = k + 2
+        # (?:\[client ([^\]]{1,300})\] )?
+        if line.startswith("[client ", i):
+            k = i + 8
+            while k < n and k - (i + 8) <= 300 and PyUnicode_READ_CHAR(line, k) != 93:
+                k += 1
+            if 0 < k - (i + 8) <= 300 and line.startswith("] ", k):
+                client_at = i + 8
+                client_end = k
+                i = k + 2
+        # (?:(AH\d{5}): )?
+        if (
+            line.startswith("AH", i)
+            and _digits_from(line, i + 2, n, 5) == 5
+            and line.startswith(": ", i + 7)
+        ):
+            code_at = i
+            i += 9
+        message = line[i:]
+        word = line[word_at:word_end]
+        info = self._known_levels.get(word)
+        if info is None:
+            info = self._levels_get(word)
+        number = self._months.get(line[5:8])
+        if info is None or number is None:
+            return None
+        day = _digit_value(line, day_end - 1, day_end)
+        if day_end - day_at == 2 and PyUnicode_READ_CHAR(line, day_at) != 32:
+            day += 10 * _digit_value(line, day_at, day_at + 1)
+        stamp = f"{line[year_at : year_at + 4]}-{number:02d}-{day:02d} {line[clock_at : clock_at + 8]}"
+        prefix = self._known_stamps.get(stamp)
+        if prefix is None:
+            prefix = self._stamps_local(stamp)
+            if prefix is None:
+                return None
+        if frac_at < 0:
+            fraction = "000"
+        elif frac_end - frac_at >= 3:
+            fraction = line[frac_at : frac_at + 3]
+        else:
+            fraction = (line[frac_at:frac_end] + "00")[:3]
+        fields = {
+            "@timestamp": f"{prefix}.{fraction}Z",
+            "format": self._name,
+            "message": message,
+            "level": (<tuple>info)[0],
+        }
+        if (<tuple>info)[1] is not None:
+            fields["level_original"] = (<tuple>info)[1]
+        if module_end > module_at:
+            fields["logger"] = line[module_at:module_end]
+        if pid_at >= 0:
+            fields["pid"] = _digit_value(line, pid_at, pid_end)
+        if tid_at >= 0:
+            fields["thread_id"] = int(line[tid_at:tid_end])
+        if client_at >= 0:
+            fields["client"] = line[client_at:client_end]
+        if code_at >= 0:
+            fields["error_code"] = line[code_at : code_at + 7]
+        if apr_at >= 0:
+            fields["error_message"] = line[apr_at:apr_end]
+        if source_at >= 0:
+            fields["file"] = line[source_at:source_end]
+            fields["line"] = _digit_value(line, source_line_at, source_line_end)
+        if ", referer" in message:
+            text, _, referrer = message.rpartition(", referer")
+            referrer = referrer.removeprefix(":").strip()
+            if referrer and " " not in referrer:
+                fields["message"] = text
+                fields["referrer"] = referrer
+        return fields

@@ -274,10 +274,31 @@ def test_access_any_text(parts: list[str]) -> None:
 # --------------------------------------------------------------------------- nginx error log
 
 _NGINX_STAMPS = ["2016/09/01 12:00:00", "2016/02/30 12:00:00", "2016-09-01 12:00:00", "2016/09/01"]
-_NGINX_LEVELS = ["error", "warn", "crit", "emerg", "debug", "notice", "info", "alert", "foo",
-                 "ERROR", "abcdefghi", ""]  # fmt: skip
-_NGINX_IDS = ["1234#5678", "1#0", "1234567890#1", "12345678901#1", "1#12345678901234567890",
-              "1#123456789012345678901", "#1", "1#", "1 #2"]  # fmt: skip
+_NGINX_LEVELS = [
+    "error",
+    "warn",
+    "crit",
+    "emerg",
+    "debug",
+    "notice",
+    "info",
+    "alert",
+    "foo",
+    "ERROR",
+    "abcdefghi",
+    "",
+]
+_NGINX_IDS = [
+    "1234#5678",
+    "1#0",
+    "1234567890#1",
+    "12345678901#1",
+    "1#12345678901234567890",
+    "1#123456789012345678901",
+    "#1",
+    "1#",
+    "1 #2",
+]
 _NGINX_MESSAGES = [
     ": *1 open() failed, client: 10.0.0.7",
     ': *1 open() "/x" failed (2: No such file), client: 10.0.0.7, server: a, request: "GET / "',
@@ -375,17 +396,51 @@ _APACHE_LEVELS = [
     "[" + "m" * 65 + ":error]",
     "[]",
 ]
-_APACHE_PIDS = ["", "[pid 35708] ", "[pid 35708:tid 4328636416] ", "[pid 1:tid 123456789012345678901] ",
-                "[pid 12345678901] ", "[pid 1:tid x] ", "[pid 1]", "[pid ] "]  # fmt: skip
-_APACHE_SOURCES = ["", "proxy_util.c(2020): ", "mod_ssl.h(1): ", "a.c(2020): ", ".c(1): ",
-                   "x" * 64 + ".c(1): ", "x" * 65 + ".c(1): ", "util.cc(3): ", "a.c(1234567890): ",
-                   "a.c(12):"]  # fmt: skip
-_APACHE_APRS = ["", "(13)Permission denied: ", "(-3)x: ", "(70007)The timeout specified has expired: ",
-                "(1234567890)x: ", "(1)a[b]: ", "(1)" + "y" * 200 + ": ", "(1)" + "y" * 201 + ": ",
-                "(1): ", "(x)y: ", "(1)a:b: "]  # fmt: skip
-_APACHE_CLIENTS = ["", "[client 10.0.0.7] ", "[client 10.0.0.7:5678] ", "[client ::1:40] ",
-                   "[client ] ", "[client " + "c" * 300 + "] ", "[client " + "c" * 301 + "] ",
-                   "[client a]b] "]  # fmt: skip
+_APACHE_PIDS = [
+    "",
+    "[pid 35708] ",
+    "[pid 35708:tid 4328636416] ",
+    "[pid 1:tid 123456789012345678901] ",
+    "[pid 12345678901] ",
+    "[pid 1:tid x] ",
+    "[pid 1]",
+    "[pid ] ",
+]
+_APACHE_SOURCES = [
+    "",
+    "proxy_util.c(2020): ",
+    "mod_ssl.h(1): ",
+    "a.c(2020): ",
+    ".c(1): ",
+    "x" * 64 + ".c(1): ",
+    "x" * 65 + ".c(1): ",
+    "util.cc(3): ",
+    "a.c(1234567890): ",
+    "a.c(12):",
+]
+_APACHE_APRS = [
+    "",
+    "(13)Permission denied: ",
+    "(-3)x: ",
+    "(70007)The timeout specified has expired: ",
+    "(1234567890)x: ",
+    "(1)a[b]: ",
+    "(1)" + "y" * 200 + ": ",
+    "(1)" + "y" * 201 + ": ",
+    "(1): ",
+    "(x)y: ",
+    "(1)a:b: ",
+]
+_APACHE_CLIENTS = [
+    "",
+    "[client 10.0.0.7] ",
+    "[client 10.0.0.7:5678] ",
+    "[client ::1:40] ",
+    "[client ] ",
+    "[client " + "c" * 300 + "] ",
+    "[client " + "c" * 301 + "] ",
+    "[client a]b] ",
+]
 _APACHE_CODES = ["", "AH00124: ", "AH0012: ", "AH001245: ", "AH00124:"]
 _APACHE_MESSAGES = [
     "File does not exist: /var/www/x",
@@ -466,7 +521,7 @@ _ERROR_FRAGMENTS = st.sampled_from(
         "\n",
         "\u00e9",
         "\t",
-    ]  # fmt: skip
+    ]
 )
 
 

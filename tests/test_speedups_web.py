@@ -50,6 +50,12 @@ _CLIENTS = [
     "10.0.0.7",
     "2001:db8::1",
     "::1",
+    "::ffff:10.0.0.7",
+    "10.0.0.7:5678",
+    "vh:80",
+    "vh:80,",
+    "a:b:c,d",
+    ":",
     "www.example.com:443 10.0.0.7",  # vhost_combined
     "www.example.com:99999 10.0.0.7",
     "203.0.113.9, 10.0.0.1",  # X-Forwarded-For
@@ -213,9 +219,13 @@ def test_common_lines_take_the_compiled_path(monkeypatch: pytest.MonkeyPatch) ->
         lines += ACCESS_LOG.read_text(encoding="utf-8", errors="replace").splitlines()
     assert assert_same(pure, fast, lines) == len(lines)
     assert fallbacks == []
-    # ... while the rare shapes do go there (the spy is in place).
-    fast.parse('::1 - - [17/May/2015:10:05:03 +0200] "GET / HTTP/1.1" 200 5', {})
-    assert len(fallbacks) == 1
+    # So do IPv6 clients; the rare shapes go there (the spy is in place).
+    assert fast.parse('::1 - - [17/May/2015:10:05:03 +0200] "GET / HTTP/1.1" 200 5', {})
+    assert fallbacks == []
+    fast.parse('a, b - - [17/May/2015:10:05:03 +0200] "GET / HTTP/1.1" 200 5', {})
+    fast.parse('vh:80 ::1 - - [17/May/2015:10:05:03 +0200] "GET / HTTP/1.1" 200 5', {})
+    fast.parse('::1 - - [17/May/2015:10:05:03 +0200] "GET /\\" HTTP/1.1" 200 5', {})
+    assert len(fallbacks) == 3
 
 
 # --------------------------------------------------------------------------- any text

@@ -1,16 +1,19 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
-"""Compiled fast path of the web access parser (built by scripts/bootstrap with Cython).
+"""Compiled fast paths of the web parsers (built by scripts/bootstrap with Cython).
 
 ``Access.parse`` reads a line exactly as ``web.AccessParser.parse`` does,
-without Python's regex engine: the commonest line (what ``web._PLAIN``
-matches in a line without a backslash) in one left-to-right scan over the
-line's characters. Every other line that could be an access line (vhost,
-X-Forwarded-For lists, IPv6 clients, backslash escapes) goes to the Python
-parser's ``_general``; a line that cannot be one (no `` [dd/Mon/yyyy:hh:mm:ss
-+zzzz] "`` in it, which both of ``_general``'s regexes require) is refused
-here. The Python parser stays the reference: ``tests/test_speedups_web.py``
-runs generated lines, edits of them, random text and the corpus through both
-and compares the fields.
+without Python's regex engine: the commonest lines in one left-to-right scan
+over the line's characters -- what ``web._PLAIN`` matches in a line without
+a backslash, and the same shape with colons in the client (IPv6, or
+``host:port``), which Python reads with ``_ACCESS`` the same way (see
+``Access.parse``). Every other line that could be an access line (vhost,
+X-Forwarded-For lists, backslash escapes) goes to the Python parser's
+``_general``; a line that cannot be one (no `` [dd/Mon/yyyy:hh:mm:ss +zzzz]
+"`` in it, which both of ``_general``'s regexes require) is refused here.
+``NginxError`` and ``ApacheError`` stand in for the error-log parsers' regexes.
+The Python parsers stay the reference: ``tests/test_speedups_web.py`` runs
+generated lines, edits of them, random text and the corpus through both and
+compares the fields.
 """
 
 from cpython.unicode cimport PyUnicode_GET_LENGTH, PyUnicode_READ_CHAR
@@ -116,11 +119,16 @@ cdef class Access:
         cdef dict fields
         if "\\" in line:
             return self._general_or_none(line, n)
-        # ([^\s:,]+) then a space
+        # ([^\s:,]+) then a space (_PLAIN), or the same with colons: _PLAIN fails,
+        # and so does _general's _HEAD path (":" in the client); _ACCESS reads
+        # the line as _PLAIN would. Its vhost group ("V:P " before the client)
+        # cannot match: the client, ident and user must be the three words
+        # before " [<stamp>", and these are. Nor can its X-Forwarded-For list:
+        # no "," in the client (without a backslash its quoted parts are _PLAIN's).
         i = 0
         while i < n:
             c = PyUnicode_READ_CHAR(line, i)
-            if _space(c) or c == 58 or c == 44:  # : ,
+            if _space(c) or c == 44:  # ,
                 break
             i += 1
         if i == 0 or i >= n or PyUnicode_READ_CHAR(line, i) != 32:

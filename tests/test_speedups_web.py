@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -556,3 +557,37 @@ def test_apache_error_any_text(parts: list[str]) -> None:
             "[Wed Oct 11 14:32:52 2000] [error] [client " + line,
         ],
     )
+
+
+# --------------------------------------------------------------------------- odd characters
+
+# A lone surrogate, an astral character, NUL, Arabic-Indic and fullwidth digits
+# (int() takes them, the regexes' ASCII \d does not), no-break space and \x1c
+# (whitespace to str.split/strip, not to \s), a line separator.
+_ODD = ["\ud800", "\U0001f600", "\x00", "\u0660", "\uff11", "\u00a0", "\x1c", "\u2028"]
+
+
+def _odd_edits(lines: list[str], count: int) -> list[str]:
+    rnd = random.Random(5)  # noqa: S311 (test data)
+    out = []
+    for _ in range(count):
+        chars = list(rnd.choice(lines))
+        for _ in range(rnd.randint(1, 2)):
+            pos = rnd.randrange(len(chars) + 1)
+            if rnd.random() < 0.5 and chars:
+                chars[min(pos, len(chars) - 1)] = rnd.choice(_ODD)
+            else:
+                chars.insert(pos, rnd.choice(_ODD))
+        out.append("".join(chars))
+    return out
+
+
+def test_odd_characters(monkeypatch: pytest.MonkeyPatch) -> None:
+    pair(monkeypatch)
+    for name, lines in (
+        (web.ACCESS, access_lines()),
+        (web.APACHE_ERROR, apache_error_lines()),
+        (web.NGINX_ERROR, nginx_lines()),
+    ):
+        pure, fast = parser_pair(name, monkeypatch)
+        assert assert_same(pure, fast, _odd_edits(lines, 15_000)) > 500

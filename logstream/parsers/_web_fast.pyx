@@ -109,47 +109,66 @@ cdef class Access:
     def parse(self, str line, event):
         cdef Py_ssize_t n = PyUnicode_GET_LENGTH(line)
         cdef Py_ssize_t i, k, end, ref_end, agent_end, client_end, user_at, user_end
-        cdef Py_ssize_t status_at = -1, size_digits = 0
+        cdef Py_ssize_t status_at = -1, size_digits = 0, words, ident_end
         cdef long long size = 0
         cdef int code
         cdef Py_UCS4 c
         cdef Py_ssize_t when_at, request_at, request_end, space, last
-        cdef str when
+        cdef str when, client
+        cdef list addresses
         cdef object prefix, stamp, referrer = None, agent = None
         cdef dict fields
         if "\\" in line:
             return self._general_or_none(line, n)
-        # ([^\s:,]+) then a space (_PLAIN), or the same with colons: _PLAIN fails,
-        # and so does _general's _HEAD path (":" in the client); _ACCESS reads
-        # the line as _PLAIN would. Its vhost group ("V:P " before the client)
-        # cannot match: the client, ident and user must be the three words
-        # before " [<stamp>", and these are. Nor can its X-Forwarded-For list:
-        # no "," in the client (without a backslash its quoted parts are _PLAIN's).
+        # The words before the first one that starts with "[" (which must be the
+        # time): at least three, separated by one space each, the last two the
+        # ident and the user, the ones before them the client. Where that is one
+        # word without "," or ":", _PLAIN reads the line. Elsewhere (colons:
+        # IPv6, host:port; commas: an X-Forwarded-For list) _PLAIN fails, and
+        # _general reads the line with _HEAD (one client word without ":" that
+        # does not end in ",") or else _ACCESS, the same way, provided every
+        # client word but the last is "<one or more characters>,". _ACCESS's
+        # client group `\S+(?:, \S+)*` takes its first \S+ longest first: it
+        # tries clients of 1, 2, 3... words in turn. Shorter clients than this
+        # one fail (no word before the time starts with "["); longer ones are
+        # tried only when the rest of the line fails here, and then this scan
+        # gives the line to _general. _ACCESS's vhost group ("V:P " first)
+        # cannot match: the first word would end in a digit (not in ","), and
+        # the time would have to follow four words. Without a backslash in the
+        # line, the quoted parts of all three regexes end at the next '"'.
+        words = 0
+        client_end = ident_end = user_end = -1
         i = 0
-        while i < n:
+        while True:
+            if i >= n:
+                return self._general_or_none(line, n)
             c = PyUnicode_READ_CHAR(line, i)
-            if _space(c) or c == 44:  # ,
+            if c == 91:  # [
                 break
-            i += 1
-        if i == 0 or i >= n or PyUnicode_READ_CHAR(line, i) != 32:
+            if _space(c):
+                return self._general_or_none(line, n)
+            k = i + 1
+            while k < n and not _space(PyUnicode_READ_CHAR(line, k)):
+                k += 1
+            if k >= n or PyUnicode_READ_CHAR(line, k) != 32:
+                return self._general_or_none(line, n)
+            if words >= 3 and not (
+                PyUnicode_READ_CHAR(line, client_end - 1) == 44  # ,
+                and client_end >= 2
+                and PyUnicode_READ_CHAR(line, client_end - 2) != 32
+            ):
+                # A client word but the last that is not "<something>,": ", "
+                # takes its comma, and \S+ needs a character before it.
+                return self._general_or_none(line, n)
+            client_end = ident_end
+            ident_end = user_end
+            user_end = k
+            words += 1
+            i = k + 1
+        if words < 3:
             return self._general_or_none(line, n)
-        client_end = i
-        # \S+ (the ident) then a space
-        k = i + 1
-        while k < n and not _space(PyUnicode_READ_CHAR(line, k)):
-            k += 1
-        if k == i + 1 or k >= n or PyUnicode_READ_CHAR(line, k) != 32:
-            return self._general_or_none(line, n)
-        # (\S+) (the user) then " ["
-        user_at = k + 1
-        k = user_at
-        while k < n and not _space(PyUnicode_READ_CHAR(line, k)):
-            k += 1
-        if k == user_at or k + 1 >= n or PyUnicode_READ_CHAR(line, k) != 32:
-            return self._general_or_none(line, n)
-        if PyUnicode_READ_CHAR(line, k + 1) != 91:  # [
-            return self._general_or_none(line, n)
-        user_end = k
+        user_at = ident_end + 1
+        k = user_end
         # (dd/Mon/yyyy:hh:mm:ss [+-]zzzz)\] "
         i = k + 2
         if not _stamp_at(line, i, n):
@@ -217,7 +236,17 @@ cdef class Access:
             stamp = f"{prefix}.000Z"
             self._last_when = when
             self._last_stamp = stamp
-        fields = {"@timestamp": stamp, "format": self._name, "client": line[0:client_end]}
+        client = line[0:client_end]
+        if line.find(",", 0, client_end) < 0:
+            fields = {"@timestamp": stamp, "format": self._name, "client": client}
+        else:  # as AccessParser._fields: the client, then the proxies
+            addresses = [part.strip() for part in client.split(",") if part.strip()]
+            fields = {
+                "@timestamp": stamp,
+                "format": self._name,
+                "client": addresses[0] if addresses else client,
+                "forwarded_for": addresses,
+            }
         if not (user_end - user_at == 1 and PyUnicode_READ_CHAR(line, user_at) == 45):
             fields["user"] = line[user_at:user_end]
         # request.partition(" "), then target.rpartition(" ") and "HTTP/": in offsets

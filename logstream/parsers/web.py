@@ -39,6 +39,7 @@ from logstream.parsers.common import (
     Fields,
     LevelMap,
     Timestamps,
+    compiled,
     frac3,
     set_level,
 )
@@ -116,6 +117,17 @@ class AccessParser:
         self._status_size = _STATUS_SIZE.match
         self._stamps = stamps
         self._known_stamps = stamps.known_offset
+        fast = compiled("_web_fast")
+        if fast is not None:  # the same reading, the common line without the regexes
+            self.parse = fast.Access(  # type: ignore[method-assign]
+                ACCESS,
+                self._known_stamps,
+                stamps.with_offset,
+                _access_time,
+                _STATUS_LEVELS,
+                Severity.INFO.name,
+                self._general,
+            ).parse
 
     def parse(self, line: str, event: Event) -> Fields | None:
         if "\\" not in line:
@@ -298,6 +310,16 @@ class ApacheErrorParser:
         self._match = _APACHE_ERROR.match
         self._stamps = stamps
         self._levels = _error_levels()
+        fast = compiled("_web_fast")
+        if fast is not None:  # the same reading, without the regex
+            self.parse = fast.ApacheError(  # type: ignore[method-assign]
+                APACHE_ERROR,
+                self._levels.known,
+                self._levels.get,
+                MONTHS,
+                stamps.known_local,
+                stamps.local,
+            ).parse
 
     def parse(self, line: str, event: Event) -> Fields | None:
         if line[:1] != "[":
@@ -356,6 +378,11 @@ class NginxErrorParser:
         self._match = _NGINX_ERROR.match
         self._stamps = stamps
         self._levels = LevelMap()
+        fast = compiled("_web_fast")
+        if fast is not None:  # the same reading, without the regex
+            self.parse = fast.NginxError(  # type: ignore[method-assign]
+                NGINX_ERROR, self._levels.known, self._levels.get, stamps.known_local, stamps.local
+            ).parse
 
     def parse(self, line: str, event: Event) -> Fields | None:
         match = self._match(line)

@@ -18,8 +18,15 @@ def encode_ndjson(batch: Batch, metrics: UnitMetrics) -> tuple[bytes, int]:
     of the batch is kept.
     """
     dumps = orjson.dumps
+    # One growing buffer, each event's bytes freed at once: a list of a batch's
+    # encoded events, joined, costs 7x more here (glibc returns the memory at the
+    # end of each batch and faults it in again for the next; see tune_malloc).
+    out = bytearray()
+    put = out.extend
     try:
-        return b"".join([dumps(event, option=_NDJSON) for event in batch]), len(batch)
+        for event in batch:
+            put(dumps(event, option=_NDJSON))
+        return bytes(out), len(batch)
     except (TypeError, orjson.JSONEncodeError):
         pass
     parts = []

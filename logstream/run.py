@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import logging
 import os
@@ -73,6 +74,34 @@ async def serve(
     return report
 
 
+# mallopt(3) parameters (glibc's malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
+
+
+def tune_malloc() -> bool:
+    """Keep glibc's malloc from returning freed memory to the kernel after every batch.
+
+    A batch's encoded events (Elasticsearch documents, MQTT lines, NDJSON) are
+    byte strings of a few hundred bytes that Python's own allocator passes to
+    malloc; freed together at the end of a batch, they leave the top of the
+    heap free, glibc gives it back to the kernel (above 128 KiB by default),
+    and the next batch faults the same pages in again, zeroed: here, encoding
+    1,000 events into a list cost 1.7 us each that way and 0.25 us with these
+    settings (keep up to 32 MiB free at the top; grow by 8 MiB more than
+    asked). Returns whether they were set (not on other C libraries).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library of this process
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_TRIM_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TOP_PAD, 8 << 20))
+
+
 def tune_gc() -> None:
     """Make the cyclic garbage collector cheap for a stream of short-lived dicts.
 
@@ -86,6 +115,7 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(100_000, 50, 1000)
+    tune_malloc()
 
 
 def run(config_path: Path, out: TextIO = sys.stdout) -> int:

@@ -243,7 +243,9 @@ def handle(conn, number):
         if mode == "discard":
             seen += data.count(b"\n"); continue
         lines = (tail + data).split(b"\n"); tail = lines.pop()
-        os.write(fd, b"".join([dumps(loads(line), option=newline) for line in lines]))
+        buf = bytearray(); put = buf.extend  # (a list of small bytes: allocator churn)
+        for line in lines: put(dumps(loads(line), option=newline))
+        os.write(fd, buf)
         seen += len(lines)
     if fd is not None:
         os.close(fd)

@@ -97,14 +97,48 @@ cdef void _message(dict fields, str message) except *:
     fields["message"] = message
 
 
+cdef extern from "Python.h":
+    dict _PyDict_NewPresized(Py_ssize_t minused)
+
+# The level words oslo.log writes (its levels, and TRACE/AUDIT): read without a
+# copy of the word; any other word goes through the level map.
+cdef tuple _OSLO_WORDS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "TRACE", "AUDIT")
+
+
+cdef inline bint _same(str a, Py_ssize_t at, str b, Py_ssize_t count) noexcept:
+    """Whether ``a[at:at + count] == b[:count]`` (both long enough)."""
+    cdef Py_ssize_t j
+    for j in range(count):
+        if PyUnicode_READ_CHAR(a, at + j) != PyUnicode_READ_CHAR(b, j):
+            return False
+    return True
+
+
+cdef inline object _small_int(str text, Py_ssize_t start, Py_ssize_t end):
+    """``int(text[start:end])`` for at most 18 ASCII digits (checked by the caller)."""
+    cdef long long value = 0
+    cdef Py_ssize_t j
+    for j in range(start, end):
+        value = value * 10 + (<long long>PyUnicode_READ_CHAR(text, j) - 48)
+    return value
+
+
 cdef class Oslo:
-    """``oslo.OsloParser.parse`` without the regex (same fields, same ``None``)."""
+    """``oslo.OsloParser.parse`` without the regex (same fields, same ``None``).
+
+    The previous line's time is remembered: a line of the same second reuses
+    its UTC prefix, one of the same millisecond its whole ``@timestamp``.
+    """
 
     cdef dict _known_levels
     cdef object _levels_get
     cdef dict _known_stamps
     cdef object _stamps_local
     cdef str _name
+    cdef tuple _word_infos
+    cdef str _last_stamp  # the previous line's first 23 characters ("" at first)
+    cdef str _last_prefix
+    cdef str _last_time
 
     def __init__(self, str name, dict known_levels, levels_get, dict known_stamps, stamps_local):
         self._name = name
@@ -112,13 +146,52 @@ cdef class Oslo:
         self._levels_get = levels_get
         self._known_stamps = known_stamps
         self._stamps_local = stamps_local
+        self._word_infos = tuple(levels_get(word) for word in _OSLO_WORDS)
+        self._last_stamp = ""
+        self._last_prefix = ""
+        self._last_time = ""
+
+    cdef object _level(self, str line, Py_ssize_t start, Py_ssize_t end):
+        cdef Py_ssize_t index, size = end - start
+        cdef str word
+        for index in range(7):
+            word = <str>_OSLO_WORDS[index]
+            if PyUnicode_GET_LENGTH(word) == size and _same(line, start, word, size):
+                return self._word_infos[index]
+        word = line[start:end]
+        info = self._known_levels.get(word)
+        if info is None:
+            info = self._levels_get(word)
+        return info
+
+    cdef object _time(self, str line):
+        """The line's ``@timestamp`` (``None``: not a valid time)."""
+        cdef str stamp, prefix
+        if PyUnicode_GET_LENGTH(self._last_stamp) == 23:
+            if _same(line, 0, self._last_stamp, 23):
+                return self._last_time
+            if _same(line, 0, self._last_stamp, 19):
+                self._last_stamp = line[0:23]
+                self._last_time = f"{self._last_prefix}.{line[20:23]}Z"
+                return self._last_time
+        stamp = line[0:19]
+        prefix = self._known_stamps.get(stamp)
+        if prefix is None:
+            prefix = self._stamps_local(stamp)
+            if prefix is None:
+                return None
+        self._last_stamp = line[0:23]
+        self._last_prefix = prefix
+        self._last_time = f"{prefix}.{line[20:23]}Z"
+        return self._last_time
 
     def parse(self, str line, event):
         cdef Py_ssize_t n = PyUnicode_GET_LENGTH(line)
-        cdef Py_ssize_t i, k, end, close
+        cdef Py_ssize_t i, k, end, close, word_at, word_end, logger_at, logger_end
+        cdef Py_ssize_t pid_at = -1, pid_end = 0
         cdef Py_UCS4 c
-        cdef str stamp, word, logger, fraction
-        cdef object context = None, message = None, pid = None, info, prefix
+        cdef str logger
+        cdef object context = None, message = None, info, stamp
         cdef dict fields
         if n < 25:  # stamp (19) "." 3 digits " " level
             return None
@@ -142,14 +215,13 @@ cdef class Oslo:
         k = _digits_from(line, 20, n, 6)
         if k < 3 or k > 6 or 20 + k >= n or PyUnicode_READ_CHAR(line, 20 + k) != 32:
             return None
-        fraction = line[20 : 23]
         i = 21 + k
         # (?:(\d{1,10}) )?
         k = _digits_from(line, i, n, 10)
         if k:
             if k > 10 or i + k >= n or PyUnicode_READ_CHAR(line, i + k) != 32:
                 return None
-            pid = line[i : i + k]
+            pid_at, pid_end = i, i + k
             i += k + 1
         # ([A-Z]+) then a space
         k = i
@@ -157,7 +229,7 @@ cdef class Oslo:
             k += 1
         if k == i or k >= n or PyUnicode_READ_CHAR(line, k) != 32:
             return None
-        word = line[i:k]
+        word_at, word_end = i, k
         i = k + 1
         # ([^\s\[]\S*)
         if i >= n:
@@ -168,7 +240,7 @@ cdef class Oslo:
         k = i + 1
         while k < n and not _space(PyUnicode_READ_CHAR(line, k)):
             k += 1
-        logger = line[i:k]
+        logger_at, logger_end = i, k
         if k < n:
             # (?: \[([^\]]*)\])?(?: (.*))?\Z: only a space may follow the logger
             if PyUnicode_READ_CHAR(line, k) != 32:
@@ -184,27 +256,21 @@ cdef class Oslo:
                     message = line[end:]
             else:
                 message = line[end:]
-        info = self._known_levels.get(word)
+        info = self._level(line, word_at, word_end)
         if info is None:
-            info = self._levels_get(word)
-            if info is None:
-                return None
-        stamp = line[0:19]
-        prefix = self._known_stamps.get(stamp)
-        if prefix is None:
-            prefix = self._stamps_local(stamp)
-            if prefix is None:
-                return None
-        fields = {
-            "@timestamp": f"{prefix}.{fraction}Z",
-            "format": self._name,
-            "level": (<tuple>info)[0],
-            "logger": logger,
-        }
+            return None
+        stamp = self._time(line)
+        if stamp is None:
+            return None
+        fields = _PyDict_NewPresized(10)
+        fields["@timestamp"] = stamp
+        fields["format"] = self._name
+        fields["level"] = (<tuple>info)[0]
+        fields["logger"] = line[logger_at:logger_end]
         if (<tuple>info)[1] is not None:
             fields["level_original"] = (<tuple>info)[1]
-        if pid is not None:
-            fields["pid"] = int(pid)
+        if pid_at >= 0:
+            fields["pid"] = _small_int(line, pid_at, pid_end)
         if context is not None and context != "-":
             _context(fields, <str>context)
         if not message:

@@ -195,6 +195,7 @@ cdef class ParseLoop:
         cdef ParseStream stream = None
         cdef object key, last_key = None, line, value, held, text, level, scope
         cdef object first = None, second = None, third = None
+        cdef object one, two, three, last_one = None, last_two = None, last_three = None
         cdef object table = self._table
         cdef object evicted = table.evicted
         cdef object streams = table._streams
@@ -217,10 +218,20 @@ cdef class ParseLoop:
             else:
                 line = self._get_line(event)
             if names:
-                key = (_get(event, first), _get(event, second), _get(event, third))
+                one, two, three = _get(event, first), _get(event, second), _get(event, third)
+                if (
+                    stream is not None
+                    and (one is last_one or one == last_one)
+                    and (two is last_two or two == last_two)
+                    and (three is last_three or three == last_three)
+                ):
+                    key = last_key  # the same stream: no key tuple built
+                else:
+                    key = (one, two, three)
+                    last_one, last_two, last_three = one, two, three
             else:
                 key = self._key_of(event)
-            if stream is None or key != last_key:
+            if stream is None or (key is not last_key and key != last_key):
                 # StreamTable.get, inline for a stream it has (an unhashable key,
                 # a new stream and evictions go through it).
                 found = PyDict_GetItem(streams, key)

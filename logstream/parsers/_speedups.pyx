@@ -39,14 +39,25 @@ cdef void _context(dict fields, str context) except *:
     cdef list tokens
     cdef Py_ssize_t index, count
     cdef str user, project
+    cdef Py_ssize_t size, first, second, third
+    cdef str token
     if context.startswith("req-"):
-        tokens = context.split(" ", 3)
-        count = len(tokens)
-        fields["request_id"] = tokens[0]
-        if count > 1 and tokens[1] not in _NONE:
-            fields["user_id"] = tokens[1]
-        if count > 2 and tokens[2] not in _NONE:
-            fields["project_id"] = tokens[2]
+        # context.split(" ", 3): the request id, then user and project, by offsets
+        size = PyUnicode_GET_LENGTH(context)
+        first = context.find(" ")
+        if first < 0:
+            fields["request_id"] = context
+            return
+        fields["request_id"] = context[:first]
+        second = context.find(" ", first + 1)
+        token = context[first + 1 : second if second >= 0 else size]
+        if token not in _NONE:
+            fields["user_id"] = token
+        if second >= 0:
+            third = context.find(" ", second + 1)
+            token = context[second + 1 : third if third >= 0 else size]
+            if token not in _NONE:
+                fields["project_id"] = token
         return
     tokens = context.split()
     count = len(tokens)

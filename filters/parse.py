@@ -94,10 +94,13 @@ With ``fields: ecs`` the level is ``[log][level]``: conditions after the
 filter name it so (``[log][level] >= WARNING`` compares on the scale as
 ``level >= WARNING`` does); filters that read ``level`` itself see none.
 
-Cost: one compiled regex and a few dict look-ups per line (timestamps are
-converted once per second of input, level words once), about 200k oslo
-lines/s on one core (``benchmarks/parse.py``). Per-stream state is bounded
-by ``max_streams`` and each held record by the multiline bounds.
+Cost: one scan per line and a few dict look-ups (timestamps are converted
+once per second of input, level words once). The busy formats' parsers and
+the per-line loop below (``process``) also exist compiled
+(``logstream/parsers/*.pyx``, Cython); where they are built this filter uses
+them, and the Python code here is the reference they are tested against
+(``LOGSTREAM_PURE=1`` runs it). Per-stream state is bounded by
+``max_streams`` and each held record by the multiline bounds.
 """
 
 from __future__ import annotations

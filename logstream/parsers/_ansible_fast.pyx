@@ -13,20 +13,9 @@ The Python parser stays the reference (``tests/test_speedups_text.py``).
 
 from cpython.unicode cimport PyUnicode_READ_CHAR, PyUnicode_GET_LENGTH, Py_UNICODE_ISSPACE
 
+from logstream.parsers._scan cimport _digit, _digits_value, _space, _upper, _stamp19
+
 from logstream.parsers.common import strip_ansi
-
-
-cdef inline bint _digit(Py_UCS4 c) noexcept:
-    return 48 <= c <= 57
-
-
-cdef inline bint _upper(Py_UCS4 c) noexcept:
-    return 65 <= c <= 90
-
-
-cdef inline bint _space(Py_UCS4 c) noexcept:
-    # \s of re.ASCII: space, \t \n \v \f \r
-    return c == 32 or 9 <= c <= 13
 
 
 cdef inline bint _ascii_number(str text) noexcept:
@@ -38,15 +27,6 @@ cdef inline bint _ascii_number(str text) noexcept:
         if not _digit(PyUnicode_READ_CHAR(text, i)):
             return False
     return True
-
-
-cdef inline long long _int(str digits, Py_ssize_t k) noexcept:
-    """``int(digits)`` of ``k`` (at most 18) ASCII digits."""
-    cdef long long number = 0
-    cdef Py_ssize_t i
-    for i in range(k):
-        number = number * 10 + <long long>PyUnicode_READ_CHAR(digits, i) - 48
-    return number
 
 
 cdef str _INFO = "INFO"
@@ -279,19 +259,8 @@ cdef class AnsibleLog:
         # (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) p=
         if n < 30:  # stamp (19) ",mmm p=" " u=" "|"
             return None
-        for i in range(19):
-            c = PyUnicode_READ_CHAR(line, i)
-            if i == 4 or i == 7:
-                if c != 45:  # -
-                    return None
-            elif i == 10:
-                if c != 32:
-                    return None
-            elif i == 13 or i == 16:
-                if c != 58:  # :
-                    return None
-            elif not _digit(c):
-                return None
+        if not _stamp19(line, 45):  # -
+            return None
         if (
             PyUnicode_READ_CHAR(line, 19) != 44  # ,
             or not _digit(PyUnicode_READ_CHAR(line, 20))
@@ -399,7 +368,7 @@ cdef class AnsibleLog:
                 "@timestamp": stamp,
                 "format": self._name,
                 "message": text,
-                "pid": _int(pid, k),
+                "pid": _digits_value(pid, 0, k),
                 "user": user,
                 "logger": logger,
             }
@@ -410,7 +379,7 @@ cdef class AnsibleLog:
                 "message": text,
             }
             if k and k <= 10:
-                fields["pid"] = _int(pid, k)
+                fields["pid"] = _digits_value(pid, 0, k)
             if user:
                 fields["user"] = user
             if logger:

@@ -12,24 +12,9 @@ The Python parser stays the reference (``tests/test_speedups_text.py``).
 
 from cpython.unicode cimport PyUnicode_READ_CHAR, PyUnicode_GET_LENGTH
 
+from logstream.parsers._scan cimport _digit, _level_word, _stamp19
+
 from logstream.parsers.common import TRACEBACK_START, leading_level, strip_ansi
-
-
-cdef inline bint _digit(Py_UCS4 c) noexcept:
-    return 48 <= c <= 57
-
-
-cdef inline bint _isspace_ascii(Py_UCS4 c) noexcept:
-    # str.isspace / str.split() / str.lstrip() on ASCII: \t \n \v \f \r, \x1c-\x1f, space
-    return c == 32 or 9 <= c <= 13 or 28 <= c <= 31
-
-
-cdef inline bint _word_strip(Py_UCS4 c) noexcept:
-    # common._WORD_STRIP: []<>():!*-
-    return (
-        c == 91 or c == 93 or c == 60 or c == 62 or c == 40 or c == 41
-        or c == 58 or c == 33 or c == 42 or c == 45
-    )
 
 
 cdef inline Py_ssize_t _xtrace(str text, Py_ssize_t n) noexcept:
@@ -66,39 +51,11 @@ cdef class Console:
 
     cdef object _leading_level(self, str text):
         """``common.leading_level(text, levels)``."""
-        cdef Py_ssize_t n = PyUnicode_GET_LENGTH(text)
-        cdef Py_ssize_t end = n if n < 24 else 24
-        cdef Py_ssize_t i = 0, j, a, b, k
-        cdef Py_UCS4 c, first, last
-        cdef bint upper = True
-        cdef object info
-        cdef str word
-        for k in range(end):
-            if PyUnicode_READ_CHAR(text, k) > 127:
-                return leading_level(text, self._levels)
-        while i < end and _isspace_ascii(PyUnicode_READ_CHAR(text, i)):
-            i += 1
-        if i == end:
-            return None
-        j = i
-        while j < end and not _isspace_ascii(PyUnicode_READ_CHAR(text, j)):
-            j += 1
-        a, b = i, j
-        while a < b and _word_strip(PyUnicode_READ_CHAR(text, a)):
-            a += 1
-        while b > a and _word_strip(PyUnicode_READ_CHAR(text, b - 1)):
-            b -= 1
-        if a == b or b - a > 13:
-            return None
-        for k in range(a, b):
-            c = PyUnicode_READ_CHAR(text, k)
-            if 97 <= c <= 122:
-                upper = False
-            elif not 65 <= c <= 90:
-                return None  # not isalpha
-        first = PyUnicode_READ_CHAR(text, i)
-        last = PyUnicode_READ_CHAR(text, j - 1)
-        if not (upper or last == 58 or first == 91 or first == 60 or first == 40):  # : [ < (
+        cdef Py_ssize_t a = 0, b = 0
+        cdef int found = _level_word(text, &a, &b)
+        if found < 0:
+            return leading_level(text, self._levels)
+        if found == 0:
             return None
         word = text[a:b]
         info = self._known_levels.get(word)
@@ -116,19 +73,8 @@ cdef class Console:
         # (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\.(\d{3,6}) \| ?(.*)\Z
         if n < 25:
             return self._bare(line, n)
-        for i in range(19):
-            c = PyUnicode_READ_CHAR(line, i)
-            if i == 4 or i == 7:
-                if c != 45:  # -
-                    return self._bare(line, n)
-            elif i == 10:
-                if c != 32:
-                    return self._bare(line, n)
-            elif i == 13 or i == 16:
-                if c != 58:  # :
-                    return self._bare(line, n)
-            elif not _digit(c):
-                return self._bare(line, n)
+        if not _stamp19(line, 45):  # -
+            return self._bare(line, n)
         if PyUnicode_READ_CHAR(line, 19) != 46:  # .
             return self._bare(line, n)
         k = 0

@@ -11,102 +11,16 @@ parsers run in pure Python (``LOGSTREAM_PURE=1`` forces that).
 
 from cpython.unicode cimport PyUnicode_READ_CHAR, PyUnicode_GET_LENGTH
 
-cdef inline bint _digit(Py_UCS4 c) noexcept:
-    return 48 <= c <= 57
-
-
-cdef inline bint _upper(Py_UCS4 c) noexcept:
-    return 65 <= c <= 90
-
-
-cdef inline bint _space(Py_UCS4 c) noexcept:
-    # \s of re.ASCII: space, \t \n \v \f \r
-    return c == 32 or 9 <= c <= 13
-
-
-cdef frozenset _NONE = frozenset(("-", "None", ""))
-
-
-cdef inline Py_ssize_t _digits_from(str line, Py_ssize_t i, Py_ssize_t n, Py_ssize_t most) noexcept:
-    """How many ASCII digits start at ``i`` (counting stops past ``most``)."""
-    cdef Py_ssize_t j = i
-    while j < n and j - i <= most and _digit(PyUnicode_READ_CHAR(line, j)):
-        j += 1
-    return j - i
-
-
-cdef void _context(dict fields, str context) except *:
-    cdef list tokens
-    cdef Py_ssize_t index, count
-    cdef str user, project
-    cdef Py_ssize_t size, first, second, third
-    cdef str token
-    if context.startswith("req-"):
-        # context.split(" ", 3): the request id, then user and project, by offsets
-        size = PyUnicode_GET_LENGTH(context)
-        first = context.find(" ")
-        if first < 0:
-            fields["request_id"] = context
-            return
-        fields["request_id"] = context[:first]
-        second = context.find(" ", first + 1)
-        token = context[first + 1 : second if second >= 0 else size]
-        if token not in _NONE:
-            fields["user_id"] = token
-        if second >= 0:
-            third = context.find(" ", second + 1)
-            token = context[second + 1 : third if third >= 0 else size]
-            if token not in _NONE:
-                fields["project_id"] = token
-        return
-    tokens = context.split()
-    count = len(tokens)
-    for index in range(count):
-        if (<str>tokens[index]).startswith("req-"):
-            fields["request_id"] = tokens[index]
-            user = tokens[index + 1] if index + 1 < count else "-"
-            project = tokens[index + 2] if index + 2 < count else "-"
-            if user not in _NONE:
-                fields["user_id"] = user
-            if project not in _NONE:
-                fields["project_id"] = project
-            return
-
-
-cdef void _message(dict fields, str message) except *:
-    cdef Py_ssize_t end, space, colon, space2, pid_at, n
-    cdef str digits, function
-    if message.startswith("[instance: "):
-        end = message.find("] ", 11)
-        if end > 0:
-            fields["instance_id"] = message[11:end]
-            message = message[end + 2 :]
-    n = PyUnicode_GET_LENGTH(message)
-    if n and _digit(PyUnicode_READ_CHAR(message, n - 1)):
-        space = message.rfind(" ")
-        colon = message.rfind(":", space + 1)
-        digits = message[colon + 1 :]
-        if (
-            space > 0
-            and colon > 0
-            and message.endswith(".py", space + 1, colon)
-            and PyUnicode_GET_LENGTH(digits) <= 18
-            and digits.isascii()
-            and digits.isdigit()
-        ):
-            space2 = message.rfind(" ", 0, space)
-            function = message[space2 + 1 : space]
-            if space2 >= 0 and function.isidentifier():
-                fields["function"] = function
-                fields["file"] = message[space + 1 : colon]
-                fields["line"] = int(digits)
-                if space2 > 0 and PyUnicode_READ_CHAR(message, space2 - 1) == 41:  # ")"
-                    pid_at = message.rfind(" from (pid=", 0, space2)
-                    if pid_at >= 0:
-                        space2 = pid_at
-                message = message[:space2]
-    fields["message"] = message
-
+from logstream.parsers._scan cimport (
+    _stamp19,
+    _digit,
+    _digits_from,
+    _digits_value,
+    _oslo_context,
+    _oslo_message,
+    _space,
+    _upper,
+)
 
 cdef extern from "Python.h":
     dict _PyDict_NewPresized(Py_ssize_t minused)
@@ -123,15 +37,6 @@ cdef inline bint _same(str a, Py_ssize_t at, str b, Py_ssize_t count) noexcept:
         if PyUnicode_READ_CHAR(a, at + j) != PyUnicode_READ_CHAR(b, j):
             return False
     return True
-
-
-cdef inline object _small_int(str text, Py_ssize_t start, Py_ssize_t end):
-    """``int(text[start:end])`` for at most 18 ASCII digits (checked by the caller)."""
-    cdef long long value = 0
-    cdef Py_ssize_t j
-    for j in range(start, end):
-        value = value * 10 + (<long long>PyUnicode_READ_CHAR(text, j) - 48)
-    return value
 
 
 cdef class Oslo:
@@ -207,19 +112,8 @@ cdef class Oslo:
         if n < 25:  # stamp (19) "." 3 digits " " level
             return None
         # (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\.
-        for i in range(19):
-            c = PyUnicode_READ_CHAR(line, i)
-            if i == 4 or i == 7:
-                if c != 45:  # -
-                    return None
-            elif i == 10:
-                if c != 32:
-                    return None
-            elif i == 13 or i == 16:
-                if c != 58:  # :
-                    return None
-            elif not _digit(c):
-                return None
+        if not _stamp19(line, 45):  # -
+            return None
         if PyUnicode_READ_CHAR(line, 19) != 46:  # .
             return None
         # (\d{3,6}) then a space
@@ -281,15 +175,15 @@ cdef class Oslo:
         if (<tuple>info)[1] is not None:
             fields["level_original"] = (<tuple>info)[1]
         if pid_at >= 0:
-            fields["pid"] = _small_int(line, pid_at, pid_end)
+            fields["pid"] = _digits_value(line, pid_at, pid_end)
         if context is not None and context != "-":
-            _context(fields, <str>context)
+            _oslo_context(fields, <str>context)
         if not message:
             fields["message"] = ""
         else:
             k = PyUnicode_GET_LENGTH(message)
             if PyUnicode_READ_CHAR(message, 0) == 91 or _digit(PyUnicode_READ_CHAR(message, k - 1)):
-                _message(fields, <str>message)
+                _oslo_message(fields, <str>message)
             else:
                 fields["message"] = message
         return fields

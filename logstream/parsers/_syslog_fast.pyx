@@ -15,56 +15,26 @@ and the timestamp conversions and their caches (``Timestamps``).
 
 from cpython.unicode cimport PyUnicode_READ_CHAR, PyUnicode_GET_LENGTH
 
+from logstream.parsers._scan cimport (
+    _digit,
+    _digits_from,
+    _isspace,
+    _level_word,
+    _lower,
+    _oslo_context,
+    _oslo_message,
+    _space,
+    _strip_char,
+    _upper,
+    _word,
+)
+
 from logstream.parsers.common import MONTHS, leading_level, strip_ansi
 from logstream.severity import from_syslog
 
 cdef tuple _SEVERITY = tuple(from_syslog(number).name for number in range(8))
 cdef dict _MONTHS = dict(MONTHS)
-cdef frozenset _NONE = frozenset(("-", "None", ""))
 cdef str _JOURNAL = "journal"
-
-
-cdef inline bint _digit(Py_UCS4 c) noexcept:
-    return 48 <= c <= 57
-
-
-cdef inline bint _upper(Py_UCS4 c) noexcept:
-    return 65 <= c <= 90
-
-
-cdef inline bint _lower(Py_UCS4 c) noexcept:
-    return 97 <= c <= 122
-
-
-cdef inline bint _space(Py_UCS4 c) noexcept:
-    # \s of re.ASCII: space, \t \n \v \f \r
-    return c == 32 or 9 <= c <= 13
-
-
-cdef inline bint _word(Py_UCS4 c) noexcept:
-    # \w of re.ASCII
-    return _digit(c) or _upper(c) or _lower(c) or c == 95
-
-
-cdef inline bint _isspace(Py_UCS4 c) noexcept:
-    # str.isspace() for an ASCII character (str.split() and str.lstrip() use it)
-    return c == 32 or 9 <= c <= 13 or 28 <= c <= 31
-
-
-cdef inline bint _strip_char(Py_UCS4 c) noexcept:
-    # common._WORD_STRIP: []<>():!*-
-    return (
-        c == 91 or c == 93 or c == 60 or c == 62 or c == 40 or c == 41
-        or c == 58 or c == 33 or c == 42 or c == 45
-    )
-
-
-cdef inline Py_ssize_t _digits_from(str line, Py_ssize_t i, Py_ssize_t n, Py_ssize_t most) noexcept:
-    """How many ASCII digits start at ``i`` (counting stops past ``most``)."""
-    cdef Py_ssize_t j = i
-    while j < n and j - i <= most and _digit(PyUnicode_READ_CHAR(line, j)):
-        j += 1
-    return j - i
 
 
 cdef inline str _frac3(str line, Py_ssize_t start, Py_ssize_t count):
@@ -74,73 +44,6 @@ cdef inline str _frac3(str line, Py_ssize_t start, Py_ssize_t count):
     if count >= 3:
         return line[start : start + 3]
     return (line[start : start + count] + "00")[:3]
-
-
-# oslo's context and message (as oslo._context / oslo._message, and as
-# _speedups' copies of them: a Cython module cannot share cdef functions
-# without a .pxd).
-
-
-cdef void _context(dict fields, str context) except *:
-    cdef list tokens
-    cdef Py_ssize_t index, count
-    cdef str user, project
-    if context.startswith("req-"):
-        tokens = context.split(" ", 3)
-        count = len(tokens)
-        fields["request_id"] = tokens[0]
-        if count > 1 and tokens[1] not in _NONE:
-            fields["user_id"] = tokens[1]
-        if count > 2 and tokens[2] not in _NONE:
-            fields["project_id"] = tokens[2]
-        return
-    tokens = context.split()
-    count = len(tokens)
-    for index in range(count):
-        if (<str>tokens[index]).startswith("req-"):
-            fields["request_id"] = tokens[index]
-            user = tokens[index + 1] if index + 1 < count else "-"
-            project = tokens[index + 2] if index + 2 < count else "-"
-            if user not in _NONE:
-                fields["user_id"] = user
-            if project not in _NONE:
-                fields["project_id"] = project
-            return
-
-
-cdef void _message(dict fields, str message) except *:
-    cdef Py_ssize_t end, space, colon, space2, pid_at, n
-    cdef str digits, function
-    if message.startswith("[instance: "):
-        end = message.find("] ", 11)
-        if end > 0:
-            fields["instance_id"] = message[11:end]
-            message = message[end + 2 :]
-    n = PyUnicode_GET_LENGTH(message)
-    if n and _digit(PyUnicode_READ_CHAR(message, n - 1)):
-        space = message.rfind(" ")
-        colon = message.rfind(":", space + 1)
-        digits = message[colon + 1 :]
-        if (
-            space > 0
-            and colon > 0
-            and message.endswith(".py", space + 1, colon)
-            and PyUnicode_GET_LENGTH(digits) <= 18
-            and digits.isascii()
-            and digits.isdigit()
-        ):
-            space2 = message.rfind(" ", 0, space)
-            function = message[space2 + 1 : space]
-            if space2 >= 0 and function.isidentifier():
-                fields["function"] = function
-                fields["file"] = message[space + 1 : colon]
-                fields["line"] = int(digits)
-                if space2 > 0 and PyUnicode_READ_CHAR(message, space2 - 1) == 41:  # ")"
-                    pid_at = message.rfind(" from (pid=", 0, space2)
-                    if pid_at >= 0:
-                        space2 = pid_at
-                message = message[:space2]
-    fields["message"] = message
 
 
 cdef inline void _set_level(dict fields, tuple info) except *:
@@ -513,51 +416,22 @@ cdef class Syslog:
         _set_level(fields, <tuple>info)
         fields["logger"] = text[i:k]
         if context is not None:
-            _context(fields, <str>context)
+            _oslo_context(fields, <str>context)
         if not message:
             fields["message"] = ""
         else:
-            _message(fields, <str>message)
+            _oslo_message(fields, <str>message)
         return True
 
     cdef object _leading_level(self, str text):
         """common.leading_level; text with non-ASCII in its first 24 characters
         goes to the Python function (Unicode whitespace and letters)."""
-        cdef Py_ssize_t n = PyUnicode_GET_LENGTH(text)
-        cdef Py_ssize_t m = n if n < 24 else 24
-        cdef Py_ssize_t i = 0, j, a, b, x
-        cdef Py_UCS4 c
-        cdef bint upper = True
-        cdef str word
-        cdef object info
-        for x in range(m):
-            if PyUnicode_READ_CHAR(text, x) > 127:
-                return leading_level(text, self._levels)
-        while i < m and _isspace(PyUnicode_READ_CHAR(text, i)):
-            i += 1
-        if i == m:
+        cdef Py_ssize_t a = 0, b = 0
+        cdef int found = _level_word(text, &a, &b)
+        if found < 0:
+            return leading_level(text, self._levels)
+        if found == 0:
             return None
-        j = i
-        while j < m and not _isspace(PyUnicode_READ_CHAR(text, j)):
-            j += 1
-        a = i
-        b = j
-        while a < b and _strip_char(PyUnicode_READ_CHAR(text, a)):
-            a += 1
-        while b > a and _strip_char(PyUnicode_READ_CHAR(text, b - 1)):
-            b -= 1
-        if a == b or b - a > 13:
-            return None
-        for x in range(a, b):
-            c = PyUnicode_READ_CHAR(text, x)
-            if _lower(c):
-                upper = False
-            elif not _upper(c):
-                return None
-        if not upper:
-            c = PyUnicode_READ_CHAR(text, i)
-            if PyUnicode_READ_CHAR(text, j - 1) != 58 and c != 91 and c != 60 and c != 40:
-                return None
         word = text[a:b]
         info = self._known_levels.get(word)
         if info is None:

@@ -18,14 +18,7 @@ compares the fields.
 
 from cpython.unicode cimport PyUnicode_GET_LENGTH, PyUnicode_READ_CHAR
 
-
-cdef inline bint _digit(Py_UCS4 c) noexcept:
-    return 48 <= c <= 57
-
-
-cdef inline bint _space(Py_UCS4 c) noexcept:
-    # \s of re.ASCII: space, \t \n \v \f \r
-    return c == 32 or 9 <= c <= 13
+from logstream.parsers._scan cimport _digit, _digits_from, _digits_value, _space, _word, _stamp19
 
 
 cdef inline bint _stamp_at(str line, Py_ssize_t i, Py_ssize_t n) noexcept:
@@ -285,14 +278,6 @@ cdef class Access:
         return self._general(line)
 
 
-cdef inline Py_ssize_t _digits_from(str line, Py_ssize_t i, Py_ssize_t n, Py_ssize_t most) noexcept:
-    """How many ASCII digits start at ``i`` (counting stops past ``most``)."""
-    cdef Py_ssize_t j = i
-    while j < n and j - i <= most and _digit(PyUnicode_READ_CHAR(line, j)):
-        j += 1
-    return j - i
-
-
 cdef class NginxError:
     """``web.NginxErrorParser.parse`` without the regex (same fields, same ``None``)."""
 
@@ -320,19 +305,8 @@ cdef class NginxError:
         if n < 29:  # stamp (19) " [" a "] " 1 "#" 1 ": "
             return None
         # (\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[
-        for i in range(19):
-            c = PyUnicode_READ_CHAR(line, i)
-            if i == 4 or i == 7:
-                if c != 47:  # /
-                    return None
-            elif i == 10:
-                if c != 32:
-                    return None
-            elif i == 13 or i == 16:
-                if c != 58:  # :
-                    return None
-            elif not _digit(c):
-                return None
+        if not _stamp19(line, 47):  # /
+            return None
         if PyUnicode_READ_CHAR(line, 19) != 32 or PyUnicode_READ_CHAR(line, 20) != 91:
             return None
         # ([a-z]{1,8})\] then a space
@@ -387,19 +361,6 @@ cdef class NginxError:
             fields["client"] = message[client + 10 : end if end > 0 else PyUnicode_GET_LENGTH(message)]
         fields["message"] = message
         return fields
-
-
-cdef inline bint _word(Py_UCS4 c) noexcept:
-    # \w of re.ASCII
-    return 48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c == 95
-
-
-cdef inline Py_ssize_t _digit_value(str line, Py_ssize_t i, Py_ssize_t end) noexcept:
-    cdef Py_ssize_t value = 0
-    while i < end:
-        value = value * 10 + (<int>PyUnicode_READ_CHAR(line, i) - 48)
-        i += 1
-    return value
 
 
 cdef class ApacheError:
@@ -598,9 +559,9 @@ cdef class ApacheError:
         number = self._months.get(line[5:8])
         if info is None or number is None:
             return None
-        day = _digit_value(line, day_end - 1, day_end)
+        day = _digits_value(line, day_end - 1, day_end)
         if day_end - day_at == 2 and PyUnicode_READ_CHAR(line, day_at) != 32:
-            day += 10 * _digit_value(line, day_at, day_at + 1)
+            day += 10 * _digits_value(line, day_at, day_at + 1)
         stamp = f"{line[year_at : year_at + 4]}-{number:02d}-{day:02d} {line[clock_at : clock_at + 8]}"
         prefix = self._known_stamps.get(stamp)
         if prefix is None:
@@ -624,7 +585,7 @@ cdef class ApacheError:
         if module_end > module_at:
             fields["logger"] = line[module_at:module_end]
         if pid_at >= 0:
-            fields["pid"] = _digit_value(line, pid_at, pid_end)
+            fields["pid"] = _digits_value(line, pid_at, pid_end)
         if tid_at >= 0:
             fields["thread_id"] = int(line[tid_at:tid_end])
         if client_at >= 0:
@@ -635,7 +596,7 @@ cdef class ApacheError:
             fields["error_message"] = line[apr_at:apr_end]
         if source_at >= 0:
             fields["file"] = line[source_at:source_end]
-            fields["line"] = _digit_value(line, source_line_at, source_line_end)
+            fields["line"] = _digits_value(line, source_line_at, source_line_end)
         if ", referer" in message:
             text, _, referrer = message.rpartition(", referer")
             referrer = referrer.removeprefix(":").strip()

@@ -73,9 +73,9 @@ def compiled(name: str = "_speedups", package: str = "logstream.parsers") -> Mod
     """The compiled fast paths ``<package>.<name>`` (a Cython module), or ``None``.
 
     ``None`` where the module was not built (no Cython or C compiler at
-    install time), where its ``.pyx`` source is newer than the build (a
-    stale module would not read lines as the Python code beside it does;
-    ``scripts/bootstrap`` rebuilds it), or when ``LOGSTREAM_PURE`` is set
+    install time), where its ``.pyx`` source or a ``.pxd`` beside it is newer
+    than the build (a stale module would not read lines as the Python code
+    beside it does; ``scripts/bootstrap`` rebuilds it), or when ``LOGSTREAM_PURE`` is set
     (to a value other than ``0``): then the parsers run their pure-Python
     code, the reference the compiled code is tested against.
     """
@@ -92,12 +92,16 @@ def compiled(name: str = "_speedups", package: str = "logstream.parsers") -> Mod
         return None
     built = getattr(module, "__file__", None)
     if built is not None:
-        source = os.path.join(os.path.dirname(built), name + ".pyx")
+        folder = os.path.dirname(built)
+        # Its .pyx, and the .pxd files beside it (shared inline helpers it cimports).
+        sources = [os.path.join(folder, name + ".pyx")]
+        sources += [os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".pxd")]
         try:
-            stale = os.path.getmtime(source) > os.path.getmtime(built)
+            built_at = os.path.getmtime(built)
+            source = next((s for s in sources if os.path.getmtime(s) > built_at), None)
         except OSError:  # installed without its source: nothing to compare
-            stale = False
-        if stale:
+            source = None
+        if source is not None:
             _warn_once(
                 source,
                 "%s changed after it was compiled: using the pure-Python code "
